@@ -1,0 +1,164 @@
+"""Aggregation: a trace's records become one ``RunSummary`` (bridge contract, sections 4 and 5).
+
+Pure functions, shared by the span processor and the builder API, so both give the same
+proof for the same records. Record order never changes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
+from aigp_otel_bridge.records import GovernanceRecord
+
+
+@dataclass(frozen=True)
+class ResourceSummary:
+    """One governed resource of a run: one OpenLineage input dataset."""
+
+    type: str
+    name: str
+    version: int | None = None
+    observed_versions: tuple[int, ...] = ()
+    leaf_hashes: tuple[str, ...] = ()
+    content_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The aggregate proof of one run, before it is given an OpenLineage shape."""
+
+    governance_hash: str
+    hash_type: str
+    leaf_count: int | None
+    enforcement: str
+    classification: str | None
+    event_count: int
+    denied_count: int
+    agent_ids: tuple[str, ...]
+    first_agent_id: str | None
+    resources: tuple[ResourceSummary, ...]
+    latest_time_ns: int | None
+    earliest_time_ns: int | None
+    invalid: int
+    """Values left out as invalid, including resources past the inputs bound."""
+
+
+@dataclass
+class Overflow:
+    """What is kept of records past the per-trace bound: only what the aggregate needs."""
+
+    hashes: dict[str, tuple[str | None, int | None]] = field(default_factory=dict)
+    count: int = 0
+    denied: int = 0
+    classification_rank: int = -1
+    invalid: int = 0
+
+    def add(self, record: GovernanceRecord) -> None:
+        self.count += 1
+        self.denied += record.denied
+        self.invalid += record.invalid
+        if record.governance_hash is not None:
+            self.hashes.setdefault(record.governance_hash, (record.hash_type, record.leaf_count))
+        if record.classification is not None:
+            self.classification_rank = max(
+                self.classification_rank, sc.CLASSIFICATION_RANK[record.classification]
+            )
+
+
+_CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
+
+
+def _aggregate_hash(
+    hashes: dict[str, tuple[str | None, int | None]],
+) -> tuple[str, str, int | None]:
+    """The contract's section-4 rule: one hash stands for itself, several form a Merkle root."""
+    if not hashes:
+        return EMPTY_SHA256, "sha256", None
+    if len(hashes) == 1:
+        ((only, (hash_type, leaf_count)),) = hashes.items()
+        if hash_type == "merkle-sha256":
+            return only, hash_type, leaf_count
+        return only, "sha256", 1
+    return merkle_root(hashes), "merkle-sha256", len(hashes)
+
+
+def _summarise_resources(
+    records: Iterable[GovernanceRecord], max_inputs: int
+) -> tuple[tuple[ResourceSummary, ...], int]:
+    versions: dict[tuple[str, str], set[int]] = {}
+    leaves: dict[tuple[str, str], set[str]] = {}
+    contents: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        for ref in record.resources:
+            key = (ref.type, ref.name)
+            versions.setdefault(key, set())
+            if ref.version is not None:
+                versions[key].add(ref.version)
+            if ref.leaf_hash is not None:
+                leaves.setdefault(key, set()).add(ref.leaf_hash)
+            if ref.content_hash is not None:
+                contents.setdefault(key, set()).add(ref.content_hash)
+    keys = sorted(versions)
+    summaries = tuple(
+        ResourceSummary(
+            type=key[0],
+            name=key[1],
+            version=max(versions[key]) if versions[key] else None,
+            observed_versions=tuple(sorted(versions[key])) if len(versions[key]) > 1 else (),
+            leaf_hashes=tuple(sorted(leaves.get(key, ()))),
+            content_hashes=tuple(sorted(contents.get(key, ()))),
+        )
+        for key in keys[:max_inputs]
+    )
+    return summaries, max(0, len(keys) - max_inputs)
+
+
+def aggregate(
+    records: Iterable[GovernanceRecord],
+    overflow: Overflow | None = None,
+    *,
+    max_inputs: int = 1000,
+) -> RunSummary:
+    """Summarise a trace's records (plus those kept only as overflow) into its run's proof."""
+    records = list(records)
+    overflow = overflow or Overflow()
+    hashes: dict[str, tuple[str | None, int | None]] = {}
+    for record in sorted(records, key=_record_order):
+        if record.governance_hash is not None:
+            known = hashes.get(record.governance_hash)
+            if known is None or (known[1] is None and record.leaf_count is not None):
+                hashes[record.governance_hash] = (record.hash_type, record.leaf_count)
+    for digest, details in overflow.hashes.items():
+        hashes.setdefault(digest, details)
+    governance_hash, hash_type, leaf_count = _aggregate_hash(hashes)
+
+    denied = sum(record.denied for record in records) + overflow.denied
+    ranks = [sc.CLASSIFICATION_RANK[r.classification] for r in records if r.classification is not None]
+    top_rank = max([*ranks, overflow.classification_rank], default=-1)
+    agent_ids = sorted({r.agent_id for r in records if r.agent_id is not None})
+    first_agent = next((r.agent_id for r in records if r.agent_id is not None), None)
+    times = [r.time_ns for r in records if r.time_ns is not None]
+    resources, inputs_left_out = _summarise_resources(records, max_inputs)
+    return RunSummary(
+        governance_hash=governance_hash,
+        hash_type=hash_type,
+        leaf_count=leaf_count,
+        enforcement=sc.DENIED if denied else sc.ALLOWED,
+        classification=_CLASSIFICATION_BY_RANK.get(top_rank),
+        event_count=len(records) + overflow.count,
+        denied_count=denied,
+        agent_ids=tuple(agent_ids),
+        first_agent_id=first_agent,
+        resources=resources,
+        latest_time_ns=max(times, default=None),
+        earliest_time_ns=min(times, default=None),
+        invalid=sum(r.invalid for r in records) + overflow.invalid + inputs_left_out,
+    )
+
+
+def _record_order(record: GovernanceRecord) -> tuple[str, str]:
+    """A total order on records, so that ties (one hash, two hash types) resolve the same way."""
+    return (record.hash_type or "", record.event_id or "")

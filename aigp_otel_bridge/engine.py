@@ -1,0 +1,194 @@
+"""The stages wired together behind one thread-safe intake.
+
+Front doors (the span processor, later the exporter and the OTLP receiver) call ``put_*`` from
+any thread; each call is an append to a bounded deque, nothing more. One correlation worker
+owns the ``Correlator``: it parses, correlates, aggregates and names runs, then hands them to
+the ``Deliverer``, whose own thread builds and emits them. A slow lineage backend therefore
+never stalls correlation, and neither ever blocks the application.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.config import BridgeConfig
+from aigp_otel_bridge.correlate import Correlator, FinishedTrace
+from aigp_otel_bridge.deliver import Deliverer
+from aigp_otel_bridge.lineage import decide
+from aigp_otel_bridge.records import GovernanceRecord, SpanNote, records_from_note
+from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, register_metrics
+
+_log = logging.getLogger("aigp_otel_bridge")
+
+_START, _SPAN, _EVENT, _FLUSH, _STOP = range(5)
+
+
+class _FlushToken:
+    __slots__ = ("done", "upto_seq")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.upto_seq = 0
+
+
+class Engine:
+    """Intake queue, correlation worker and deliverer of one bridge."""
+
+    def __init__(self, config: BridgeConfig, emit: Callable[[Any], None], stats: Stats | None = None) -> None:
+        self.config = config
+        self.stats = stats or Stats()
+        self.log = RateLimitedLog(_log)
+        self._emit = emit
+        self._capacity = config.max_intake_size
+        self._sweep_s = min(1.0, config.trace_timeout_s / 4)
+        self._start_threads()
+        register_metrics(
+            self.stats,
+            {
+                "pending_traces": lambda: len(self._correlator),
+                "queue_depth": lambda: self._deliverer.depth(),
+                "intake_depth": lambda: len(self._intake),
+            },
+        )
+        if hasattr(os, "register_at_fork"):
+            reference = weakref.WeakMethod(self._restart_in_child)
+            os.register_at_fork(after_in_child=lambda: (reference() or (lambda: None))())
+
+    def _start_threads(self) -> None:
+        config = self.config
+        self._intake: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._stopped = False
+        self._correlator = Correlator(
+            trace_timeout_s=config.trace_timeout_s,
+            max_pending_traces=config.max_pending_traces,
+            max_records_per_trace=config.max_records_per_trace,
+            emit_ungoverned=config.emit_ungoverned,
+            stats=self.stats,
+        )
+        self._deliverer = Deliverer(
+            self._emit,
+            producer=config.producer,
+            max_queue_size=config.max_queue_size,
+            retry_max_backoff_s=config.retry_max_backoff_s,
+            stats=self.stats,
+            log=self.log,
+        )
+        self._worker = threading.Thread(target=self._run, name="aigp-bridge-correlate", daemon=True)
+        self._worker.start()
+
+    def _restart_in_child(self) -> None:
+        """After fork the child has no worker threads: start fresh ones, forget the parent's traces."""
+        self._start_threads()
+
+    # ---- front-door API (any thread, never blocks, never raises) ----
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def put_root_start(self, trace_id: int, span_id: int, remote_parent: bool) -> None:
+        self._put((_START, trace_id, span_id, remote_parent), wake=False)
+
+    def put_span(self, note: SpanNote) -> None:
+        self._put((_SPAN, note), wake=note.local_root)
+
+    def put_event(self, key: int | str, record: GovernanceRecord) -> None:
+        self._put((_EVENT, key, record), wake=False)
+
+    def _put(self, item: tuple[Any, ...], *, wake: bool) -> None:
+        if self._stopped:
+            return
+        if len(self._intake) >= self._capacity:
+            self.stats.intake_dropped += 1
+            self.log.log(logging.ERROR, "intake", "intake queue full (%d); governance data dropped", self._capacity)
+            self._wake.set()
+            return
+        self._intake.append(item)
+        if wake or len(self._intake) >= self._capacity // 2:
+            self._wake.set()
+
+    # ---- flush and shutdown (caller waits, bounded by its timeout) ----
+
+    def flush(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        if not self._worker.is_alive():
+            return self._deliverer.wait_delivered(self._deliverer.last_seq, deadline)
+        token = _FlushToken()
+        self._intake.append((_FLUSH, token))
+        self._wake.set()
+        if not token.done.wait(max(0.0, deadline - time.monotonic())):
+            return False
+        return self._deliverer.wait_delivered(token.upto_seq, deadline)
+
+    def shutdown(self, timeout_s: float) -> bool:
+        if self._stopped:
+            return True
+        deadline = time.monotonic() + timeout_s
+        self._intake.append((_STOP,))
+        self._stopped = True
+        self._wake.set()
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        return self._deliverer.shutdown(deadline)
+
+    # ---- the correlation worker ----
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._sweep_s)
+            self._wake.clear()
+            try:
+                if not self._drain():
+                    return
+                self._decide(self._correlator.expire(time.monotonic()))
+            except Exception:  # a bug must not kill the worker
+                self.log.log(logging.ERROR, "worker", "correlation worker error", exc_info=True)
+
+    def _drain(self) -> bool:
+        """Process everything queued; False once the stop marker is reached."""
+        intake = self._intake
+        correlator = self._correlator
+        limits = self.config.limits
+        while intake:
+            item = intake.popleft()
+            kind = item[0]
+            now = time.monotonic()
+            try:
+                if kind == _SPAN:
+                    note: SpanNote = item[1]
+                    self.stats.spans_seen += 1
+                    self._decide(correlator.span_ended(note, records_from_note(note, limits), now))
+                elif kind == _START:
+                    self._decide(correlator.root_started(item[1], item[2], item[3], now))
+                elif kind == _EVENT:
+                    self._decide(correlator.event_ingested(item[1], item[2], now))
+                elif kind == _FLUSH:
+                    token: _FlushToken = item[1]
+                    token.upto_seq = self._deliverer.last_seq
+                    token.done.set()
+                elif kind == _STOP:
+                    self._decide(correlator.drain())
+                    return False
+            except Exception:
+                self.log.log(logging.ERROR, "worker", "could not process governance data", exc_info=True)
+        return True
+
+    def _decide(self, finished: list[FinishedTrace]) -> None:
+        for trace in finished:
+            try:
+                summary = aggregate(trace.records, trace.overflow, max_inputs=self.config.max_inputs_per_run)
+                run = decide(trace, summary, self.config)
+            except Exception:
+                self.stats.build_failures += 1
+                self.log.log(logging.ERROR, "decide", "could not summarise a governed trace", exc_info=True)
+                continue
+            self.stats.runs_decided += 1
+            self._deliverer.submit(run)

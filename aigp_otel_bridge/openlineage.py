@@ -1,0 +1,117 @@
+"""The builder API on full AIGP events (the JSON a governance store keeps).
+
+Same names as the reference SDK's helpers, but one RunEvent per session, canonical UUID run
+ids and always schema-valid output, because they share the processor's extraction and
+aggregation code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from openlineage.client.event_v2 import RunState
+from openlineage.client.serde import Serde
+
+from aigp_otel_bridge.aggregate import RunSummary, aggregate
+from aigp_otel_bridge.config import DEFAULT_PRODUCER, Limits
+from aigp_otel_bridge.correlate import _joined
+from aigp_otel_bridge.lineage import (
+    DecidedRun,
+    build_governance_facet,
+    build_inputs,
+    build_run_event,
+    run_id_for_trace,
+)
+from aigp_otel_bridge.records import GovernanceRecord, record_from_aigp_event
+
+AIGPEvent = Mapping[str, Any]
+
+__all__ = ["build_governance_run_facet", "build_openlineage_run_event", "build_resource_input_facets"]
+
+
+def _session(events: AIGPEvent | Iterable[AIGPEvent]) -> list[AIGPEvent]:
+    session = [events] if isinstance(events, Mapping) else list(events)
+    if not session:
+        raise ValueError("no AIGP events given")
+    for event in session:
+        if not isinstance(event, Mapping):
+            raise TypeError(f"an AIGP event must be a mapping, got {type(event).__name__}")
+    return session
+
+
+def _trace_id(session: list[AIGPEvent]) -> str:
+    ids = {event.get("trace_id") for event in session}
+    if len(ids) != 1:
+        raise ValueError(f"AIGP events of one session share one trace_id; got {len(ids)}")
+    (trace_id,) = ids
+    if not isinstance(trace_id, str) or not trace_id:
+        raise ValueError("an AIGP event needs a non-empty string trace_id")
+    return trace_id
+
+
+def _records(session: list[AIGPEvent]) -> list[GovernanceRecord]:
+    """One record per event; events sharing an ``event_id`` are one action (the later one wins)."""
+    joined: dict[str, tuple[GovernanceRecord, bool]] = {}
+    for position, event in enumerate(session):
+        record = record_from_aigp_event(event, limits=Limits())
+        key = record.event_id or f"#{position}"
+        joined[key] = _joined(joined[key], record, True) if key in joined else (record, True)
+    return [record for record, _ in joined.values()]
+
+
+def _decided(
+    events: AIGPEvent | Iterable[AIGPEvent],
+    job_namespace: str,
+    job_name: str,
+    run_id: str | None = None,
+    event_type: str = "COMPLETE",
+) -> DecidedRun:
+    session = _session(events)
+    trace_id = _trace_id(session)
+    summary: RunSummary = aggregate(_records(session))
+    agent_id = summary.first_agent_id or "unknown_agent"
+    return DecidedRun(
+        run_id=run_id or run_id_for_trace(trace_id),
+        trace_id=trace_id,
+        event_type=RunState(event_type),
+        event_time_ns=summary.latest_time_ns,
+        complete=True,
+        job_namespace=job_namespace,
+        job_name=job_name,
+        resource_namespace=job_namespace,
+        agent_id=agent_id,
+        nominal_start_ns=summary.earliest_time_ns,
+        nominal_end_ns=summary.latest_time_ns,
+        summary=summary,
+    )
+
+
+def build_governance_run_facet(
+    aigp_event: AIGPEvent | Iterable[AIGPEvent], *, producer: str = DEFAULT_PRODUCER
+) -> dict[str, Any]:
+    """The ``aigp_governance`` run facet of one event or of one session's events."""
+    run = _decided(aigp_event, "default", "session")
+    return Serde.to_dict(build_governance_facet(run, producer))
+
+
+def build_resource_input_facets(
+    aigp_event: AIGPEvent | Iterable[AIGPEvent], *, producer: str = DEFAULT_PRODUCER
+) -> list[dict[str, Any]]:
+    """One ``aigp_resource`` input facet per governed resource of the event(s)."""
+    run = _decided(aigp_event, "default", "session")
+    return [Serde.to_dict(dataset.inputFacets["aigp_resource"]) for dataset in build_inputs(run, producer)]
+
+
+def build_openlineage_run_event(
+    aigp_event: AIGPEvent | Iterable[AIGPEvent],
+    job_namespace: str,
+    job_name: str,
+    run_id: str | None = None,
+    event_type: str = "COMPLETE",
+    *,
+    producer: str = DEFAULT_PRODUCER,
+) -> dict[str, Any]:
+    """A complete RunEvent dict for one session: run id from the trace id, unless given."""
+    run = _decided(aigp_event, job_namespace, job_name, run_id, event_type)
+    return Serde.to_dict(build_run_event(run, producer))

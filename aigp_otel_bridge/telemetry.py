@@ -1,0 +1,113 @@
+"""The bridge's own telemetry: plain counters, exposed as OpenTelemetry metrics, and
+rate-limited log lines.
+
+Counters are plain integers bumped by the bridge's threads; OpenTelemetry reads them through
+observable instruments, so counting costs nothing extra on the hot path and the metrics are a
+no-op unless the application configured a ``MeterProvider``. Metrics create no spans, so the
+bridge's telemetry never feeds back into itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opentelemetry import metrics
+
+from aigp_otel_bridge.version import __version__
+
+METER_NAME = "aigp_otel_bridge"
+
+
+@dataclass
+class Stats:
+    """Running totals of one bridge. Read them with ``processor.stats()``."""
+
+    spans_seen: int = 0
+    """Finished spans that carried governance data or were local roots."""
+    records: int = 0
+    """Governance records taken in (span events, governed span attributes, ingested events)."""
+    duplicate_records: int = 0
+    """Records seen twice (same ``aigp.event.id``) and joined into one."""
+    records_left_out: int = 0
+    """Records past ``max_records_per_trace``: not in the inputs, still in the aggregate."""
+    invalid_values: int = 0
+    """Attribute or field values left out because of their type, shape or size."""
+    runs_decided: int = 0
+    runs_emitted: int = 0
+    """Runs handed to ``client.emit`` without error."""
+    emit_failures: int = 0
+    """Failed ``client.emit`` attempts (each is retried)."""
+    build_failures: int = 0
+    """Runs that could not be built into a RunEvent (counted and dropped; a bug if ever seen)."""
+    runs_dropped: int = 0
+    """Runs given up: delivery queue full, or still undelivered at shutdown."""
+    traces_evicted: int = 0
+    traces_timed_out: int = 0
+    intake_dropped: int = 0
+    """Span notes or ingested events refused because the intake queue was full."""
+    ingest_rejected: int = 0
+    """``ingest_aigp_event`` calls with something that is not an AIGP event with a trace id."""
+
+    def snapshot(self) -> dict[str, int]:
+        return asdict(self)
+
+
+_COUNTERS = {
+    "records": "Governance records taken in",
+    "invalid_values": "Values left out as invalid",
+    "records_left_out": "Records past the per-trace bound",
+    "runs_emitted": "Runs handed to the OpenLineage client",
+    "emit_failures": "Failed emit attempts",
+    "runs_dropped": "Runs given up and counted",
+    "traces_evicted": "Pending traces evicted by the bound",
+    "traces_timed_out": "Governed traces emitted by timeout",
+    "intake_dropped": "Spans or events refused by a full intake queue",
+}
+
+
+def register_metrics(stats: Stats, gauges: dict[str, Callable[[], int]]) -> None:
+    """Expose the counters and gauges through the global ``MeterProvider`` (no-op by default)."""
+    meter = metrics.get_meter(METER_NAME, __version__)
+
+    def counter_callback(name: str) -> Callable[[Any], Iterable[metrics.Observation]]:
+        return lambda _options: [metrics.Observation(getattr(stats, name))]
+
+    def gauge_callback(read: Callable[[], int]) -> Callable[[Any], Iterable[metrics.Observation]]:
+        return lambda _options: [metrics.Observation(read())]
+
+    for name, description in _COUNTERS.items():
+        meter.create_observable_counter(
+            f"aigp_bridge.{name}", callbacks=[counter_callback(name)], description=description
+        )
+    for name, read in gauges.items():
+        meter.create_observable_gauge(f"aigp_bridge.{name}", callbacks=[gauge_callback(read)])
+
+
+class RateLimitedLog:
+    """Logs each kind of message at most once per interval, saying how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
+        self._logger = logger
+        self._interval = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def log(self, level: int, kind: str, message: str, *args: object, exc_info: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self._interval:
+                self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += " (%d similar messages suppressed)"
+            args = (*args, suppressed)
+        self._logger.log(level, message, *args, exc_info=exc_info)
