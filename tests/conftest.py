@@ -1,0 +1,81 @@
+"""Shared fixtures: a capturing OpenLineage transport and a TracerProvider with the bridge."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from openlineage.client import OpenLineageClient
+from openlineage.client.serde import Serde
+from openlineage.client.transport.transport import Config, Transport
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+
+from aigp_otel_bridge import AIGPLineageSpanProcessor
+
+
+class CaptureTransport(Transport):
+    """Keeps every emitted event as the JSON dict a backend would receive."""
+
+    kind = "capture"
+    config_class = Config
+
+    def __init__(self, fail_times: int = 0, delay_s: float = 0.0) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.fail_times = fail_times
+        self.delay_s = delay_s
+        self._lock = threading.Lock()
+
+    def emit(self, event: Any) -> None:
+        with self._lock:
+            self.attempts += 1
+            failing = self.attempts <= self.fail_times
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if failing:
+            raise ConnectionError("lineage backend unavailable")
+        with self._lock:
+            self.events.append(json.loads(Serde.to_json(event)))
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.events) >= count:
+                    return list(self.events)
+            time.sleep(0.01)
+        raise AssertionError(f"expected {count} RunEvents within {timeout_s}s, got {len(self.events)}")
+
+
+@pytest.fixture
+def transport() -> CaptureTransport:
+    return CaptureTransport()
+
+
+@pytest.fixture
+def make_bridge(transport: CaptureTransport) -> Iterator[Callable[..., tuple[TracerProvider, AIGPLineageSpanProcessor]]]:
+    """Build a TracerProvider with the bridge registered; both are shut down after the test."""
+    made: list[tuple[TracerProvider, AIGPLineageSpanProcessor]] = []
+
+    def make(
+        resource: dict[str, Any] | None = None,
+        transport_: Transport | None = None,
+        **settings: Any,
+    ) -> tuple[TracerProvider, AIGPLineageSpanProcessor]:
+        attributes = {"service.name": "test-agent"} if resource is None else resource
+        provider = TracerProvider(resource=Resource.create(attributes))
+        client = OpenLineageClient(transport=transport_ or transport)
+        settings.setdefault("job_namespace", "test.ns")
+        processor = AIGPLineageSpanProcessor(client=client, **settings)
+        provider.add_span_processor(processor)
+        made.append((provider, processor))
+        return provider, processor
+
+    yield make
+    for provider, _ in made:
+        provider.shutdown()
