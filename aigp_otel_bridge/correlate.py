@@ -108,7 +108,9 @@ class Correlator:
             self._traces.move_to_end(key)
         return trace
 
-    def root_started(self, trace_id: int, span_id: int, remote_parent: bool, now: float) -> list[FinishedTrace]:
+    def root_started(
+        self, trace_id: int, span_id: int, remote_parent: bool, now: float
+    ) -> list[FinishedTrace]:
         finished: list[FinishedTrace] = []
         trace = self._touch(trace_id, now, finished)
         trace.open_roots += 1

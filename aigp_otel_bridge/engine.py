@@ -109,7 +109,9 @@ class Engine:
             return
         if len(self._intake) >= self._capacity:
             self.stats.intake_dropped += 1
-            self.log.log(logging.ERROR, "intake", "intake queue full (%d); governance data dropped", self._capacity)
+            self.log.log(
+                logging.ERROR, "intake", "intake queue full (%d); governance data dropped", self._capacity
+            )
             self._wake.set()
             return
         self._intake.append(item)

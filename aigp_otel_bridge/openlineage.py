@@ -14,7 +14,7 @@ from openlineage.client.event_v2 import RunState
 from openlineage.client.serde import Serde
 
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.config import DEFAULT_PRODUCER, Limits
+from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from aigp_otel_bridge.correlate import _joined
 from aigp_otel_bridge.lineage import (
     DecidedRun,
@@ -54,7 +54,7 @@ def _records(session: list[AIGPEvent]) -> list[GovernanceRecord]:
     """One record per event; events sharing an ``event_id`` are one action (the later one wins)."""
     joined: dict[str, tuple[GovernanceRecord, bool]] = {}
     for position, event in enumerate(session):
-        record = record_from_aigp_event(event, limits=Limits())
+        record = record_from_aigp_event(event)
         key = record.event_id or f"#{position}"
         joined[key] = _joined(joined[key], record, True) if key in joined else (record, True)
     return [record for record, _ in joined.values()]
@@ -100,7 +100,11 @@ def build_resource_input_facets(
 ) -> list[dict[str, Any]]:
     """One ``aigp_resource`` input facet per governed resource of the event(s)."""
     run = _decided(aigp_event, "default", "session")
-    return [Serde.to_dict(dataset.inputFacets["aigp_resource"]) for dataset in build_inputs(run, producer)]
+    return [
+        Serde.to_dict(facet)
+        for dataset in build_inputs(run, producer)
+        for facet in (dataset.inputFacets or {}).values()
+    ]
 
 
 def build_openlineage_run_event(

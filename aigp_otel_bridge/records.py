@@ -19,6 +19,7 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import is_sha256_hex
 
+DEFAULT_LIMITS = Limits()
 _HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _KNOWN_HASH_TYPES = frozenset({"sha256", "merkle-sha256", "sha384", "sha512"})
 
@@ -171,7 +172,7 @@ def record_from_attributes(
     *,
     event_name: str | None = None,
     time_ns: int | None = None,
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> GovernanceRecord:
     """Read one record from ``aigp.*`` attributes (a span event's, or a span's own)."""
     read = _Reader(limits)
@@ -203,7 +204,7 @@ def record_from_attributes(
 
 def has_governance_attributes(attributes: Mapping[str, Any]) -> bool:
     """A span's own attributes make a record when any ``aigp.*`` key beyond identity is set."""
-    for key in attributes:
+    for key in attributes:  # noqa: SIM110 - a plain loop is the cheapest form on the hot path
         if key.startswith(sc.PREFIX) and not key.startswith(sc.IDENTITY_PREFIXES):
             return True
     return False
@@ -252,7 +253,8 @@ def _resources_from_event(event: Mapping[str, Any], read: _Reader) -> list[Resou
         name_value = event.get(f"{resource_type}_name")
         name = None if name_value in (None, "") else read.name(name_value)
         if name is not None:
-            resources.append(ResourceRef(resource_type, name, read.count(event.get(f"{resource_type}_version"), 0)))
+            version = read.count(event.get(f"{resource_type}_version"), 0)
+            resources.append(ResourceRef(resource_type, name, version))
     annotations = event.get("annotations")
     if isinstance(annotations, Mapping):
         otel_attributes = annotations.get("otel_attributes")
@@ -261,7 +263,7 @@ def _resources_from_event(event: Mapping[str, Any], read: _Reader) -> list[Resou
     return resources
 
 
-def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = Limits()) -> GovernanceRecord:
+def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> GovernanceRecord:
     """Read one record from a full AIGP event (the JSON a governance store keeps)."""
     read = _Reader(limits)
     event_type = read.event_type(event.get("event_type"))
@@ -354,7 +356,7 @@ class SpanNote:
     """The last ``exception`` event of a failed local root."""
 
 
-def records_from_note(note: SpanNote, limits: Limits = Limits()) -> list[GovernanceRecord]:
+def records_from_note(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> list[GovernanceRecord]:
     """Every record a captured span carries: one per ``aigp.*`` event, plus its own attributes."""
     records = [
         record_from_attributes(
@@ -367,7 +369,7 @@ def records_from_note(note: SpanNote, limits: Limits = Limits()) -> list[Governa
     return records
 
 
-def error_of(note: SpanNote, limits: Limits = Limits()) -> ErrorInfo | None:
+def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | None:
     """What went wrong with a failed span: its recorded exception, else its status description."""
     if not note.error:
         return None
