@@ -1,0 +1,711 @@
+"""Extraction: ``aigp.*`` attributes and full AIGP events become ``GovernanceRecord``s."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.config import Limits
+from aigp_otel_bridge.merkle import flat_hash, leaf_hash
+from aigp_otel_bridge.records import (
+    GovernanceRecord,
+    ResourceRef,
+    SpanNote,
+    error_of,
+    has_governance_attributes,
+    merge_records,
+    parse_event_time,
+    record_from_aigp_event,
+    record_from_attributes,
+    records_from_note,
+    trace_key_of,
+)
+
+HASH_A = flat_hash("policy A content")
+HASH_B = flat_hash("policy B content")
+TRACE_HEX = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def _ns(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1_000
+
+
+# --- event type ---------------------------------------------------------------------------
+
+
+def test_event_type_attribute_wins_over_the_event_name() -> None:
+    record = record_from_attributes({sc.EVENT_TYPE: "PROMPT_USED"}, event_name="aigp.inject.success")
+    assert record.event_type == "PROMPT_USED"
+
+
+@pytest.mark.parametrize(("event_name", "event_type"), sorted(sc.SPAN_EVENT_TYPES.items()))
+def test_event_type_from_each_of_the_22_span_event_names(event_name: str, event_type: str) -> None:
+    assert record_from_attributes({}, event_name=event_name).event_type == event_type
+
+
+def test_there_are_22_span_event_names() -> None:
+    assert len(sc.SPAN_EVENT_TYPES) == 22
+    assert sc.SPAN_EVENT_TYPES["aigp.boundary.unverified"] == "UNVERIFIED_BOUNDARY"
+
+
+@pytest.mark.parametrize(
+    ("event_name", "event_type"),
+    [
+        ("aigp.custom.thing", "CUSTOM_THING"),
+        ("aigp.compliance.check-passed", "COMPLIANCE_CHECK_PASSED"),
+        ("aigp.audit", "AUDIT"),
+    ],
+)
+def test_unknown_span_event_names_derive_a_custom_type(event_name: str, event_type: str) -> None:
+    assert record_from_attributes({}, event_name=event_name).event_type == event_type
+
+
+def test_malformed_event_type_attribute_is_counted_and_the_name_used() -> None:
+    record = record_from_attributes({sc.EVENT_TYPE: "inject success"}, event_name="aigp.tool.invoked")
+    assert record.event_type == "TOOL_INVOKED"
+    assert record.invalid == 1
+
+
+def test_custom_event_type_attribute_is_carried() -> None:
+    assert record_from_attributes({sc.EVENT_TYPE: "MY_CUSTOM_TYPE_2"}).event_type == "MY_CUSTOM_TYPE_2"
+
+
+def test_span_attributes_without_type_or_name_have_no_event_type() -> None:
+    record = record_from_attributes({sc.GOVERNANCE_HASH: HASH_A})
+    assert record.event_type is None
+    assert record.denied is False
+
+
+# --- hashes -------------------------------------------------------------------------------
+
+
+def test_valid_hash_is_kept_and_hash_type_defaults_to_sha256() -> None:
+    record = record_from_attributes({sc.GOVERNANCE_HASH: HASH_A})
+    assert record.governance_hash == HASH_A
+    assert record.hash_type == "sha256"
+    assert record.invalid == 0
+
+
+def test_no_hash_means_no_hash_type() -> None:
+    record = record_from_attributes({sc.EVENT_TYPE: "INJECT_DENIED"})
+    assert record.governance_hash is None
+    assert record.hash_type is None
+
+
+def test_empty_hash_is_absent_not_invalid() -> None:
+    record = record_from_attributes({sc.GOVERNANCE_HASH: "", sc.EVENT_TYPE: "INJECT_DENIED"})
+    assert record.governance_hash is None
+    assert record.invalid == 0
+
+
+@pytest.mark.parametrize("bad", [HASH_A.upper(), HASH_A[:62], HASH_A + "ab", "not-a-hash", 42, [HASH_A]])
+def test_malformed_hash_is_left_out_and_counted(bad: object) -> None:
+    record = record_from_attributes({sc.GOVERNANCE_HASH: bad})
+    assert record.governance_hash is None
+    assert record.hash_type is None
+    assert record.invalid == 1
+
+
+def test_explicit_merkle_hash_type_and_leaf_count() -> None:
+    record = record_from_attributes(
+        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "merkle-sha256", sc.MERKLE_LEAF_COUNT: 3}
+    )
+    assert record.hash_type == "merkle-sha256"
+    assert record.leaf_count == 3
+
+
+@pytest.mark.parametrize("bad", [0, -2, True, "3", 2.0])
+def test_invalid_leaf_count_is_left_out_and_counted(bad: object) -> None:
+    record = record_from_attributes(
+        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "merkle-sha256", sc.MERKLE_LEAF_COUNT: bad}
+    )
+    assert record.leaf_count is None
+    assert record.invalid == 1
+
+
+def test_unknown_hash_type_is_counted_and_sha256_assumed() -> None:
+    record = record_from_attributes({sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "md5"})
+    assert record.hash_type == "sha256"
+    assert record.invalid == 1
+
+
+# --- enforcement --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("event_type", "explicit", "denied"),
+    [
+        ("INJECT_SUCCESS", "denied", True),
+        ("INJECT_DENIED", "allowed", False),
+        ("INJECT_SUCCESS", None, False),
+        ("INJECT_DENIED", None, True),
+        ("POLICY_VIOLATION", None, True),
+        ("INFERENCE_BLOCKED", None, True),
+        ("CUSTOM_BLOCKED_BY_RULE", None, True),
+        ("TOOL_INVOKED", None, False),
+    ],
+)
+def test_enforcement_explicit_wins_else_derived_from_type(
+    event_type: str, explicit: str | None, denied: bool
+) -> None:
+    attributes: dict[str, Any] = {sc.EVENT_TYPE: event_type}
+    if explicit is not None:
+        attributes[sc.ENFORCEMENT_RESULT] = explicit
+    assert record_from_attributes(attributes).denied is denied
+
+
+@pytest.mark.parametrize(
+    "event_name", ["aigp.inject.denied", "aigp.policy.violation", "aigp.inference.blocked"]
+)
+def test_denial_derived_from_span_event_name(event_name: str) -> None:
+    assert record_from_attributes({}, event_name=event_name).denied is True
+
+
+@pytest.mark.parametrize(("event_type", "denied"), [("INJECT_DENIED", True), ("INJECT_SUCCESS", False)])
+def test_unknown_enforcement_value_counts_as_absent(event_type: str, denied: bool) -> None:
+    record = record_from_attributes({sc.EVENT_TYPE: event_type, sc.ENFORCEMENT_RESULT: "maybe"})
+    assert record.denied is denied
+    assert record.invalid == 1
+
+
+# --- classification -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["public", "internal", "confidential", "restricted"])
+def test_valid_classification_is_kept(value: str) -> None:
+    record = record_from_attributes({sc.DATA_CLASSIFICATION: value})
+    assert record.classification == value
+    assert record.invalid == 0
+
+
+@pytest.mark.parametrize("value", ["secret", "Public", "RESTRICTED", 3, ["public"]])
+def test_invalid_classification_is_left_out_and_counted(value: object) -> None:
+    record = record_from_attributes({sc.DATA_CLASSIFICATION: value})
+    assert record.classification is None
+    assert record.invalid == 1
+
+
+# --- resources ----------------------------------------------------------------------------
+
+
+def test_single_policy_and_prompt_with_versions() -> None:
+    record = record_from_attributes(
+        {
+            sc.POLICY_NAME: "policy.trading-limits",
+            sc.POLICY_VERSION: 4,
+            sc.PROMPT_NAME: "prompt.analyst",
+            sc.PROMPT_VERSION: 0,
+        }
+    )
+    assert set(record.resources) == {
+        ResourceRef("policy", "policy.trading-limits", 4),
+        ResourceRef("prompt", "prompt.analyst", 0),
+    }
+    assert record.invalid == 0
+
+
+def test_single_resource_without_version() -> None:
+    record = record_from_attributes({sc.POLICY_NAME: "policy.a"})
+    assert record.resources == (ResourceRef("policy", "policy.a", None),)
+
+
+@pytest.mark.parametrize("bad", [-1, True, False, "4", 4.0])
+def test_invalid_single_version_is_left_out_and_counted(bad: object) -> None:
+    record = record_from_attributes({sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: bad})
+    assert record.resources == (ResourceRef("policy", "policy.a", None),)
+    assert record.invalid == 1
+
+
+def test_array_resources_with_positional_versions() -> None:
+    record = record_from_attributes(
+        {
+            "aigp.policies.names": ["policy.a", "policy.b", "policy.c"],
+            "aigp.policies.versions": [2, 0],
+            "aigp.prompts.names": ("prompt.x",),
+            "aigp.prompts.versions": (7,),
+            "aigp.tools.names": ["tool.search"],
+            "aigp.contexts.names": ["context.user"],
+            "aigp.lineages.names": ["lineage.snap"],
+            "aigp.memories.names": ["memory.long-term"],
+            "aigp.models.names": ["model.gpt"],
+        }
+    )
+    assert set(record.resources) == {
+        ResourceRef("policy", "policy.a", 2),
+        ResourceRef("policy", "policy.b", 0),
+        ResourceRef("policy", "policy.c", None),
+        ResourceRef("prompt", "prompt.x", 7),
+        ResourceRef("tool", "tool.search"),
+        ResourceRef("context", "context.user"),
+        ResourceRef("lineage", "lineage.snap"),
+        ResourceRef("memory", "memory.long-term"),
+        ResourceRef("model", "model.gpt"),
+    }
+    assert record.invalid == 0
+
+
+def test_invalid_array_versions_are_left_out_and_counted() -> None:
+    record = record_from_attributes(
+        {
+            "aigp.policies.names": ["policy.a", "policy.b", "policy.c", "policy.d"],
+            "aigp.policies.versions": [-1, True, "3", 5],
+        }
+    )
+    assert [(r.name, r.version) for r in record.resources] == [
+        ("policy.a", None),
+        ("policy.b", None),
+        ("policy.c", None),
+        ("policy.d", 5),
+    ]
+    assert record.invalid == 3
+
+
+@pytest.mark.parametrize("bad", ["", 42, None, "x" * 1025])
+def test_bad_array_names_are_left_out_and_counted(bad: object) -> None:
+    record = record_from_attributes({"aigp.tools.names": ["tool.ok", bad]})
+    assert record.resources == (ResourceRef("tool", "tool.ok"),)
+    assert record.invalid == 1
+
+
+def test_versions_stay_positional_when_a_name_is_left_out() -> None:
+    record = record_from_attributes(
+        {"aigp.policies.names": ["", "policy.b"], "aigp.policies.versions": [1, 2]}
+    )
+    assert record.resources == (ResourceRef("policy", "policy.b", 2),)
+    assert record.invalid == 1
+
+
+@pytest.mark.parametrize("bad", ["", 7, "y" * 1025])
+def test_bad_single_names_are_left_out_and_counted(bad: object) -> None:
+    record = record_from_attributes({sc.POLICY_NAME: bad, sc.POLICY_VERSION: 1})
+    assert record.resources == ()
+    assert record.invalid == 1
+
+
+def test_name_at_the_length_bound_is_kept_and_non_agrn_names_are_kept() -> None:
+    longest = "n" * Limits().max_string_length
+    record = record_from_attributes({"aigp.tools.names": [longest, "My Tool (v2)"]})
+    assert {r.name for r in record.resources} == {longest, "My Tool (v2)"}
+    assert record.invalid == 0
+
+
+def test_custom_length_bound_applies() -> None:
+    record = record_from_attributes(
+        {"aigp.tools.names": ["abcd", "abcde"]}, limits=Limits(max_string_length=4)
+    )
+    assert [r.name for r in record.resources] == ["abcd"]
+    assert record.invalid == 1
+
+
+def test_names_attribute_that_is_not_an_array_is_counted() -> None:
+    record = record_from_attributes({"aigp.tools.names": "tool.search"})
+    assert record.resources == ()
+    assert record.invalid == 1
+
+
+def test_array_past_the_bound_is_cut_and_the_rest_counted() -> None:
+    names = [f"tool.t{i}" for i in range(5)]
+    record = record_from_attributes({"aigp.tools.names": names}, limits=Limits(max_array_length=3))
+    assert [r.name for r in record.resources] == names[:3]
+    assert record.invalid == 2
+
+
+def test_content_hash_on_the_single_resource_of_a_sha256_record() -> None:
+    record = record_from_attributes(
+        {sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 1}
+    )
+    assert record.resources == (ResourceRef("policy", "policy.a", 1, content_hash=HASH_A),)
+    assert record.resources[0].leaf_hash is None
+
+
+def test_no_content_hash_when_several_resources() -> None:
+    record = record_from_attributes(
+        {sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.PROMPT_NAME: "prompt.b"}
+    )
+    assert len(record.resources) == 2
+    assert all(r.content_hash is None for r in record.resources)
+
+
+def test_no_content_hash_for_a_merkle_record() -> None:
+    record = record_from_attributes(
+        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "merkle-sha256", sc.POLICY_NAME: "policy.a"}
+    )
+    assert record.resources[0].content_hash is None
+
+
+def test_no_content_hash_without_a_hash() -> None:
+    record = record_from_attributes({sc.POLICY_NAME: "policy.a"})
+    assert record.resources[0].content_hash is None
+
+
+def test_identity_event_id_and_time_are_read() -> None:
+    record = record_from_attributes(
+        {sc.EVENT_ID: "e-1", sc.AGENT_ID: "agent.bot"}, event_name="aigp.inject.success", time_ns=123
+    )
+    assert (record.event_id, record.agent_id, record.time_ns) == ("e-1", "agent.bot", 123)
+
+
+def test_nothing_raises_on_garbage() -> None:
+    garbage: dict[str, Any] = {
+        sc.EVENT_TYPE: object(),
+        sc.EVENT_ID: 12,
+        sc.GOVERNANCE_HASH: b"\xff",
+        sc.GOVERNANCE_HASH_TYPE: 1,
+        sc.MERKLE_LEAF_COUNT: "x",
+        sc.ENFORCEMENT_RESULT: ["denied"],
+        sc.DATA_CLASSIFICATION: {},
+        sc.POLICY_NAME: 1.5,
+        "aigp.policies.names": {"a": 1},
+        "aigp.policies.versions": 3,
+    }
+    record = record_from_attributes(garbage, event_name="aigp.x")
+    assert record.governance_hash is None
+    assert record.resources == ()
+    assert record.invalid >= 8
+
+
+# --- full AIGP events ---------------------------------------------------------------------
+
+
+def _merkle_event(**overrides: Any) -> dict[str, Any]:
+    leaves = [
+        {
+            "resource_type": "policy",
+            "resource_name": "policy.a",
+            "hash": leaf_hash("policy", "policy.a", "A"),
+        },
+        {
+            "resource_type": "prompt",
+            "resource_name": "prompt.b",
+            "hash": leaf_hash("prompt", "prompt.b", "B"),
+        },
+    ]
+    event: dict[str, Any] = {
+        "event_id": "11111111-2222-3333-4444-555555555555",
+        "event_type": "GOVERNANCE_PROOF",
+        "event_time": "2026-02-15T10:30:00.456Z",
+        "agent_id": "agent.trading-bot-v2",
+        "governance_hash": HASH_B,
+        "hash_type": "merkle-sha256",
+        "governance_merkle_tree": {"algorithm": "sha256", "leaf_count": 2, "leaves": leaves},
+        "trace_id": TRACE_HEX,
+        "data_classification": "confidential",
+    }
+    event.update(overrides)
+    return event
+
+
+def test_merkle_tree_leaves_become_resources_with_leaf_hashes() -> None:
+    record = record_from_aigp_event(_merkle_event())
+    assert record.governance_hash == HASH_B
+    assert record.hash_type == "merkle-sha256"
+    assert record.leaf_count == 2
+    assert set(record.resources) == {
+        ResourceRef("policy", "policy.a", leaf_hash=leaf_hash("policy", "policy.a", "A")),
+        ResourceRef("prompt", "prompt.b", leaf_hash=leaf_hash("prompt", "prompt.b", "B")),
+    }
+    assert all(r.content_hash is None for r in record.resources)
+    assert record.invalid == 0
+
+
+def test_full_event_fields_are_read() -> None:
+    record = record_from_aigp_event(_merkle_event())
+    assert record.event_id == "11111111-2222-3333-4444-555555555555"
+    assert record.event_type == "GOVERNANCE_PROOF"
+    assert record.agent_id == "agent.trading-bot-v2"
+    assert record.classification == "confidential"
+    assert record.denied is False
+    assert record.time_ns == _ns("2026-02-15T10:30:00.456+00:00")
+
+
+def test_malformed_merkle_leaves_are_left_out_and_counted() -> None:
+    good = {"resource_type": "tool", "resource_name": "tool.ok", "hash": leaf_hash("tool", "tool.ok", "c")}
+    leaves = [
+        good,
+        "not a mapping",
+        {"resource_type": "Policy", "resource_name": "policy.x", "hash": HASH_A},
+        {"resource_type": 3, "resource_name": "policy.x", "hash": HASH_A},
+        {"resource_type": "policy", "resource_name": "", "hash": HASH_A},
+        {"resource_type": "policy", "resource_name": 9, "hash": HASH_A},
+    ]
+    tree = {"algorithm": "sha256", "leaf_count": 6, "leaves": leaves}
+    record = record_from_aigp_event(_merkle_event(governance_merkle_tree=tree))
+    assert [(r.type, r.name) for r in record.resources] == [("tool", "tool.ok")]
+    assert record.invalid == 5
+
+
+def test_leaf_with_malformed_hash_keeps_the_resource_without_a_leaf_hash() -> None:
+    tree = {
+        "leaf_count": 1,
+        "leaves": [{"resource_type": "policy", "resource_name": "policy.a", "hash": "ABC"}],
+    }
+    record = record_from_aigp_event(_merkle_event(governance_merkle_tree=tree))
+    assert record.resources == (ResourceRef("policy", "policy.a"),)
+    assert record.invalid == 1
+
+
+def test_tree_that_is_not_a_mapping_is_counted() -> None:
+    record = record_from_aigp_event(_merkle_event(governance_merkle_tree=["leaves"]))
+    assert record.resources == ()
+    assert record.leaf_count is None
+    assert record.invalid == 1
+
+
+def test_full_event_policy_name_and_version_zero() -> None:
+    record = record_from_aigp_event(
+        {
+            "event_type": "INJECT_SUCCESS",
+            "policy_name": "policy.trading-limits",
+            "policy_version": 0,
+            "prompt_name": "",
+            "prompt_version": 0,
+            "governance_hash": HASH_A,
+            "hash_type": "sha256",
+        }
+    )
+    assert record.resources == (ResourceRef("policy", "policy.trading-limits", 0, content_hash=HASH_A),)
+    assert record.invalid == 0
+
+
+def test_annotations_otel_attributes_arrays_are_read() -> None:
+    event = {
+        "event_type": "TOOL_INVOKED",
+        "annotations": {
+            "otel_attributes": {
+                "aigp.tools.names": ["tool.search", "tool.calc"],
+                "aigp.policies.names": ["policy.a"],
+                "aigp.policies.versions": [3],
+            }
+        },
+    }
+    record = record_from_aigp_event(event)
+    assert set(record.resources) == {
+        ResourceRef("tool", "tool.search"),
+        ResourceRef("tool", "tool.calc"),
+        ResourceRef("policy", "policy.a", 3),
+    }
+
+
+def test_full_event_enforcement_and_hash_type_default() -> None:
+    record = record_from_aigp_event({"event_type": "INJECT_SUCCESS", "enforcement_result": "denied"})
+    assert record.denied is True
+    record = record_from_aigp_event({"event_type": "INJECT_DENIED", "governance_hash": ""})
+    assert record.denied is True
+    assert record.governance_hash is None
+    record = record_from_aigp_event({"event_type": "INJECT_SUCCESS", "governance_hash": HASH_A})
+    assert record.hash_type == "sha256"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-02-15T10:30:00Z", "2026-02-15T10:30:00+00:00"),
+        ("2026-02-15T10:30:00.456Z", "2026-02-15T10:30:00.456000+00:00"),
+        ("2026-02-15T10:30:00.123456z", "2026-02-15T10:30:00.123456+00:00"),
+        ("2026-02-15T12:30:00+02:00", "2026-02-15T10:30:00+00:00"),
+        ("2026-02-15T10:30:00", "2026-02-15T10:30:00+00:00"),
+    ],
+)
+def test_event_time_parsing(text: str, expected: str) -> None:
+    assert parse_event_time(text) == _ns(expected)
+    assert record_from_aigp_event({"event_time": text}).time_ns == _ns(expected)
+
+
+@pytest.mark.parametrize("bad", [None, "", "yesterday", 1700000000, "2026-13-45T99:00:00Z", "x" * 100])
+def test_unparseable_event_time_is_none(bad: object) -> None:
+    assert parse_event_time(bad) is None
+    assert record_from_aigp_event({"event_time": bad}).time_ns is None
+
+
+# --- merging ------------------------------------------------------------------------------
+
+
+def test_merge_full_event_fields_win_and_resources_are_united() -> None:
+    span = record_from_attributes(
+        {
+            sc.EVENT_ID: "e-1",
+            sc.EVENT_TYPE: "INJECT_SUCCESS",
+            sc.GOVERNANCE_HASH: HASH_A,
+            sc.DATA_CLASSIFICATION: "internal",
+            sc.AGENT_ID: "agent.span",
+            "aigp.tools.names": ["tool.search"],
+            sc.POLICY_NAME: "policy.a",
+            sc.POLICY_VERSION: 1,
+        },
+        time_ns=5,
+    )
+    full = record_from_aigp_event(
+        {
+            "event_id": "e-1",
+            "event_type": "INJECT_DENIED",
+            "governance_hash": HASH_B,
+            "hash_type": "sha256",
+            "data_classification": "restricted",
+            "agent_id": "agent.full",
+            "policy_name": "policy.a",
+            "policy_version": 2,
+        }
+    )
+    merged = merge_records(span, full)
+    assert merged.event_id == "e-1"
+    assert merged.event_type == "INJECT_DENIED"
+    assert merged.governance_hash == HASH_B
+    assert merged.classification == "restricted"
+    assert merged.agent_id == "agent.full"
+    assert merged.denied is True
+    assert merged.time_ns == 5  # the full event had no time: the span's fills the gap
+    assert {(r.type, r.name, r.version) for r in merged.resources} == {
+        ("policy", "policy.a", 2),
+        ("tool", "tool.search", None),
+    }
+
+
+def test_merge_keeps_span_values_the_full_event_lacks() -> None:
+    span = GovernanceRecord(event_id="e", classification="confidential", leaf_count=3, agent_id="agent.a")
+    full = GovernanceRecord(event_id="e", event_type="GOVERNANCE_PROOF")
+    merged = merge_records(span, full)
+    assert merged.classification == "confidential"
+    assert merged.leaf_count == 3
+    assert merged.agent_id == "agent.a"
+    assert merged.event_type == "GOVERNANCE_PROOF"
+
+
+def test_merge_denial_follows_the_full_event() -> None:
+    span = record_from_attributes({sc.EVENT_ID: "e"}, event_name="aigp.inject.denied")
+    full = record_from_aigp_event(
+        {"event_id": "e", "event_type": "INJECT_DENIED", "enforcement_result": "allowed"}
+    )
+    assert span.denied is True
+    assert merge_records(span, full).denied is False
+
+
+# --- governance attributes, trace keys -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attributes", "governed"),
+    [
+        ({}, False),
+        ({"service.name": "x", "http.method": "GET"}, False),
+        ({sc.AGENT_ID: "agent.a", sc.AGENT_NAME: "A", sc.ORG_ID: "org.x", sc.ORG_NAME: "X"}, False),
+        ({sc.AGENT_ID: "agent.a", sc.POLICY_NAME: "policy.a"}, True),
+        ({sc.GOVERNANCE_HASH: HASH_A}, True),
+        ({"aigp.tools.names": ["tool.a"]}, True),
+        ({sc.DATA_CLASSIFICATION: "public"}, True),
+    ],
+)
+def test_has_governance_attributes(attributes: dict[str, Any], governed: bool) -> None:
+    assert has_governance_attributes(attributes) is governed
+
+
+def test_trace_key_of_hex_ids_is_the_otel_integer() -> None:
+    assert trace_key_of(TRACE_HEX) == int(TRACE_HEX, 16)
+    assert trace_key_of(TRACE_HEX.upper()) == int(TRACE_HEX, 16)
+    assert trace_key_of("0" * 31 + "1") == 1
+
+
+@pytest.mark.parametrize(
+    "text", ["trace-" + TRACE_HEX, TRACE_HEX[:31], TRACE_HEX + "0", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"]
+)
+def test_trace_key_of_other_strings_is_the_text(text: str) -> None:
+    assert trace_key_of(text) == text
+
+
+@pytest.mark.parametrize("bad", [None, "", 12, b"abc", [TRACE_HEX]])
+def test_trace_key_of_non_strings_is_none(bad: object) -> None:
+    assert trace_key_of(bad) is None
+
+
+# --- span notes ---------------------------------------------------------------------------
+
+
+def _note(**overrides: Any) -> SpanNote:
+    values: dict[str, Any] = {
+        "trace_id": 1,
+        "span_id": 2,
+        "local_root": True,
+        "remote_parent": False,
+        "name": "invoke",
+        "start_ns": 10,
+        "end_ns": 20,
+        "governance_events": (),
+        "attributes": {},
+        "governed_attributes": False,
+        "resource": {},
+    }
+    values.update(overrides)
+    return SpanNote(**values)
+
+
+def _event(name: str, attributes: dict[str, Any] | None, timestamp: int = 0) -> SimpleNamespace:
+    return SimpleNamespace(name=name, attributes=attributes, timestamp=timestamp)
+
+
+def test_error_of_a_healthy_span_is_none() -> None:
+    assert error_of(_note(error=False, status_description="ignored")) is None
+
+
+def test_error_of_prefers_the_recorded_exception() -> None:
+    exception = _event(
+        "exception",
+        {
+            sc.EXCEPTION_TYPE: "ValueError",
+            sc.EXCEPTION_MESSAGE: "boom",
+            sc.EXCEPTION_STACKTRACE: "Traceback...",
+        },
+    )
+    error = error_of(_note(error=True, status_description="status text", exception=exception))
+    assert error is not None
+    assert error.message == "ValueError: boom"
+    assert error.stack_trace == "Traceback..."
+
+
+def test_error_of_exception_without_type() -> None:
+    exception = _event("exception", {sc.EXCEPTION_MESSAGE: "boom"})
+    error = error_of(_note(error=True, exception=exception))
+    assert error is not None
+    assert error.message == "boom"
+    assert error.stack_trace is None
+
+
+def test_error_of_falls_back_to_status_description_then_a_default() -> None:
+    error = error_of(_note(error=True, status_description="upstream timeout"))
+    assert error is not None and error.message == "upstream timeout"
+    error = error_of(_note(error=True))
+    assert error is not None and error.message == "span status ERROR"
+
+
+def test_error_message_is_bounded() -> None:
+    limits = Limits(max_string_length=10)
+    error = error_of(_note(error=True, status_description="x" * 1000), limits)
+    assert error is not None
+    assert len(error.message) == 160
+
+
+def test_records_from_note_one_per_event_plus_governed_attributes() -> None:
+    note = _note(
+        governance_events=(
+            _event("aigp.inject.success", {sc.GOVERNANCE_HASH: HASH_A}, 11),
+            _event("aigp.tool.denied", None, 12),
+        ),
+        attributes={sc.POLICY_NAME: "policy.a"},
+        governed_attributes=True,
+    )
+    records = records_from_note(note)
+    assert [(r.event_type, r.time_ns) for r in records] == [
+        ("INJECT_SUCCESS", 11),
+        ("TOOL_DENIED", 12),
+        (None, 20),
+    ]
+    assert records[1].denied is True
+    assert records[2].resources == (ResourceRef("policy", "policy.a"),)
+
+
+def test_records_from_note_without_governed_attributes() -> None:
+    note = _note(attributes={sc.AGENT_ID: "agent.a"}, governed_attributes=False)
+    assert records_from_note(note) == []
