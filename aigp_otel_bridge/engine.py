@@ -50,17 +50,27 @@ class Engine:
         self._capacity = config.max_intake_size
         self._sweep_s = min(1.0, config.trace_timeout_s / 4)
         self._start_threads()
+        # Callbacks hold the engine weakly: a global MeterProvider must not keep it alive.
+        weak_self = weakref.ref(self)
+
+        def gauge(read: Callable[[Engine], int]) -> Callable[[], int]:
+            return lambda: read(engine) if (engine := weak_self()) is not None else 0
+
         register_metrics(
             self.stats,
             {
-                "pending_traces": lambda: len(self._correlator),
-                "queue_depth": lambda: self._deliverer.depth(),
-                "intake_depth": lambda: len(self._intake),
+                "pending_traces": gauge(lambda engine: len(engine._correlator)),
+                "queue_depth": gauge(lambda engine: engine._deliverer.depth()),
+                "intake_depth": gauge(lambda engine: len(engine._intake)),
             },
         )
+        def restart_in_child() -> None:
+            engine = weak_self()
+            if engine is not None:
+                engine._restart_in_child()
+
         if hasattr(os, "register_at_fork"):
-            reference = weakref.WeakMethod(self._restart_in_child)
-            os.register_at_fork(after_in_child=lambda: (reference() or (lambda: None))())
+            os.register_at_fork(after_in_child=restart_in_child)
 
     def _start_threads(self) -> None:
         config = self.config
