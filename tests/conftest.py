@@ -58,7 +58,9 @@ def transport() -> CaptureTransport:
 
 
 @pytest.fixture
-def make_bridge(transport: CaptureTransport) -> Iterator[Callable[..., tuple[TracerProvider, AIGPLineageSpanProcessor]]]:
+def make_bridge(
+    transport: CaptureTransport,
+) -> Iterator[Callable[..., tuple[TracerProvider, AIGPLineageSpanProcessor]]]:
     """Build a TracerProvider with the bridge registered; both are shut down after the test."""
     made: list[tuple[TracerProvider, AIGPLineageSpanProcessor]] = []
 

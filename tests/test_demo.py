@@ -51,7 +51,8 @@ def test_demo_sends_one_valid_run_event_where_the_openlineage_config_says(tmp_pa
     assert governance["hashType"] == "merkle-sha256"
     assert event["job"] == {**event["job"], "namespace": "finco.trading", "name": "trading-bot-v2.invoke"}
     names = {d["name"] for d in event["inputs"]}
-    assert {"policy.trading-limits", "prompt.trader-system", "tool.market-data", "tool.wire-transfer"} <= names
+    expected = {"policy.trading-limits", "prompt.trader-system", "tool.market-data", "tool.wire-transfer"}
+    assert expected <= names
 
 
 def test_demo_prints_the_run_event_to_the_console_without_configuration(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,9 @@ from tests.conftest import CaptureTransport
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_emits_its_own_runs_and_not_the_parents(make_bridge, transport: CaptureTransport) -> None:
+def test_forked_child_emits_its_own_runs_and_not_the_parents(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
     provider, processor = make_bridge()
     tracer = provider.get_tracer("fork")
     parent_root = tracer.start_span("parent-session")
