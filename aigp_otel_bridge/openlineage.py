@@ -27,7 +27,12 @@ from aigp_otel_bridge.records import GovernanceRecord, record_from_aigp_event
 
 AIGPEvent = Mapping[str, Any]
 
-__all__ = ["build_governance_run_facet", "build_openlineage_run_event", "build_resource_input_facets"]
+__all__ = [
+    "build_governance_run_facet",
+    "build_openlineage_run_event",
+    "build_resource_input_facets",
+    "records_from_aigp_events",
+]
 
 
 def _session(events: AIGPEvent | Iterable[AIGPEvent]) -> list[AIGPEvent]:
@@ -50,10 +55,13 @@ def _trace_id(session: list[AIGPEvent]) -> str:
     return trace_id
 
 
-def _records(session: list[AIGPEvent]) -> list[GovernanceRecord]:
-    """One record per event; events sharing an ``event_id`` are one action (the later one wins)."""
+def records_from_aigp_events(events: Iterable[AIGPEvent]) -> list[GovernanceRecord]:
+    """One record per event; events sharing an ``event_id`` are one action (the later one wins).
+
+    Public because the builders and ``verify`` must join a store's events the same way.
+    """
     joined: dict[str, tuple[GovernanceRecord, bool]] = {}
-    for position, event in enumerate(session):
+    for position, event in enumerate(events):
         record = record_from_aigp_event(event)
         key = record.event_id or f"#{position}"
         joined[key] = _joined(joined[key], record, True) if key in joined else (record, True)
@@ -69,7 +77,7 @@ def _decided(
 ) -> DecidedRun:
     session = _session(events)
     trace_id = _trace_id(session)
-    summary: RunSummary = aggregate(_records(session))
+    summary: RunSummary = aggregate(records_from_aigp_events(session))
     agent_id = summary.first_agent_id or "unknown_agent"
     return DecidedRun(
         run_id=run_id or run_id_for_trace(trace_id),
