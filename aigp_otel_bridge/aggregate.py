@@ -128,9 +128,7 @@ def aggregate(
     hashes: dict[str, tuple[str | None, int | None]] = {}
     for record in sorted(records, key=_record_order):
         if record.governance_hash is not None:
-            known = hashes.get(record.governance_hash)
-            if known is None or (known[1] is None and record.leaf_count is not None):
-                hashes[record.governance_hash] = (record.hash_type, record.leaf_count)
+            hashes.setdefault(record.governance_hash, (record.hash_type, record.leaf_count))
     for digest, details in overflow.hashes.items():
         hashes.setdefault(digest, details)
     governance_hash, hash_type, leaf_count = _aggregate_hash(hashes)
@@ -159,6 +157,12 @@ def aggregate(
     )
 
 
-def _record_order(record: GovernanceRecord) -> tuple[str, str]:
-    """A total order on records, so that ties (one hash, two hash types) resolve the same way."""
-    return (record.hash_type or "", record.event_id or "")
+def _record_order(record: GovernanceRecord) -> tuple[str, bool, int, str]:
+    """The order in which records speak for a hash they share, whatever order they arrived in:
+    ``merkle-sha256`` before ``sha256``, a known leaf count first, the largest one first."""
+    return (
+        record.hash_type or "~",
+        record.leaf_count is None,
+        -(record.leaf_count or 0),
+        record.event_id or "",
+    )

@@ -9,6 +9,7 @@ at construction, where the programmer can see it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -57,6 +58,12 @@ class BridgeConfig:
     """Runs waiting for delivery (including retries) before the oldest is dropped and counted."""
     max_intake_size: int = 16_384
     """Span notes and ingested events waiting for the correlation worker."""
+    outbox_dir: str | None = None
+    """Folder of the durable SQLite outbox; None keeps failed runs in memory only."""
+    outbox_max_events: int = 100_000
+    """Runs the outbox holds before it drops its oldest (counted in ``outbox_dropped``)."""
+    shutdown_timeout_s: float = 30.0
+    """How long ``shutdown`` may take to deliver or store what is queued."""
     producer: str = DEFAULT_PRODUCER
     max_string_length: int = Limits.max_string_length
     max_array_length: int = Limits.max_array_length
@@ -72,27 +79,38 @@ _POSITIVE_INT = {
     "max_records_per_trace",
     "max_queue_size",
     "max_intake_size",
+    "outbox_max_events",
     "max_string_length",
     "max_array_length",
     "max_inputs_per_run",
 }
-_POSITIVE_FLOAT = {"trace_timeout_s", "retry_max_backoff_s"}
+_POSITIVE_FLOAT = {"trace_timeout_s", "retry_max_backoff_s", "shutdown_timeout_s"}
 _BOOL = {"emit_ungoverned"}
-_TEXT = {"job_namespace", "job_name", "resource_namespace", "producer"}
+_TEXT = {"job_namespace", "job_name", "resource_namespace", "producer", "outbox_dir"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(value: Any, kind: type[Any]) -> Any:
+    """Text from the environment as a number; anything unparsable stays as it is (and is refused)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return kind(value.strip())
+    except ValueError:
+        return value
 
 
 def _convert(name: str, value: Any) -> Any:
     """Check and convert one setting; raises ValueError with a message naming the setting."""
     if name in _POSITIVE_INT:
-        number = int(value) if isinstance(value, str) else value
+        number = _parse(value, int)
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
         return number
     if name in _POSITIVE_FLOAT:
-        number = float(value) if isinstance(value, str) else value
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
+        number = _parse(value, float)
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not 0 < number < math.inf:
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         return float(number)
     if name in _BOOL:
@@ -103,6 +121,8 @@ def _convert(name: str, value: Any) -> Any:
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if name == "job_name" and callable(value):
         return value
+    if name == "outbox_dir" and isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if name in _TEXT:
         if not isinstance(value, str) or not value:
             raise ValueError(f"{name} must be a non-empty string, got {value!r}")
