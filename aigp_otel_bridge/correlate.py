@@ -188,7 +188,11 @@ class Correlator:
         trace.records[key] = (record, from_full_event)
 
     def _finish(self, trace: _Trace, reason: Reason, finished: list[FinishedTrace]) -> None:
-        if not trace.governed and not (self._emit_ungoverned and reason is Reason.ROOT_ENDED):
+        # A run emitted early is closed by a terminal event when its root ends, even without
+        # new records, so that no lineage backend shows it running for ever.
+        closes_early_run = trace.continuation and reason is Reason.ROOT_ENDED
+        wanted_ungoverned = self._emit_ungoverned and reason is Reason.ROOT_ENDED
+        if not (trace.governed or closes_early_run or wanted_ungoverned):
             return
         early = reason is not Reason.ROOT_ENDED
         if early:

@@ -294,8 +294,9 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
 def merge_records(span_record: GovernanceRecord, full_record: GovernanceRecord) -> GovernanceRecord:
     """One action seen twice (span event and full AIGP event): the full event's fields win.
 
-    Resource names are united, because span events carry array attributes that the
-    full event keeps only in its annotations.
+    Resources of both are kept (the aggregate merges them per type and name), because span events
+    carry array attributes and versions that the full event keeps only in its annotations; where
+    both give a resource's version, the full event's wins.
     """
     merged: dict[str, Any] = {}
     for name in GovernanceRecord.__dataclass_fields__:
@@ -303,9 +304,9 @@ def merge_records(span_record: GovernanceRecord, full_record: GovernanceRecord) 
         merged[name] = full_value if full_value is not None else getattr(span_record, name)
     merged["denied"] = full_record.denied
     merged["invalid"] = full_record.invalid
-    known = {(r.type, r.name) for r in full_record.resources}
+    versioned = {(r.type, r.name) for r in full_record.resources if r.version is not None}
     merged["resources"] = full_record.resources + tuple(
-        r for r in span_record.resources if (r.type, r.name) not in known
+        replace(r, version=None) if (r.type, r.name) in versioned else r for r in span_record.resources
     )
     return GovernanceRecord(**merged)
 
