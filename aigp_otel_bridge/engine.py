@@ -23,6 +23,7 @@ from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.correlate import Correlator, FinishedTrace
 from aigp_otel_bridge.deliver import Deliverer
 from aigp_otel_bridge.lineage import decide
+from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.records import GovernanceRecord, SpanNote, records_from_note
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, register_metrics
 
@@ -62,6 +63,7 @@ class Engine:
                 "pending_traces": gauge(lambda engine: len(engine._correlator)),
                 "queue_depth": gauge(lambda engine: engine._deliverer.depth()),
                 "intake_depth": gauge(lambda engine: len(engine._intake)),
+                "outbox_depth": gauge(lambda engine: engine._outbox.depth() if engine._outbox else 0),
             },
         )
         def restart_in_child() -> None:
@@ -84,6 +86,9 @@ class Engine:
             emit_ungoverned=config.emit_ungoverned,
             stats=self.stats,
         )
+        self._outbox = (
+            Outbox(config.outbox_dir, max_events=config.outbox_max_events) if config.outbox_dir else None
+        )
         self._deliverer = Deliverer(
             self._emit,
             producer=config.producer,
@@ -91,6 +96,7 @@ class Engine:
             retry_max_backoff_s=config.retry_max_backoff_s,
             stats=self.stats,
             log=self.log,
+            outbox=self._outbox,
         )
         self._worker = threading.Thread(target=self._run, name="aigp-bridge-correlate", daemon=True)
         self._worker.start()
@@ -149,7 +155,10 @@ class Engine:
         self._stopped = True
         self._wake.set()
         self._worker.join(max(0.0, deadline - time.monotonic()))
-        return self._deliverer.shutdown(deadline)
+        delivered = self._deliverer.shutdown(deadline)
+        if self._outbox is not None and delivered:
+            self._outbox.close()
+        return delivered
 
     # ---- the correlation worker ----
 

@@ -8,6 +8,7 @@ pure; ``build_run_event`` is called afresh for every delivery attempt because
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -19,11 +20,12 @@ from functools import lru_cache
 from typing import Any
 
 from openlineage.client.constants import __version__ as openlineage_version
-from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent, RunState
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
 from openlineage.client.generated.job_type_job import JobTypeJobFacet
 from openlineage.client.generated.nominal_time_run import NominalTimeRunFacet
 from openlineage.client.generated.processing_engine_run import ProcessingEngineRunFacet
+from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import RunSummary
@@ -251,6 +253,42 @@ def build_inputs(run: DecidedRun, producer: str) -> list[InputDataset]:
             )
         )
     return inputs
+
+
+def run_event_from_json(payload: str) -> RunEvent:
+    """A stored RunEvent (the outbox's JSON) as an object the client will emit unchanged.
+
+    Facets stay plain dicts: the client's ``Serde`` writes them as they are, so the replayed
+    event has the same fields as the one first attempted.
+    """
+    document = json.loads(payload)
+    run, job = document["run"], document["job"]
+    return RunEvent(
+        eventType=RunState(document["eventType"]),
+        eventTime=document["eventTime"],
+        run=Run(runId=run["runId"], facets=run.get("facets") or {}),
+        job=Job(namespace=job["namespace"], name=job["name"], facets=job.get("facets") or {}),
+        inputs=[
+            InputDataset(
+                namespace=d["namespace"], name=d["name"], facets=d.get("facets") or {},
+                inputFacets=d.get("inputFacets") or {},
+            )
+            for d in document.get("inputs") or []
+        ],
+        outputs=[
+            OutputDataset(
+                namespace=d["namespace"], name=d["name"], facets=d.get("facets") or {},
+                outputFacets=d.get("outputFacets") or {},
+            )
+            for d in document.get("outputs") or []
+        ],
+        producer=document["producer"],
+    )
+
+
+def run_event_json(run: DecidedRun, producer: str) -> str:
+    """The RunEvent of a run as JSON, built afresh (never from an event ``emit`` has touched)."""
+    return Serde.to_json(build_run_event(run, producer))
 
 
 def build_run_event(run: DecidedRun, producer: str, *, with_error: bool = True) -> RunEvent:

@@ -45,7 +45,15 @@ class Stats:
     build_failures: int = 0
     """Runs that could not be built into a RunEvent (counted and dropped; a bug if ever seen)."""
     runs_dropped: int = 0
-    """Runs given up: delivery queue full, or still undelivered at shutdown."""
+    """Runs given up without an outbox: delivery queue full, or still undelivered at shutdown."""
+    runs_stored: int = 0
+    """Runs written to the outbox (emit failed, or the delivery queue was full)."""
+    runs_replayed: int = 0
+    """Runs delivered from the outbox."""
+    duplicates_detected: int = 0
+    """Runs already waiting in the outbox when stored again (at-least-once delivery)."""
+    outbox_dropped: int = 0
+    """Oldest outbox rows deleted because the outbox reached its size bound."""
     traces_evicted: int = 0
     traces_timed_out: int = 0
     intake_dropped: int = 0
@@ -58,12 +66,19 @@ class Stats:
 
 
 _COUNTERS = {
+    "spans_seen": "Finished spans with governance data or a local-root role",
     "records": "Governance records taken in",
     "invalid_values": "Values left out as invalid",
     "records_left_out": "Records past the per-trace bound",
     "runs_emitted": "Runs handed to the OpenLineage client",
-    "emit_failures": "Failed emit attempts",
+    "emit_failures": "Failed emit attempts (runs failed)",
     "runs_dropped": "Runs given up and counted",
+    "runs_stored": "Runs written to the durable outbox",
+    "runs_replayed": "Runs delivered from the durable outbox",
+    "outbox_dropped": "Outbox rows dropped at the outbox size bound",
+    "duplicates_detected": "Runs stored again while already waiting in the outbox",
+    "build_failures": "Runs that could not be built",
+    "ingest_rejected": "ingest_aigp_event calls without an AIGP event",
     "traces_evicted": "Pending traces evicted by the bound",
     "traces_timed_out": "Governed traces emitted by timeout",
     "intake_dropped": "Spans or events refused by a full intake queue",
