@@ -10,11 +10,8 @@ from openlineage.client import OpenLineageClient
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
-from aigp_otel_bridge.config import JobNameSetting, resolve
-from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.records import capture_span, record_from_aigp_event, trace_key_of
-
-_log = logging.getLogger("aigp_otel_bridge")
+from aigp_otel_bridge.config import JobNameSetting
+from aigp_otel_bridge.frontdoor import BridgeCore
 
 
 class AIGPLineageSpanProcessor(SpanProcessor):
@@ -31,10 +28,10 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         job_name: JobNameSetting = None,
         **settings: Any,
     ) -> None:
-        self.config = resolve({"job_namespace": job_namespace, "job_name": job_name, **settings})
-        self._owns_client = client is None
-        self.client = client if client is not None else OpenLineageClient()
-        self._engine = Engine(self.config, self.client.emit)
+        self._core = BridgeCore(client, {"job_namespace": job_namespace, "job_name": job_name, **settings})
+        self.config = self._core.config
+        self.client = self._core.client
+        self._engine = self._core.engine
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -46,52 +43,20 @@ class AIGPLineageSpanProcessor(SpanProcessor):
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        if self._engine.stopped:
-            return
-        try:
-            note = capture_span(span)
-        except Exception:
-            self._engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
-            return
-        if note is not None:
-            self._engine.put_span(note)
+        self._core.take_span(span)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
         """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``."""
-        if self._engine.stopped:
-            return
-        try:
-            key = trace_key_of(aigp_event.get("trace_id")) if isinstance(aigp_event, Mapping) else None
-            if key is None:
-                self._engine.stats.ingest_rejected += 1
-                self._engine.log.log(
-                    logging.WARNING, "ingest", "ignored an AIGP event without a string trace_id: %s",
-                    type(aigp_event).__name__,
-                )
-                return
-            self._engine.put_event(key, record_from_aigp_event(aigp_event, limits=self.config.limits))
-        except Exception:
-            self._engine.log.log(logging.ERROR, "ingest", "could not read an AIGP event", exc_info=True)
+        self._core.ingest_aigp_event(aigp_event)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until every run already decided is handed to ``client.emit``; False on timeout."""
-        try:
-            return self._engine.flush(timeout_millis / 1000)
-        except Exception:
-            _log.exception("force_flush failed")
-            return False
+        return self._core.force_flush(timeout_millis)
 
     def shutdown(self) -> None:
         """Flush (pending governed traces are emitted as incomplete runs), then stop. Idempotent."""
-        try:
-            delivered = self._engine.shutdown(timeout_s=30.0)
-            if not delivered:
-                _log.warning("aigp-otel-bridge shut down with undelivered runs (counted in stats)")
-            if self._owns_client:
-                self.client.close(timeout=5.0)
-        except Exception:
-            _log.exception("shutdown failed")
+        self._core.shutdown()
 
     def stats(self) -> dict[str, int]:
         """Running totals: records, runs emitted, values left out, drops (see docs/operations)."""
-        return self._engine.stats.snapshot()
+        return self._core.stats()

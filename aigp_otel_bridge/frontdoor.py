@@ -1,0 +1,110 @@
+"""What every in-process front door shares: settings, the client, the engine, flush and shutdown.
+
+The span processor and the span exporter differ only in how spans reach them (one at a time at
+``on_end``, or in batches from a ``BatchSpanProcessor``); everything after ``capture_span`` is
+this one object, so both give the same RunEvents.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from openlineage.client import OpenLineageClient
+from opentelemetry import context as otel_context
+
+from aigp_otel_bridge.config import BridgeConfig, resolve
+from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.records import capture_span, record_from_aigp_event, trace_key_of
+
+_log = logging.getLogger("aigp_otel_bridge")
+
+DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
+
+
+def _suppressed(emit: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Wrap ``emit`` so instrumented HTTP or Kafka libraries make no spans while delivering.
+
+    Under ``opentelemetry-instrument`` the client's ``requests`` calls would otherwise become
+    spans that return to the bridge as traces of their own.
+    """
+
+    def emit_quietly(event: Any) -> None:
+        token = otel_context.attach(otel_context.set_value(otel_context._SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            emit(event)
+        finally:
+            otel_context.detach(token)
+
+    return emit_quietly
+
+
+class BridgeCore:
+    """Resolved settings, the OpenLineage client (closed only if created here) and the engine."""
+
+    def __init__(
+        self,
+        client: OpenLineageClient | None,
+        arguments: Mapping[str, Any],
+        *,
+        suppress_instrumentation: bool = False,
+    ) -> None:
+        # Settings first: a bad argument raises before any client or thread exists.
+        self.config: BridgeConfig = resolve(arguments)
+        self.owns_client = client is None
+        self.client: OpenLineageClient = client if client is not None else OpenLineageClient()
+        emit = _suppressed(self.client.emit) if suppress_instrumentation else self.client.emit
+        self.engine = Engine(self.config, emit)
+
+    def take_span(self, span: Any) -> None:
+        """Capture one finished span and queue it; never raises into the caller."""
+        if self.engine.stopped:
+            return
+        try:
+            note = capture_span(span)
+        except Exception:
+            self.engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
+            return
+        if note is not None:
+            self.engine.put_span(note)
+
+    def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
+        """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``."""
+        engine = self.engine
+        if engine.stopped:
+            return
+        try:
+            key = trace_key_of(aigp_event.get("trace_id")) if isinstance(aigp_event, Mapping) else None
+            if key is None:
+                engine.stats.ingest_rejected += 1
+                engine.log.log(
+                    logging.WARNING, "ingest", "ignored an AIGP event without a string trace_id: %s",
+                    type(aigp_event).__name__,
+                )
+                return
+            engine.put_event(key, record_from_aigp_event(aigp_event, limits=self.config.limits))
+        except Exception:
+            engine.log.log(logging.ERROR, "ingest", "could not read an AIGP event", exc_info=True)
+
+    def force_flush(self, timeout_millis: float) -> bool:
+        """Wait until every run already decided is handed to ``client.emit``; False on timeout."""
+        try:
+            return self.engine.flush(timeout_millis / 1000)
+        except Exception:
+            _log.exception("force_flush failed")
+            return False
+
+    def shutdown(self, timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
+        """Flush (pending governed traces go out as incomplete runs), stop, close an owned client."""
+        try:
+            delivered = self.engine.shutdown(timeout_s=timeout_s)
+            if not delivered:
+                _log.warning("aigp-otel-bridge shut down with undelivered runs (counted in stats)")
+            if self.owns_client:
+                self.client.close(timeout=5.0)
+        except Exception:
+            _log.exception("shutdown failed")
+
+    def stats(self) -> dict[str, int]:
+        return self.engine.stats.snapshot()
