@@ -1,0 +1,542 @@
+"""Verification: prove OpenLineage RunEvents against the AIGP governance store.
+
+A RunEvent's ``aigp_governance`` facet is a claim about a trace's governance records. The
+store keeps those records as full AIGP events, so the claim can be recomputed with the same
+extraction and aggregation code the bridge used (``records_from_aigp_events`` and
+``aggregate``) and compared field by field. The checking functions are pure and return
+structured results; only ``load_json_file``, ``verify_files`` and the content-file reader touch
+the file system.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.aggregate import RunSummary, aggregate
+from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
+from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, leaf_hash
+from aigp_otel_bridge.openlineage import records_from_aigp_events
+from aigp_otel_bridge.records import GovernanceRecord, trace_key_of
+
+Status = Literal["ok", "failed", "skipped"]
+OK: Status = "ok"
+FAILED: Status = "failed"
+SKIPPED: Status = "skipped"
+
+PARTIAL = "not applicable (partial run: complete is false, so the run covers an unknown part of the trace)"
+
+
+class InputFileError(Exception):
+    """An input file that cannot be read or parsed; the command line turns it into exit code 2."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verified claim: its name, the outcome and a sentence saying why."""
+
+    name: str
+    status: Status
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class RunVerification:
+    """All checks of one governed RunEvent."""
+
+    source: str
+    """Where the RunEvent was found, ``file:line`` or ``file[index]``."""
+    trace_id: str | None
+    run_id: str | None
+    event_type: str | None
+    complete: bool
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.status != FAILED for check in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(check for check in self.checks if check.status == FAILED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "traceId": self.trace_id,
+            "runId": self.run_id,
+            "eventType": self.event_type,
+            "source": self.source,
+            "complete": self.complete,
+            "ok": self.ok,
+            "checks": [check.to_json() for check in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome for a lineage file: one entry per governed RunEvent."""
+
+    runs: tuple[RunVerification, ...]
+    ignored_events: int = 0
+    """Lineage events without an ``aigp_governance`` run facet (other producers, dataset events)."""
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True only when something was verified and nothing failed: no vacuous success."""
+        return bool(self.runs) and not self.problems and all(run.ok for run in self.runs)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "traces": [run.to_json() for run in self.runs],
+            "ignoredEvents": self.ignored_events,
+            "problems": list(self.problems),
+        }
+
+    def render(self) -> str:
+        """A plain-text report: each run's checks, then every failure as ``trace id: check``."""
+        lines: list[str] = []
+        for run in self.runs:
+            verdict = "verified" if run.ok else "FAILED"
+            lines.append(
+                f"trace {run.trace_id} (run {run.run_id}, {run.event_type}, {run.source}): {verdict}"
+            )
+            width = max(len(check.name) for check in run.checks)
+            for check in run.checks:
+                lines.append(f"  {check.status.upper():<7} {check.name:<{width}}  {check.detail}")
+        lines.extend(f"problem: {problem}" for problem in self.problems)
+        failed = [run for run in self.runs if not run.ok]
+        for run in failed:
+            for check in run.failures:
+                lines.append(f"FAILED trace {run.trace_id}: {check.name}: {check.detail}")
+        ignored = f"; {self.ignored_events} event(s) without {GOVERNANCE_FACET_KEY} ignored"
+        lines.append(
+            f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
+            + (ignored if self.ignored_events else "")
+        )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+@dataclass(frozen=True)
+class Located:
+    """A JSON object read from a file, with where it was found (for messages)."""
+
+    source: str
+    value: dict[str, Any]
+
+
+def parse_json_documents(text: str, name: str) -> list[Located]:
+    """JSON objects from one document (an object or an array of objects) or from JSON lines.
+
+    Raises ``InputFileError`` naming the file, line and reason on anything else.
+    """
+    if not text.strip():
+        raise InputFileError(f"{name}: the file is empty")
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        if error.msg != "Extra data":
+            raise InputFileError(f"{name}: not valid JSON at line {error.lineno}: {error.msg}") from None
+        return _json_lines(text, name)
+    if isinstance(document, list):
+        return [_object(item, f"{name}[{index}]") for index, item in enumerate(document)]
+    first_line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+    return [_object(document, f"{name}:{first_line}")]
+
+
+def _json_lines(text: str, name: str) -> list[Located]:
+    found: list[Located] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputFileError(f"{name}:{number}: not valid JSON: {error.msg}") from None
+        found.append(_object(value, f"{name}:{number}"))
+    return found
+
+
+def _object(value: object, source: str) -> Located:
+    if not isinstance(value, dict):
+        raise InputFileError(f"{source}: expected a JSON object, got {type(value).__name__}")
+    return Located(source, value)
+
+
+def load_json_file(path: str | Path) -> list[Located]:
+    """Read a JSON or JSON-lines file of objects, with errors a user can act on."""
+    name = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise InputFileError(f"{name}: cannot read the file: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputFileError(f"{name}: not UTF-8 text") from None
+    return parse_json_documents(text, name)
+
+
+def governance_facet_of(event: Mapping[str, Any]) -> object:
+    """The ``aigp_governance`` facet of a RunEvent, or None when it has none."""
+    run = event.get("run")
+    facets = run.get("facets") if isinstance(run, Mapping) else None
+    return facets.get(GOVERNANCE_FACET_KEY) if isinstance(facets, Mapping) else None
+
+
+def index_store(events: Iterable[Mapping[str, Any]]) -> dict[int | str, list[Mapping[str, Any]]]:
+    """Store events by trace key, so that ``4BF9…`` and ``4bf9…`` are one trace (``trace_key_of``)."""
+    index: dict[int | str, list[Mapping[str, Any]]] = {}
+    for event in events:
+        key = trace_key_of(event.get("trace_id"))
+        if key is not None:
+            index.setdefault(key, []).append(event)
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking
+
+
+@dataclass(frozen=True)
+class StoreView:
+    """What the store says about one trace, computed once with the bridge's own code."""
+
+    events: int
+    records: tuple[GovernanceRecord, ...]
+    summary: RunSummary
+    hashes: frozenset[str]
+    """The trace's valid governance hashes (the set H of the contract, section 4)."""
+    leaves: dict[tuple[str, str], frozenset[str]]
+    """Merkle leaf hashes by (resource type, resource name)."""
+    classifications: frozenset[str]
+
+    @classmethod
+    def of(cls, events: Sequence[Mapping[str, Any]]) -> StoreView:
+        records = tuple(records_from_aigp_events(events))
+        summary = aggregate(records, max_inputs=sys.maxsize)
+        return cls(
+            events=len(events),
+            records=records,
+            summary=summary,
+            hashes=frozenset(r.governance_hash for r in records if r.governance_hash is not None),
+            leaves={(r.type, r.name): frozenset(r.leaf_hashes) for r in summary.resources if r.leaf_hashes},
+            classifications=frozenset(r.classification for r in records if r.classification is not None),
+        )
+
+
+def _short(value: object) -> str:
+    return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
+
+
+def _equal(name: str, claimed: object, recomputed: object, what: str) -> Check:
+    if claimed == recomputed:
+        return Check(name, OK, f"{claimed!r} {what}")
+    return Check(name, FAILED, f"lineage says {claimed!r}, the store gives {recomputed!r}")
+
+
+def _aggregate_how(view: StoreView) -> str:
+    count = len(view.hashes)
+    if count == 0:
+        return f"no valid governance hash among {view.events} store event(s): SHA-256 of the empty string"
+    if count == 1:
+        return f"the single distinct governance hash of {view.events} store event(s)"
+    return f"Merkle root of {count} distinct governance hashes of {view.events} store event(s)"
+
+
+def _aggregate_checks(facet: Mapping[str, Any], view: StoreView, complete: bool) -> list[Check]:
+    claimed = facet.get("governanceHash")
+    summary = view.summary
+    if complete:
+        how = _aggregate_how(view)
+        hash_check = (
+            Check("governance_hash", OK, f"{claimed} = {how}")
+            if claimed == summary.governance_hash
+            else Check(
+                "governance_hash",
+                FAILED,
+                f"lineage says {claimed!r}, the store recomputes {summary.governance_hash} ({how})",
+            )
+        )
+        return [
+            hash_check,
+            _equal("hash_type", facet.get("hashType"), summary.hash_type, "recomputed"),
+            _equal("leaf_count", facet.get("leafCount"), summary.leaf_count, "recomputed"),
+        ]
+    # A partial run's aggregate covers an unknown subset of the trace; only a single-hash
+    # aggregate can still be pinned to one store event.
+    known = view.hashes | {EMPTY_SHA256}
+    if claimed in known:
+        hash_check = Check(
+            "governance_hash", OK, f"{claimed} is a governance hash of the trace (partial run)"
+        )
+    elif facet.get("hashType") == "merkle-sha256":
+        hash_check = Check("governance_hash", SKIPPED, PARTIAL)
+    else:
+        hash_check = Check(
+            "governance_hash",
+            FAILED,
+            f"partial run with a single-hash aggregate {claimed!r} that no store event of the trace carries",
+        )
+    return [hash_check, Check("hash_type", SKIPPED, PARTIAL), Check("leaf_count", SKIPPED, PARTIAL)]
+
+
+def _consistency_checks(facet: Mapping[str, Any], view: StoreView, complete: bool) -> list[Check]:
+    summary = view.summary
+    checks: list[Check] = []
+    enforcement = facet.get("enforcementResult")
+    if complete:
+        checks.append(_equal("enforcement_result", enforcement, summary.enforcement, "as in the store"))
+    elif enforcement == sc.DENIED:
+        checks.append(
+            Check("enforcement_result", OK, f"denied; the store holds {summary.denied_count} denied event(s)")
+            if summary.denied_count
+            else Check("enforcement_result", FAILED, "lineage says denied, the store holds no denied event")
+        )
+    elif enforcement == sc.ALLOWED:
+        checks.append(Check("enforcement_result", SKIPPED, PARTIAL))
+    else:
+        checks.append(Check("enforcement_result", FAILED, f"not allowed/denied: {enforcement!r}"))
+
+    classification = facet.get("dataClassification")
+    if complete:
+        checks.append(
+            _equal("data_classification", classification, summary.classification, "as in the store")
+        )
+    elif classification is None:
+        checks.append(Check("data_classification", SKIPPED, PARTIAL))
+    elif classification in view.classifications:
+        checks.append(Check("data_classification", OK, f"{classification!r} occurs in the store's events"))
+    else:
+        checks.append(
+            Check("data_classification", FAILED, f"{classification!r} occurs in no store event of the trace")
+        )
+
+    checks.append(_count_check("event_count", facet.get("eventCount"), len(view.records), complete))
+    denied = facet.get("deniedEventCount")
+    checks.append(_count_check("denied_event_count", denied, summary.denied_count, complete))
+    return checks
+
+
+def _count_check(name: str, claimed: object, stored: int, complete: bool) -> Check:
+    """Counts may legitimately exceed the store's: span-attribute records never reach it."""
+    if claimed is None:
+        return Check(name, SKIPPED, "not in the facet")
+    if not isinstance(claimed, int) or isinstance(claimed, bool) or claimed < 0:
+        return Check(name, FAILED, f"not a count: {claimed!r}")
+    if claimed < stored and complete:
+        return Check(name, FAILED, f"lineage counts {claimed}, the store holds {stored} for the trace")
+    if claimed == stored:
+        return Check(name, OK, f"{claimed}, as in the store")
+    if claimed < stored:
+        return Check(name, OK, f"{claimed} of the store's {stored} (partial run)")
+    return Check(
+        name,
+        SKIPPED,
+        f"lineage counts {claimed}, the store holds {stored}: records the store never sees (span"
+        " attributes) or missing store events; missing events with content fail governance_hash",
+    )
+
+
+def _hash_list(facet: Mapping[str, Any], single: str, several: str) -> list[object]:
+    values: list[object] = []
+    if single in facet:
+        values.append(facet[single])
+    many = facet.get(several)
+    if isinstance(many, list):
+        values.extend(many)
+    elif many is not None:
+        values.append(many)
+    return values
+
+
+@dataclass(frozen=True)
+class ClaimedResource:
+    """One input's ``aigp_resource`` claim."""
+
+    type: str
+    name: str
+    leaf_hashes: tuple[object, ...]
+    content_hashes: tuple[object, ...]
+
+    @property
+    def label(self) -> str:
+        return f"{self.type}:{self.name}"
+
+
+def claimed_resources(event: Mapping[str, Any]) -> list[ClaimedResource]:
+    """The governed resources a RunEvent names in its inputs' ``aigp_resource`` facets."""
+    found: list[ClaimedResource] = []
+    inputs = event.get("inputs")
+    for dataset in inputs if isinstance(inputs, list) else []:
+        facets = dataset.get("inputFacets") if isinstance(dataset, Mapping) else None
+        facet = facets.get(RESOURCE_FACET_KEY) if isinstance(facets, Mapping) else None
+        if not isinstance(facet, Mapping):
+            continue
+        found.append(
+            ClaimedResource(
+                type=str(facet.get("resourceType")),
+                name=str(facet.get("resourceName", dataset.get("name"))),
+                leaf_hashes=tuple(_hash_list(facet, "leafHash", "leafHashes")),
+                content_hashes=tuple(_hash_list(facet, "contentHash", "contentHashes")),
+            )
+        )
+    return found
+
+
+def _input_checks(resources: Sequence[ClaimedResource], view: StoreView) -> list[Check]:
+    checks: list[Check] = []
+    for resource in resources:
+        key = (resource.type, resource.name)
+        for claimed in resource.leaf_hashes:
+            name = f"leaf_hash[{resource.label}]"
+            if claimed in view.leaves.get(key, ()):
+                detail = f"{_short(claimed)} is a Merkle leaf of this resource in the store"
+                checks.append(Check(name, OK, detail))
+                continue
+            owners = sorted(f"{t}:{n}" for (t, n), leaves in view.leaves.items() if claimed in leaves)
+            where = f"; the store has it for {', '.join(owners)}" if owners else ""
+            detail = f"{_short(claimed)} is not among the store's Merkle leaves{where}"
+            checks.append(Check(name, FAILED, detail))
+        for claimed in resource.content_hashes:
+            name = f"content_hash[{resource.label}]"
+            if claimed in view.hashes:
+                checks.append(Check(name, OK, f"{_short(claimed)} is a governance hash in the store"))
+            else:
+                checks.append(
+                    Check(name, FAILED, f"{_short(claimed)} is not among the store's governance hashes")
+                )
+    return checks
+
+
+def _content_file(content_dir: Path, resource: ClaimedResource) -> tuple[Path | None, str]:
+    """``<dir>/<type>/<name>``, else ``<dir>/<name>``; never a path outside the directory."""
+    root = content_dir.resolve()
+    tried: list[str] = []
+    for candidate in (content_dir / resource.type / resource.name, content_dir / resource.name):
+        resolved = candidate.resolve()
+        if not resolved.is_relative_to(root):
+            continue
+        tried.append(str(candidate))
+        if resolved.is_file():
+            return resolved, str(candidate)
+    return None, " or ".join(tried) or "no usable path for this name"
+
+
+def content_checks(resources: Sequence[ClaimedResource], content_dir: Path) -> list[Check]:
+    """Recompute each input's hashes from its governed content file, byte for byte."""
+    checks: list[Check] = []
+    for resource in resources:
+        name = f"content_file[{resource.label}]"
+        if not (resource.leaf_hashes or resource.content_hashes):
+            continue
+        path, where = _content_file(content_dir, resource)
+        if path is None:
+            checks.append(Check(name, SKIPPED, f"no content file ({where})"))
+            continue
+        try:
+            content = path.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            checks.append(Check(name, FAILED, f"{where}: cannot read as UTF-8 text: {error}"))
+            continue
+        wrong: list[str] = []
+        if resource.content_hashes and flat_hash(content) not in resource.content_hashes:
+            wrong.append(f"SHA-256(content) = {_short(flat_hash(content))} is not the input's contentHash")
+        leaf = leaf_hash(resource.type, resource.name, content)
+        if resource.leaf_hashes and leaf not in resource.leaf_hashes:
+            wrong.append(f"the leaf SHA-256(type:name:content) = {_short(leaf)} is not the input's leafHash")
+        if wrong:
+            checks.append(Check(name, FAILED, f"{where}: " + "; ".join(wrong)))
+        else:
+            checks.append(Check(name, OK, f"{where} reproduces the input's hashes"))
+    return checks
+
+
+def verify_run_event(
+    event: Mapping[str, Any],
+    store_index: Mapping[int | str, Sequence[Mapping[str, Any]]],
+    *,
+    source: str = "",
+    content_dir: Path | None = None,
+) -> RunVerification:
+    """Check one RunEvent's governance claims against the store's events for its trace."""
+    facet = governance_facet_of(event)
+    run = event.get("run")
+    run_id = run.get("runId") if isinstance(run, Mapping) else None
+    event_type = event.get("eventType")
+
+    def result(trace_id: str | None, complete: bool, checks: list[Check]) -> RunVerification:
+        return RunVerification(
+            source=source,
+            trace_id=trace_id,
+            run_id=run_id if isinstance(run_id, str) else None,
+            event_type=event_type if isinstance(event_type, str) else None,
+            complete=complete,
+            checks=tuple(checks),
+        )
+
+    if not isinstance(facet, Mapping):
+        return result(None, True, [Check("facet", FAILED, f"{GOVERNANCE_FACET_KEY} is not a JSON object")])
+    trace_id = facet.get("traceId")
+    complete = facet.get("complete") is not False
+    key = trace_key_of(trace_id) if isinstance(trace_id, str) else None
+    if key is None or not isinstance(trace_id, str):
+        unusable = Check("trace_id", FAILED, f"the facet's traceId is unusable: {trace_id!r}")
+        return result(None, complete, [unusable])
+    resources = claimed_resources(event)
+    checks: list[Check] = []
+    events = store_index.get(key, ())
+    if events:
+        view = StoreView.of(events)
+        invalid = f"; {view.summary.invalid} value(s) left out as invalid" if view.summary.invalid else ""
+        checks.append(Check("store_events", OK, f"{len(events)} AIGP event(s) with this trace id{invalid}"))
+        checks += _aggregate_checks(facet, view, complete)
+        checks += _consistency_checks(facet, view, complete)
+        checks += _input_checks(resources, view)
+    else:
+        checks.append(Check("store_events", FAILED, "no AIGP event in the store has this trace id"))
+    if content_dir is not None:
+        checks += content_checks(resources, content_dir)
+    return result(trace_id, complete, checks)
+
+
+def verify_events(
+    lineage: Sequence[Located],
+    store: Iterable[Mapping[str, Any]],
+    *,
+    content_dir: Path | None = None,
+) -> Report:
+    """Verify every governed RunEvent of a lineage file against a store's events."""
+    store_index = index_store(store)
+    runs: list[RunVerification] = []
+    ignored = 0
+    for item in lineage:
+        if governance_facet_of(item.value) is None:
+            ignored += 1
+            continue
+        runs.append(verify_run_event(item.value, store_index, source=item.source, content_dir=content_dir))
+    problems = () if runs else (f"no RunEvent with an {GOVERNANCE_FACET_KEY} run facet in the lineage file",)
+    return Report(runs=tuple(runs), ignored_events=ignored, problems=problems)
+
+
+def verify_files(
+    lineage_path: str | Path, store_path: str | Path, *, content_dir: str | Path | None = None
+) -> Report:
+    """Load both files (``InputFileError`` when unusable) and verify the lineage against the store."""
+    directory = Path(content_dir) if content_dir is not None else None
+    if directory is not None and not directory.is_dir():
+        raise InputFileError(f"{directory}: not a directory")
+    lineage = load_json_file(lineage_path)
+    store = [item.value for item in load_json_file(store_path)]
+    return verify_events(lineage, store, content_dir=directory)
