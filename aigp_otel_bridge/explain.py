@@ -1,0 +1,194 @@
+"""A readable terminal view of one run's governance, rendered with ``rich``.
+
+The RunEvent alone says what was claimed, not whether it is true: ``explain`` describes the
+claim (and how its aggregate is formed under the contract's rule), ``verify`` proves it
+against the governance store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
+from aigp_otel_bridge.merkle import EMPTY_SHA256
+from aigp_otel_bridge.records import trace_key_of
+from aigp_otel_bridge.verify import InputFileError, Located, governance_facet_of, load_json_file
+
+_ENFORCEMENT_STYLE = {"allowed": "bold green", "denied": "bold red"}
+_CLASSIFICATION_STYLE = {"public": "green", "internal": "cyan", "confidential": "yellow", "restricted": "red"}
+
+
+def select_runs(items: Sequence[Located], trace_id: str | None, name: str) -> list[Located]:
+    """The governed RunEvents to show: those of ``trace_id``, else of the file's only trace."""
+    governed = [item for item in items if isinstance(governance_facet_of(item.value), Mapping)]
+    if not governed:
+        raise InputFileError(f"{name}: no RunEvent with an {GOVERNANCE_FACET_KEY} run facet")
+    traces: dict[object, str] = {}
+    for item in governed:
+        text = str(_facet(item.value).get("traceId"))
+        traces.setdefault(trace_key_of(text) or text, text)
+    if trace_id is not None:
+        wanted = trace_key_of(trace_id) or trace_id
+        chosen = [item for item in governed if _key(item) == wanted]
+        if not chosen:
+            raise InputFileError(
+                f"{name}: no governed RunEvent for trace {trace_id}; traces: {', '.join(traces.values())}"
+            )
+        return chosen
+    if len(traces) > 1:
+        raise InputFileError(
+            f"{name}: holds {len(traces)} traces; choose one with --trace-id: {', '.join(traces.values())}"
+        )
+    return governed
+
+
+def _facet(event: Mapping[str, Any]) -> Mapping[str, Any]:
+    facet = governance_facet_of(event)
+    return facet if isinstance(facet, Mapping) else {}
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _key(item: Located) -> object:
+    text = str(_facet(item.value).get("traceId"))
+    return trace_key_of(text) or text
+
+
+def how_formed(facet: Mapping[str, Any], resources: Sequence[Mapping[str, Any]]) -> str:
+    """The contract's aggregate rule (section 4), told for this facet's values."""
+    digest = facet.get("governanceHash")
+    hash_type = facet.get("hashType")
+    leaves = facet.get("leafCount")
+    events = facet.get("eventCount")
+    records = f"{events} record(s)" if isinstance(events, int) else "its records"
+    if digest == EMPTY_SHA256 and hash_type == "sha256":
+        text = f"None of {records} carried governed content: the aggregate is SHA-256 of the empty string."
+    elif hash_type == "sha256":
+        owners = [
+            f"{r.get('resourceType')}:{r.get('resourceName')}"
+            for r in resources
+            if digest == r.get("contentHash") or digest in (r.get("contentHashes") or ())
+        ]
+        owner = f" It is the content hash of {', '.join(owners)}." if owners else ""
+        text = f"All of {records} share one governance hash, which stands for itself (leafCount 1).{owner}"
+    elif hash_type == "merkle-sha256":
+        count = leaves if isinstance(leaves, int) else "an unknown number of"
+        rule = "sorted ascending, paired left to right as SHA-256(left + right), an odd last node promoted"
+        if events == 1:
+            text = f"The single record's own Merkle root over {count} resource leaves ({rule})."
+        else:
+            text = (
+                f"The AIGP Merkle root (spec 8.8.3) over {count} distinct governance hashes of {records},"
+                f" {rule}; or, when all records share one hash, that record's own Merkle root over"
+                f" {count} leaves."
+            )
+    else:
+        text = f"Hash type {hash_type!r} is not one the bridge emits."
+    if facet.get("complete") is False:
+        text += " This event covers only part of the trace (complete: false)."
+    return text + " `aigp-otel-bridge verify` recomputes it from the governance store."
+
+
+def _styled(value: object, styles: Mapping[str, str]) -> Text:
+    if value is None:
+        return Text("—", style="dim")
+    return Text(str(value), style=styles.get(str(value), ""))
+
+
+def _resources(event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found: list[Mapping[str, Any]] = []
+    inputs = event.get("inputs")
+    for dataset in inputs if isinstance(inputs, list) else []:
+        facets = dataset.get("inputFacets") if isinstance(dataset, Mapping) else None
+        facet = facets.get(RESOURCE_FACET_KEY) if isinstance(facets, Mapping) else None
+        if isinstance(facet, Mapping):
+            found.append(facet)
+    return found
+
+
+def _hash_lines(resource: Mapping[str, Any]) -> Text:
+    text = Text()
+    kinds = (("leaf", "leafHash", "leafHashes"), ("content", "contentHash", "contentHashes"))
+    for label, single, several in kinds:
+        values = [resource[single]] if resource.get(single) else []
+        values += [v for v in resource.get(several) or () if v not in values]
+        for value in values:
+            if text:
+                text.append("\n")
+            text.append(f"{label:<8}", style="dim")
+            text.append(str(value))
+    return text if text else Text("—", style="dim")
+
+
+def render_run(event: Mapping[str, Any], source: str = "") -> Group:
+    """One run's governance as ``rich`` renderables: summary, aggregate, resources."""
+    facet = _facet(event)
+    run = _mapping(event.get("run"))
+    job = _mapping(event.get("job"))
+    resources = _resources(event)
+
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column(overflow="fold")
+    agent = Text(str(facet.get("agentId")))
+    if facet.get("agentIds"):
+        agent.append(f"  (agents: {', '.join(map(str, facet['agentIds']))})", style="dim")
+    denied, total = facet.get("deniedEventCount"), facet.get("eventCount")
+    enforcement = _styled(facet.get("enforcementResult"), _ENFORCEMENT_STYLE)
+    if isinstance(denied, int) and isinstance(total, int):
+        enforcement.append(f"  ({denied} of {total} records denied)", style="dim")
+    summary.add_row("agent", agent)
+    summary.add_row("trace id", str(facet.get("traceId")))
+    summary.add_row("run id", str(run.get("runId")))
+    summary.add_row("job", f"{job.get('namespace')}/{job.get('name')}")
+    summary.add_row("event", f"{event.get('eventType')} at {event.get('eventTime')}")
+    summary.add_row("enforcement", enforcement)
+    summary.add_row("classification", _styled(facet.get("dataClassification"), _CLASSIFICATION_STYLE))
+    summary.add_row("complete", "yes" if facet.get("complete") is not False else "no (partial run)")
+    if source:
+        summary.add_row("source", source)
+
+    aggregate = Table.grid(padding=(0, 2))
+    aggregate.add_column(style="bold")
+    aggregate.add_column(overflow="fold")
+    aggregate.add_row("governanceHash", str(facet.get("governanceHash")))
+    aggregate.add_row("hashType", str(facet.get("hashType")))
+    aggregate.add_row("leafCount", str(facet.get("leafCount", "—")))
+    aggregate.add_row("formed", how_formed(facet, resources))
+
+    table = Table(title=f"Governed resources ({len(resources)})", title_justify="left", expand=False)
+    table.add_column("type", style="cyan", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("hashes", overflow="fold")
+    for resource in resources:
+        version = resource.get("resourceVersion")
+        shown = "—" if version is None else str(version)
+        if resource.get("observedVersions"):
+            shown += f" (seen {', '.join(map(str, resource['observedVersions']))})"
+        table.add_row(
+            str(resource.get("resourceType")), str(resource.get("resourceName")), shown, _hash_lines(resource)
+        )
+
+    return Group(
+        Panel(summary, title="AIGP governance", title_align="left"),
+        Panel(aggregate, title="Aggregate proof", title_align="left"),
+        table,
+    )
+
+
+def explain_file(path: str | Path, *, trace_id: str | None = None, console: Console | None = None) -> None:
+    """Print the governance of the run(s) of one trace in a RunEvent file."""
+    chosen = select_runs(load_json_file(path), trace_id, str(path))
+    out = console or Console(highlight=False)
+    for item in chosen:
+        out.print(render_run(item.value, item.source))
