@@ -50,6 +50,30 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from aigp_otel_bridge.verify import InputFileError, verify_files
+
+    try:
+        report = verify_files(args.lineage, args.aigp_events, content_dir=args.content_dir)
+    except InputFileError as error:
+        print(f"aigp-otel-bridge verify: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from aigp_otel_bridge.explain import explain_file
+    from aigp_otel_bridge.verify import InputFileError
+
+    try:
+        explain_file(args.run_event_file, trace_id=args.trace_id)
+    except InputFileError as error:
+        print(f"aigp-otel-bridge explain: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigp-otel-bridge",
@@ -70,6 +94,43 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
     demo.set_defaults(handler=_demo)
+    verify = commands.add_parser(
+        "verify",
+        help="prove OpenLineage RunEvents against the AIGP governance store",
+        description=(
+            "Recomputes each governed RunEvent's aigp_governance facet (governanceHash, hashType,"
+            " leafCount, enforcementResult, dataClassification) from the AIGP governance store's events"
+            " with the same trace id, and checks every input's leafHash and contentHash against the"
+            " store. Exit status: 0 when everything verifies, 1 when a check fails (each failing trace"
+            " id and check is named), 2 when an input file cannot be read or parsed."
+        ),
+    )
+    verify.add_argument(
+        "--lineage", required=True, metavar="LINEAGE",
+        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
+    )
+    verify.add_argument(
+        "--aigp-events", required=True, metavar="STORE",
+        help="full AIGP events from the governance store: JSON lines or a JSON array",
+    )
+    verify.add_argument(
+        "--content-dir", metavar="DIR",
+        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    )
+    verify.add_argument("--json", action="store_true", help="print a machine-readable report")
+    verify.set_defaults(handler=_verify)
+    explain = commands.add_parser(
+        "explain",
+        help="show one run's governance from a RunEvent file",
+        description=(
+            "Shows a governed RunEvent's aigp_governance facet in the terminal: agent, enforcement,"
+            " classification, the aggregate governance hash and how it was formed, and each governed"
+            " resource with its type, version and hashes."
+        ),
+    )
+    explain.add_argument("run_event_file", metavar="RUN_EVENT_FILE", help="RunEvents: JSON lines or JSON")
+    explain.add_argument("--trace-id", metavar="ID", help="the trace to show when the file holds several")
+    explain.set_defaults(handler=_explain)
     return parser
 
 
