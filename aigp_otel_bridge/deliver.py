@@ -281,3 +281,45 @@ class Deliverer:
             return _describe(error)
         self._stats.runs_emitted += 1
         return None
+
+
+@dataclass
+class ReplaySummary:
+    """What one manual replay of an outbox did."""
+
+    delivered: int = 0
+    failed: int = 0
+    last_error: str | None = None
+
+
+def replay_outbox(
+    outbox: Outbox,
+    emit: Callable[[Any], None],
+    *,
+    retry_max_backoff_s: float = 30.0,
+    progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Try every stored run once, now, oldest first; what fails stays stored with its error.
+
+    Leases keep a bridge running on the same folder from sending the same rows meanwhile.
+    """
+    summary = ReplaySummary()
+    outbox.release_all()
+    cutoff = time.time()
+    while True:
+        rows = outbox.take_due(limit=64, now=cutoff)
+        if not rows:
+            return summary
+        for row in rows:
+            try:
+                emit(run_event_from_json(row.payload))
+            except Exception as error:
+                summary.failed += 1
+                summary.last_error = _describe(error)
+                retry_in = backoff_s(row.attempts + 1, retry_max_backoff_s)
+                outbox.failed(row.row_id, summary.last_error, retry_in)
+            else:
+                summary.delivered += 1
+                outbox.delivered(row.row_id)
+            if progress is not None:
+                progress(1)

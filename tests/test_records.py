@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
 from aigp_otel_bridge.records import (
@@ -559,10 +560,35 @@ def test_merge_full_event_fields_win_and_resources_are_united() -> None:
     assert merged.agent_id == "agent.full"
     assert merged.denied is True
     assert merged.time_ns == 5  # the full event had no time: the span's fills the gap
-    assert {(r.type, r.name, r.version) for r in merged.resources} == {
-        ("policy", "policy.a", 2),
-        ("tool", "tool.search", None),
-    }
+    assert {(r.type, r.name) for r in merged.resources} == {("policy", "policy.a"), ("tool", "tool.search")}
+    assert ResourceRef("policy", "policy.a", 2, content_hash=HASH_B) in merged.resources
+
+
+def test_merge_keeps_the_span_version_of_a_merkle_leaf() -> None:
+    # Merkle leaves carry no version; the span event of the same action does.
+    leaf = leaf_hash("policy", "policy.a", "A")
+    span = record_from_attributes(
+        {sc.EVENT_ID: "e-1", sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 4},
+        event_name="aigp.governance.proof",
+    )
+    full = record_from_aigp_event(
+        {
+            "event_id": "e-1",
+            "event_type": "GOVERNANCE_PROOF",
+            "governance_hash": HASH_B,
+            "hash_type": "merkle-sha256",
+            "governance_merkle_tree": {
+                "leaf_count": 2,
+                "leaves": [
+                    {"resource_type": "policy", "resource_name": "policy.a", "hash": leaf},
+                    {"resource_type": "prompt", "resource_name": "prompt.b", "hash": HASH_A},
+                ],
+            },
+        }
+    )
+    (policy, prompt) = aggregate([merge_records(span, full)]).resources
+    assert (policy.name, policy.version, policy.leaf_hashes) == ("policy.a", 4, (leaf,))
+    assert (prompt.name, prompt.version) == ("prompt.b", None)
 
 
 def test_merge_keeps_span_values_the_full_event_lacks() -> None:

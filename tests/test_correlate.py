@@ -1,0 +1,482 @@
+"""Correlation: the state machine that decides when a trace's run is emitted (contract, section 2).
+
+The ``Correlator`` is driven with explicit clocks: no sleeping, no threads.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.config import BridgeConfig
+from aigp_otel_bridge.correlate import Correlator, FinishedTrace, Reason
+from aigp_otel_bridge.lineage import decide, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.merkle import flat_hash, merkle_root
+from aigp_otel_bridge.records import (
+    GovernanceRecord,
+    SpanNote,
+    record_from_aigp_event,
+    record_from_attributes,
+    trace_key_of,
+)
+from aigp_otel_bridge.telemetry import Stats
+
+TIMEOUT = 300.0
+TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+OTHER = 0x0AF7651916CD43DD8448EB211C80319C
+THIRD = 0x11111111111111111111111111111111
+ROOT = 0x00F067AA0BA902B7
+CHILD = 0x53995C3F42CD8AD8
+
+
+def _correlator(stats: Stats, **overrides: Any) -> Correlator:
+    settings: dict[str, Any] = {
+        "trace_timeout_s": TIMEOUT,
+        "max_pending_traces": 100,
+        "max_records_per_trace": 100,
+        "emit_ungoverned": False,
+    }
+    settings.update(overrides)
+    return Correlator(stats=stats, **settings)
+
+
+def _note(
+    trace_id: int = TRACE,
+    span_id: int = CHILD,
+    *,
+    local_root: bool = False,
+    remote_parent: bool = False,
+    name: str = "step",
+    start_ns: int = 1_000,
+    end_ns: int = 2_000,
+    resource: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> SpanNote:
+    return SpanNote(
+        trace_id=trace_id,
+        span_id=span_id,
+        local_root=local_root,
+        remote_parent=remote_parent,
+        name=name,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        governance_events=(),
+        attributes=attributes,
+        governed_attributes=False,
+        resource=resource if resource is not None else {"service.name": "svc"},
+    )
+
+
+def _root(trace_id: int = TRACE, span_id: int = ROOT, **kwargs: Any) -> SpanNote:
+    kwargs.setdefault("name", "invoke")
+    return _note(trace_id, span_id, local_root=True, **kwargs)
+
+
+def _governed(event_id: str | None = None, content: str = "policy", **attributes: Any) -> GovernanceRecord:
+    values: dict[str, Any] = {sc.GOVERNANCE_HASH: flat_hash(content)}
+    if event_id is not None:
+        values[sc.EVENT_ID] = event_id
+    values.update(attributes)
+    return record_from_attributes(values, event_name="aigp.inject.success")
+
+
+@pytest.fixture
+def stats() -> Stats:
+    return Stats()
+
+
+# --- root end -----------------------------------------------------------------------------
+
+
+def test_governed_trace_emits_once_when_its_only_local_root_ends(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    assert correlator.root_started(TRACE, ROOT, False, now=0.0) == []
+    assert correlator.span_ended(_note(name="retrieve"), [_governed("e-1")], now=1.0) == []
+    assert len(correlator) == 1
+
+    finished = correlator.span_ended(_root(end_ns=5_000), [], now=2.0)
+
+    assert len(finished) == 1
+    (run,) = finished
+    assert run.key == TRACE
+    assert run.reason is Reason.ROOT_ENDED
+    assert run.complete is True
+    assert [r.event_id for r in run.records] == ["e-1"]
+    assert run.root_start == (ROOT, False)
+    assert [n.span_id for n in run.roots] == [ROOT]
+    assert run.first_span_name == "retrieve"
+    assert run.last_end_ns == 5_000
+    assert len(correlator) == 0
+    assert correlator.expire(now=10_000.0) == []
+    assert correlator.drain() == []
+    assert stats.records == 1
+
+
+def test_records_on_the_root_itself_are_enough(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    (run,) = correlator.span_ended(_root(), [_governed()], now=1.0)
+    assert run.complete is True
+    assert len(run.records) == 1
+
+
+def test_two_local_roots_emit_once_after_both_ended_with_identity_of_the_first(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    second_root = 0x1111222233334444
+    correlator.root_started(TRACE, ROOT, True, now=0.0)  # first root: its parent is remote
+    correlator.root_started(TRACE, second_root, False, now=0.5)
+    correlator.span_ended(_note(), [_governed("e-1")], now=1.0)
+
+    # The second root ends first: the first is still open, so nothing is decided yet.
+    assert correlator.span_ended(_root(span_id=second_root, end_ns=3_000), [_governed("e-2")], now=2.0) == []
+    finished = correlator.span_ended(_root(remote_parent=True, end_ns=4_000), [], now=3.0)
+
+    assert len(finished) == 1
+    (run,) = finished
+    assert run.root_start == (ROOT, True)
+    assert {r.event_id for r in run.records} == {"e-1", "e-2"}
+    assert {n.span_id for n in run.roots} == {ROOT, second_root}
+    decided = decide(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
+    assert decided.run_id == run_id_for_remote_root(f"{TRACE:032x}", f"{ROOT:016x}")
+    assert decided.run_id != run_id_for_trace(f"{TRACE:032x}")
+
+
+def test_a_trace_with_a_local_root_run_id_is_the_trace_id(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    (run,) = correlator.span_ended(_root(), [_governed()], now=1.0)
+    decided = decide(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
+    assert decided.run_id == "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
+
+
+def test_ungoverned_trace_emits_nothing(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    assert correlator.span_ended(_note(), [], now=1.0) == []
+    assert correlator.span_ended(_root(), [], now=2.0) == []
+    assert len(correlator) == 0
+
+
+def test_ungoverned_trace_emits_when_asked(stats: Stats) -> None:
+    correlator = _correlator(stats, emit_ungoverned=True)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    finished = correlator.span_ended(_root(), [], now=1.0)
+    assert len(finished) == 1
+    assert finished[0].records == ()
+    assert finished[0].complete is True
+    assert finished[0].reason is Reason.ROOT_ENDED
+
+
+def test_traces_are_kept_apart(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.root_started(OTHER, ROOT, False, now=0.0)
+    correlator.span_ended(_note(TRACE), [_governed("mine")], now=1.0)
+    correlator.span_ended(_note(OTHER), [_governed("theirs")], now=1.0)
+    (run,) = correlator.span_ended(_root(OTHER), [], now=2.0)
+    assert run.key == OTHER
+    assert [r.event_id for r in run.records] == ["theirs"]
+    assert len(correlator) == 1
+
+
+# --- timeout ------------------------------------------------------------------------------
+
+
+def test_timeout_emits_an_incomplete_run_and_later_records_start_a_new_buffer(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.span_ended(_note(name="early", end_ns=7_000), [_governed("e-1", "a")], now=10.0)
+
+    assert correlator.expire(now=10.0 + TIMEOUT - 0.001) == []
+    finished = correlator.expire(now=10.0 + TIMEOUT)
+
+    assert len(finished) == 1
+    (early,) = finished
+    assert early.reason is Reason.TIMEOUT
+    assert early.complete is False
+    assert early.first_span_name == "early"
+    assert early.last_end_ns == 7_000
+    assert [r.event_id for r in early.records] == ["e-1"]
+    assert stats.traces_timed_out == 1
+    assert len(correlator) == 0
+
+    # The application's root was still open; later records of the trace go to a new buffer.
+    correlator.span_ended(_note(name="late"), [_governed("e-2", "b")], now=400.0)
+    (late,) = correlator.span_ended(_root(), [], now=401.0)
+    assert late.reason is Reason.ROOT_ENDED
+    assert late.complete is False
+    assert [r.event_id for r in late.records] == ["e-2"]
+
+
+def test_activity_pushes_the_deadline(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.span_ended(_note(), [_governed("e-1")], now=0.0)
+    correlator.span_ended(_note(), [_governed("e-2")], now=100.0)
+    assert correlator.expire(now=TIMEOUT + 50.0) == []
+    (run,) = correlator.expire(now=TIMEOUT + 100.0)
+    assert run.reason is Reason.TIMEOUT
+    assert len(run.records) == 2
+
+
+def test_timeout_of_an_ungoverned_trace_emits_nothing(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    assert correlator.expire(now=TIMEOUT + 1.0) == []
+    assert len(correlator) == 0
+    assert stats.traces_timed_out == 0
+
+
+def test_expire_only_decides_quiet_traces(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.span_ended(_note(TRACE), [_governed("old")], now=0.0)
+    correlator.span_ended(_note(OTHER), [_governed("new")], now=200.0)
+    (run,) = correlator.expire(now=TIMEOUT + 1.0)
+    assert run.key == TRACE
+    assert len(correlator) == 1
+
+
+# --- eviction -----------------------------------------------------------------------------
+
+
+def test_eviction_takes_the_least_recently_active_trace(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=2)
+    correlator.span_ended(_note(TRACE), [_governed("a")], now=0.0)
+    correlator.span_ended(_note(OTHER), [_governed("b")], now=1.0)
+    correlator.span_ended(_note(TRACE), [_governed("a2")], now=2.0)  # TRACE is now the most recent
+
+    finished = correlator.span_ended(_note(THIRD), [_governed("c")], now=3.0)
+
+    assert len(finished) == 1
+    (evicted,) = finished
+    assert evicted.key == OTHER
+    assert evicted.reason is Reason.EVICTED
+    assert evicted.complete is False
+    assert [r.event_id for r in evicted.records] == ["b"]
+    assert stats.traces_evicted == 1
+    assert len(correlator) == 2
+
+
+def test_root_started_can_evict(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=1)
+    correlator.span_ended(_note(TRACE), [_governed("a")], now=0.0)
+    (evicted,) = correlator.root_started(OTHER, ROOT, False, now=1.0)
+    assert evicted.key == TRACE
+    assert evicted.reason is Reason.EVICTED
+
+
+def test_ungoverned_evictions_emit_nothing(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=1)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    assert correlator.root_started(OTHER, ROOT, False, now=1.0) == []
+    assert len(correlator) == 1
+
+
+def test_evicted_trace_continues_as_an_incomplete_run(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=1)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
+    (evicted,) = correlator.span_ended(_note(OTHER), [_governed("b")], now=2.0)
+    assert evicted.key == TRACE
+
+    # TRACE's root ends: its new buffer evicts OTHER, then is decided itself.
+    finished = correlator.span_ended(_root(TRACE), [_governed("a2")], now=3.0)
+    assert [(run.key, run.reason) for run in finished] == [
+        (OTHER, Reason.EVICTED),
+        (TRACE, Reason.ROOT_ENDED),
+    ]
+    assert [run.complete for run in finished] == [False, False]
+    assert [r.event_id for r in finished[1].records] == ["a2"]
+    assert stats.traces_evicted == 2
+
+
+def test_continuation_after_eviction_ends_incomplete(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=2)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
+    correlator.span_ended(_note(OTHER), [_governed("b")], now=2.0)
+    (evicted,) = correlator.span_ended(_note(THIRD), [_governed("c")], now=3.0)
+    assert evicted.key == TRACE
+    finished = correlator.span_ended(_root(TRACE), [_governed("a2")], now=4.0)
+    assert [(run.key, run.reason) for run in finished] == [
+        (OTHER, Reason.EVICTED),
+        (TRACE, Reason.ROOT_ENDED),
+    ]
+    assert finished[1].complete is False
+    assert [r.event_id for r in finished[1].records] == ["a2"]
+
+
+def test_a_run_after_a_complete_one_is_complete_again(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    (first,) = correlator.span_ended(_root(), [_governed("a")], now=1.0)
+    correlator.root_started(TRACE, ROOT + 1, False, now=2.0)
+    (second,) = correlator.span_ended(_root(span_id=ROOT + 1), [_governed("b")], now=3.0)
+    assert first.complete is True
+    assert second.complete is True
+
+
+# --- record bound -------------------------------------------------------------------------
+
+
+def test_records_past_the_bound_are_counted_but_still_aggregated(stats: Stats) -> None:
+    correlator = _correlator(stats, max_records_per_trace=2)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    records = [
+        _governed("e-1", "one", **{sc.POLICY_NAME: "policy.one"}),
+        _governed("e-2", "two"),
+        _governed("e-3", "three", **{sc.DATA_CLASSIFICATION: "restricted", sc.POLICY_NAME: "policy.three"}),
+        record_from_attributes(
+            {sc.EVENT_ID: "e-4", sc.GOVERNANCE_HASH: flat_hash("four")}, event_name="aigp.tool.denied"
+        ),
+    ]
+    correlator.span_ended(_note(), records, now=1.0)
+    (run,) = correlator.span_ended(_root(), [], now=2.0)
+
+    assert len(run.records) == 2
+    assert run.overflow.count == 2
+    assert stats.records_left_out == 2
+    assert stats.records == 4
+    summary = aggregate(run.records, run.overflow)
+    assert summary.event_count == 4
+    assert summary.leaf_count == 4
+    assert summary.governance_hash == merkle_root({flat_hash(c) for c in ("one", "two", "three", "four")})
+    assert summary.enforcement == "denied"
+    assert summary.denied_count == 1
+    assert summary.classification == "restricted"
+    assert [r.name for r in summary.resources] == ["policy.one"]  # left-out records give no inputs
+
+
+def test_records_without_event_ids_are_all_kept(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.span_ended(_note(), [_governed(None, "x"), _governed(None, "x")], now=0.0)
+    (run,) = correlator.span_ended(_root(), [], now=1.0)
+    assert len(run.records) == 2
+    assert stats.duplicate_records == 0
+
+
+# --- full AIGP events ---------------------------------------------------------------------
+
+
+def _full_event(event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "event_type": "INJECT_DENIED",
+        "trace_id": f"{TRACE:032x}",
+        "governance_hash": flat_hash("full"),
+        "hash_type": "sha256",
+        "data_classification": "restricted",
+        "policy_name": "policy.full",
+        "policy_version": 2,
+    }
+
+
+@pytest.mark.parametrize("full_first", [True, False], ids=["event-then-span", "span-then-event"])
+def test_full_event_and_span_event_with_the_same_id_are_one_record(stats: Stats, full_first: bool) -> None:
+    correlator = _correlator(stats)
+    event = _full_event("evt-1")
+    key = trace_key_of(event["trace_id"])
+    assert key == TRACE
+    full = record_from_aigp_event(event)
+    span = record_from_attributes(
+        {
+            sc.EVENT_ID: "evt-1",
+            sc.GOVERNANCE_HASH: flat_hash("span"),
+            sc.DATA_CLASSIFICATION: "internal",
+            sc.AGENT_ID: "agent.from-span",
+            "aigp.tools.names": ["tool.search"],
+        },
+        event_name="aigp.inject.success",
+    )
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    if full_first:
+        correlator.event_ingested(key, full, now=1.0)
+        correlator.span_ended(_note(), [span], now=2.0)
+    else:
+        correlator.span_ended(_note(), [span], now=1.0)
+        correlator.event_ingested(key, full, now=2.0)
+    (run,) = correlator.span_ended(_root(), [], now=3.0)
+
+    assert len(run.records) == 1
+    (record,) = run.records
+    assert record.governance_hash == flat_hash("full")
+    assert record.event_type == "INJECT_DENIED"
+    assert record.denied is True
+    assert record.classification == "restricted"
+    assert record.agent_id == "agent.from-span"  # the full event has none: the span fills the gap
+    assert {(r.type, r.name) for r in record.resources} == {
+        ("policy", "policy.full"),
+        ("tool", "tool.search"),
+    }
+    assert stats.duplicate_records == 1
+    assert stats.records == 2
+
+
+def test_a_repeated_span_event_is_one_record(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    first = _governed("dup", "first")
+    again = _governed("dup", "second")
+    correlator.span_ended(_note(), [first, again], now=0.0)
+    (run,) = correlator.span_ended(_root(), [], now=1.0)
+    assert run.records == (first,)
+    assert stats.duplicate_records == 1
+
+
+def test_ingested_events_alone_make_a_governed_trace(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("a")), now=1.0)
+    (run,) = correlator.span_ended(_root(), [], now=2.0)
+    assert run.complete is True
+    assert len(run.records) == 1
+
+
+def test_ingested_event_with_a_text_trace_id_times_out_on_its_own(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    key = trace_key_of("trace-not-hex")
+    assert key == "trace-not-hex"
+    correlator.event_ingested(key, record_from_aigp_event(_full_event("a")), now=0.0)
+    (run,) = correlator.expire(now=TIMEOUT)
+    assert run.key == "trace-not-hex"
+    assert run.reason is Reason.TIMEOUT
+    assert run.complete is False
+
+
+# --- shutdown and stats -------------------------------------------------------------------
+
+
+def test_drain_decides_every_governed_pending_trace(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
+    correlator.span_ended(_note(OTHER), [_governed("b")], now=1.0)
+    correlator.root_started(THIRD, ROOT, False, now=1.0)  # ungoverned: nothing to emit
+
+    finished = correlator.drain()
+
+    assert sorted(run.key for run in finished) == sorted([TRACE, OTHER])
+    assert all(run.reason is Reason.SHUTDOWN for run in finished)
+    assert all(run.complete is False for run in finished)
+    assert len(correlator) == 0
+    assert correlator.drain() == []
+
+
+def test_invalid_values_are_counted(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    bad = record_from_attributes(
+        {sc.GOVERNANCE_HASH: "NOT-HEX", sc.DATA_CLASSIFICATION: "secret"}, event_name="aigp.inject.success"
+    )
+    correlator.span_ended(_note(), [bad], now=0.0)
+    assert stats.invalid_values == 2
+    assert stats.records == 1
+
+
+def test_first_start_and_last_end_cover_every_span(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.span_ended(_note(start_ns=500, end_ns=9_000), [_governed()], now=1.0)
+    (run,) = correlator.span_ended(_root(start_ns=100, end_ns=8_000), [], now=2.0)
+    assert isinstance(run, FinishedTrace)
+    assert (run.first_start_ns, run.last_end_ns) == (100, 9_000)
