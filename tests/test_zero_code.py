@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,12 @@ def test_one_valid_run_event_per_governed_trace_and_none_for_the_ungoverned(tmp_
     for trace_id, (event,) in by_trace.items():
         validate_run_event(event)
         assert event["eventType"] == "COMPLETE"
-        assert event["run"]["runId"] == f"{trace_id[:8]}-{trace_id[8:12]}-{trace_id[12:16]}-" \
-            f"{trace_id[16:20]}-{trace_id[20:]}"
+        assert event["run"]["runId"] == str(uuid.UUID(hex=trace_id))
         governance = event["run"]["facets"]["aigp_governance"]
         assert governance["eventCount"] == 3 and governance["complete"] is True
         assert governance["agentId"] == "agent.support-bot"  # from OTEL_RESOURCE_ATTRIBUTES
-        assert event["job"] == {**event["job"], "namespace": "acme.support", "name": "support-bot.handle-request"}
+        job = event["job"]
+        assert (job["namespace"], job["name"]) == ("acme.support", "support-bot.handle-request")
         names = {dataset["name"] for dataset in event["inputs"]}
         assert "prompt.support-system" in names and any(name.startswith("policy.") for name in names)
 
