@@ -20,7 +20,7 @@ from typing import Any, Literal
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
-from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, leaf_hash
+from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import records_from_aigp_events
 from aigp_otel_bridge.records import GovernanceRecord, trace_key_of
 
@@ -240,10 +240,56 @@ def _short(value: object) -> str:
     return f"{value[:12]}…" if isinstance(value, str) and len(value) == 64 else repr(value)
 
 
+def _show(value: object) -> str:
+    return "absent" if value is None else repr(value)
+
+
 def _equal(name: str, claimed: object, recomputed: object, what: str) -> Check:
     if claimed == recomputed:
-        return Check(name, OK, f"{claimed!r} {what}")
-    return Check(name, FAILED, f"lineage says {claimed!r}, the store gives {recomputed!r}")
+        return Check(name, OK, f"{_show(claimed)}, {what}")
+    return Check(name, FAILED, f"lineage says {_show(claimed)}, the store gives {_show(recomputed)}")
+
+
+def _tree_leaf_hashes(tree: object) -> list[str] | None:
+    """The leaf hashes of a store event's ``governance_merkle_tree``; None when malformed."""
+    leaves = tree.get("leaves") if isinstance(tree, Mapping) else None
+    if not isinstance(leaves, list) or not leaves:
+        return None
+    hashes = [leaf.get("hash") if isinstance(leaf, Mapping) else None for leaf in leaves]
+    valid = [h for h in hashes if isinstance(h, str) and is_sha256_hex(h)]
+    return valid if len(valid) == len(hashes) else None
+
+
+def store_tree_check(events: Sequence[Mapping[str, Any]]) -> Check:
+    """Each store event's Merkle tree must reproduce its own governance hash (spec 8.8.3).
+
+    Without this, a changed leaf in the store would go unnoticed: the aggregate uses only the
+    events' governance hashes.
+    """
+    trees = 0
+    wrong: list[str] = []
+    for event in events:
+        tree = event.get("governance_merkle_tree")
+        if tree is None:
+            continue
+        trees += 1
+        label = str(event.get("event_id") or "an event without event_id")
+        hashes = _tree_leaf_hashes(tree)
+        if hashes is None:
+            wrong.append(f"{label}: the tree's leaves are missing or malformed")
+            continue
+        root = merkle_root(hashes)
+        claimed = event.get("governance_hash")
+        count = tree.get("leaf_count", len(hashes)) if isinstance(tree, Mapping) else None
+        if root != claimed:
+            wrong.append(f"{label}: the leaves give root {_short(root)}, the event says {_short(claimed)}")
+        elif count != len(hashes):
+            wrong.append(f"{label}: leaf_count {count!r} but {len(hashes)} leaves")
+    if wrong:
+        return Check("store_merkle_trees", FAILED, "; ".join(wrong))
+    if not trees:
+        return Check("store_merkle_trees", SKIPPED, "no store event of the trace has a Merkle tree")
+    return Check("store_merkle_trees", OK, f"{trees} Merkle tree(s) reproduce their events' hashes")
 
 
 def _aggregate_how(view: StoreView) -> str:
@@ -271,8 +317,8 @@ def _aggregate_checks(facet: Mapping[str, Any], view: StoreView, complete: bool)
         )
         return [
             hash_check,
-            _equal("hash_type", facet.get("hashType"), summary.hash_type, "recomputed"),
-            _equal("leaf_count", facet.get("leafCount"), summary.leaf_count, "recomputed"),
+            _equal("hash_type", facet.get("hashType"), summary.hash_type, "as recomputed"),
+            _equal("leaf_count", facet.get("leafCount"), summary.leaf_count, "as recomputed"),
         ]
     # A partial run's aggregate covers an unknown subset of the trace; only a single-hash
     # aggregate can still be pinned to one store event.
@@ -501,6 +547,7 @@ def verify_run_event(
         view = StoreView.of(events)
         invalid = f"; {view.summary.invalid} value(s) left out as invalid" if view.summary.invalid else ""
         checks.append(Check("store_events", OK, f"{len(events)} AIGP event(s) with this trace id{invalid}"))
+        checks.append(store_tree_check(events))
         checks += _aggregate_checks(facet, view, complete)
         checks += _consistency_checks(facet, view, complete)
         checks += _input_checks(resources, view)
