@@ -7,6 +7,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from aigp_otel_bridge.version import __version__
 
@@ -74,6 +76,58 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_outbox(directory: str) -> Any:
+    """The outbox in ``directory``; None (after saying why) when there is none to open."""
+    from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox
+
+    if not (Path(directory) / DATABASE_NAME).is_file():
+        print(f"aigp-otel-bridge outbox: no outbox in {directory} ({DATABASE_NAME} missing)", file=sys.stderr)
+        return None
+    return Outbox(directory)
+
+
+def _outbox_status(args: argparse.Namespace) -> int:
+    outbox = _open_outbox(args.dir)
+    if outbox is None:
+        return 2
+    status = outbox.status()
+    if args.json:
+        print(json.dumps(status.__dict__))
+        return 0
+    age = "-" if status.oldest_age_s is None else f"{status.oldest_age_s:.0f} s"
+    due = "-" if status.next_attempt_in_s is None else f"in {status.next_attempt_in_s:.0f} s"
+    print(f"pending runs   {status.pending}")
+    print(f"oldest         {age}")
+    print(f"next attempt   {due}")
+    print(f"last error     {status.last_error or '-'}")
+    return 0
+
+
+def _outbox_replay(args: argparse.Namespace) -> int:
+    from openlineage.client import OpenLineageClient
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from aigp_otel_bridge.deliver import replay_outbox
+
+    outbox = _open_outbox(args.dir)
+    if outbox is None:
+        return 2
+    client = OpenLineageClient()
+    total = outbox.depth()
+    console = Console(stderr=True)
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
+        task = progress.add_task("replaying", total=total)
+        summary = replay_outbox(outbox, client.emit, progress=lambda n: progress.advance(task, n))
+    client.close(timeout=10.0)
+    left = outbox.depth()
+    print(f"delivered {summary.delivered}, failed {summary.failed}, still stored {left}"
+          f" (via the '{client.transport.kind}' transport)")
+    if summary.last_error:
+        print(f"last error: {summary.last_error}")
+    return 0 if summary.failed == 0 else 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigp-otel-bridge",
@@ -131,6 +185,33 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("run_event_file", metavar="RUN_EVENT_FILE", help="RunEvents: JSON lines or JSON")
     explain.add_argument("--trace-id", metavar="ID", help="the trace to show when the file holds several")
     explain.set_defaults(handler=_explain)
+    outbox = commands.add_parser(
+        "outbox",
+        help="inspect or replay the durable outbox of undelivered RunEvents",
+        description=(
+            "The outbox (setting outbox_dir / AIGP_BRIDGE_OUTBOX_DIR) keeps RunEvents the lineage"
+            " backend could not take until they are delivered. A running bridge replays it in the"
+            " background; these commands look at it or replay it now."
+        ),
+    )
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    status = outbox_commands.add_parser(
+        "status", help="pending runs, age of the oldest, last error",
+        description="Shows how many runs wait in the outbox, how old the oldest is and the last error.",
+    )
+    status.add_argument("--dir", required=True, metavar="D", help="the outbox folder")
+    status.add_argument("--json", action="store_true", help="print a machine-readable status")
+    status.set_defaults(handler=_outbox_status)
+    replay = outbox_commands.add_parser(
+        "replay", help="deliver the stored runs now through the configured OpenLineage client",
+        description=(
+            "Tries every stored run once, oldest first, through the OpenLineage client configured by"
+            " openlineage.yml / OPENLINEAGE_URL / OPENLINEAGE__TRANSPORT__*; what fails stays stored."
+            " Exit status 0 when every run was delivered, 1 when some failed, 2 without an outbox."
+        ),
+    )
+    replay.add_argument("--dir", required=True, metavar="D", help="the outbox folder")
+    replay.set_defaults(handler=_outbox_replay)
     return parser
 
 
