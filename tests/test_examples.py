@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import pytest
+import yaml
+from aigp import AIGPInstrumentor
+from openlineage.client import OpenLineageClient
+from openlineage.client.transport.kafka import KafkaConfig
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aigp_otel_bridge import AIGPLineageSpanProcessor
+from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -26,3 +44,154 @@ def test_quickstart_prints_one_valid_run_event() -> None:
     assert len(events) == 1
     validate_run_event(events[0])  # type: ignore[arg-type]
     assert events[0]["job"]["name"] == "trading-bot-v2.invoke"  # type: ignore[index]
+
+
+def _load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENAI_INPUTS = ["model.gpt-4o", "policy.research-sources", "prompt.research-system", "tool.search-papers"]
+
+
+def test_genai_agent_prints_one_valid_run_event_named_after_the_genai_agent() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "genai_agent.py")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (event,) = _json_lines(result.stdout + result.stderr)
+    validate_run_event(event)  # type: ignore[arg-type]
+    assert event["job"]["name"] == "research-assistant.invoke_agent"  # type: ignore[index]
+    assert sorted(d["name"] for d in event["inputs"]) == GENAI_INPUTS  # type: ignore[attr-defined]
+
+
+def test_genai_and_aigp_namespaces_coexist_on_the_same_spans() -> None:
+    """The bridge reads only aigp.*; the gen_ai.* spans reach the tracing backend untouched."""
+    spans = InMemorySpanExporter()
+    transport = CaptureTransport()
+    _load_example("genai_agent").main(client=OpenLineageClient(transport=transport), span_exporter=spans)
+    (event,) = transport.events
+    validate_run_event(event)
+    finished = spans.get_finished_spans()
+    by_operation = {span.attributes["gen_ai.operation.name"] for span in finished if span.attributes}
+    assert by_operation == {"invoke_agent", "chat", "execute_tool"}
+    chat = next(s for s in finished if s.name == "chat gpt-4o" and s.events)
+    assert chat.attributes is not None
+    assert chat.attributes["gen_ai.request.model"] == "gpt-4o"
+    assert chat.attributes["gen_ai.usage.input_tokens"] == 412
+    assert {e.name for e in chat.events} == {"aigp.model.loaded", "aigp.prompt.used"}
+    aigp_events = sum(1 for span in finished for e in span.events if e.name.startswith("aigp."))
+    governed_spans = sum(1 for span in finished if any(k.startswith("aigp.") for k in span.attributes or {}))
+    governance = event["run"]["facets"]["aigp_governance"]
+    assert governance["eventCount"] == aigp_events + governed_spans
+    assert sorted(d["name"] for d in event["inputs"]) == GENAI_INPUTS
+    assert not any(key.startswith("gen_ai") for key in json.dumps(event).split('"'))
+
+
+class _LineageBackend(ThreadingHTTPServer):
+    """A loopback stand-in for Marquez: records the JSON bodies POSTed to /api/v1/lineage."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
+        super().__init__(("127.0.0.1", 0), _LineageHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.bodies) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.bodies) >= count, f"expected {count} RunEvents at the backend, got {len(self.bodies)}"
+        return list(self.bodies)
+
+
+class _LineageHandler(BaseHTTPRequestHandler):
+    server: _LineageBackend
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(length)
+        if self.path != "/api/v1/lineage":
+            self.send_response(404)
+        else:
+            self.server.paths.append(self.path)
+            self.server.bodies.append(json.loads(body))
+            self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> Iterator[_LineageBackend]:
+    server = _LineageBackend()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_backend_config_delivers_to_the_lineage_endpoint(
+    backend: _LineageBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = yaml.safe_load((EXAMPLES / "http_backend.yml").read_text())
+    assert config["transport"]["url"] == "http://localhost:5000"  # what the guide tells users
+    config["transport"]["url"] = backend.url
+    config_file = tmp_path / "openlineage.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("OPENLINEAGE_CONFIG", str(config_file))
+
+    bridge = AIGPLineageSpanProcessor(job_namespace="http.example")  # its own OpenLineageClient()
+    provider = TracerProvider()
+    provider.add_span_processor(bridge)
+    aigp = AIGPInstrumentor(agent_id="agent.http", org_id="org.o", event_callback=bridge.ingest_aigp_event)
+    with provider.get_tracer("t").start_as_current_span("invoke") as root:
+        aigp.inject_success("policy.http", 1, "policy text")
+    provider.shutdown()
+
+    (event,) = backend.wait_for(1)
+    validate_run_event(event)
+    assert backend.paths == ["/api/v1/lineage"]
+    assert event["run"]["facets"]["aigp_governance"]["traceId"] == f"{root.get_span_context().trace_id:032x}"
+    assert event["job"]["namespace"] == "http.example"
+
+
+def test_zero_code_agent_reaches_the_backend_named_by_openlineage_url(
+    backend: _LineageBackend, tmp_path: Path
+) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE", "AIGP_"))}
+    environ.update(
+        HOME=str(tmp_path), OPENLINEAGE_URL=backend.url, OTEL_TRACES_EXPORTER="aigp_openlineage",
+        OTEL_SERVICE_NAME="support-agent", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none",
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable,
+         str(EXAMPLES / "zero_code" / "agent.py")],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    governed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("governed")}
+    events = backend.wait_for(3)
+    assert {e["run"]["facets"]["aigp_governance"]["traceId"] for e in events} == governed
+    for event in events:
+        validate_run_event(event)
+
+
+def test_kafka_example_is_a_valid_kafka_transport_config() -> None:
+    """Not run against a broker; the file must still be what the client's Kafka transport reads."""
+    config = yaml.safe_load((EXAMPLES / "kafka.yml").read_text())
+    transport = config["transport"]
+    assert transport["type"] == "kafka"
+    parsed = KafkaConfig.from_dict(dict(transport))
+    assert parsed.topic == "openlineage.events" and parsed.flush is True
+    assert "bootstrap.servers" in parsed.config
+    assert all(isinstance(value, str) for value in parsed.config.values()), "librdkafka takes strings"
