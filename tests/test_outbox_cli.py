@@ -73,7 +73,12 @@ def test_replay_keeps_what_fails_and_says_so(backend: LineageBackend, tmp_path: 
                                             monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     filled_outbox(backend, tmp_path, runs=2)
-    monkeypatch.setenv("OPENLINEAGE_URL", backend.url)  # still down
+    for name in [n for n in os.environ if n.startswith("OPENLINEAGE")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__URL", backend.url)  # still down
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__RETRY__TOTAL", "0")
+    monkeypatch.chdir(tmp_path)
     assert main(["outbox", "replay", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "delivered 0, failed 2, still stored 2" in out and "last error" in out
