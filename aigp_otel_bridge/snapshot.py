@@ -54,7 +54,11 @@ class LineageSnapshot:
 
 
 def _plain(item: object) -> Any:
-    """An OpenLineage object (attrs class) or a mapping as JSON-ready data."""
+    """An OpenLineage object (attrs class) or a mapping as JSON-ready data.
+
+    Both go through the client's ``Serde``, which drops ``None`` values, so that a dict and the
+    object it describes commit to the same text.
+    """
     if attr.has(type(item)):
         return Serde.to_dict(item)
     if isinstance(item, Mapping):
