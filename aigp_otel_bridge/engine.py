@@ -58,6 +58,7 @@ class Engine:
             return lambda: read(engine) if (engine := weak_self()) is not None else 0
 
         register_metrics(
+            self,
             self.stats,
             {
                 "pending_traces": gauge(lambda engine: len(engine._correlator)),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -85,22 +86,77 @@ _COUNTERS = {
 }
 
 
-def register_metrics(stats: Stats, gauges: dict[str, Callable[[], int]]) -> None:
-    """Expose the counters and gauges through the global ``MeterProvider`` (no-op by default)."""
-    meter = metrics.get_meter(METER_NAME, __version__)
+class _Instruments:
+    """The process's ``aigp_bridge.*`` instruments, created once, reporting every bridge.
 
-    def counter_callback(name: str) -> Callable[[Any], Iterable[metrics.Observation]]:
-        return lambda _options: [metrics.Observation(getattr(stats, name))]
+    The SDK keeps only the first instrument registered under a name, so each bridge cannot
+    register its own: counters report the sum over live bridges plus the final totals of
+    retired ones (so they never go down), gauges the sum over live bridges.
+    """
 
-    def gauge_callback(read: Callable[[], int]) -> Callable[[Any], Iterable[metrics.Observation]]:
-        return lambda _options: [metrics.Observation(read())]
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: dict[int, tuple[Stats, dict[str, Callable[[], int]]]] = {}
+        self._retired = Stats()
+        self._created = False
 
-    for name, description in _COUNTERS.items():
-        meter.create_observable_counter(
-            f"aigp_bridge.{name}", callbacks=[counter_callback(name)], description=description
-        )
-    for name, read in gauges.items():
-        meter.create_observable_gauge(f"aigp_bridge.{name}", callbacks=[gauge_callback(read)])
+    def add(self, owner: object, stats: Stats, gauges: dict[str, Callable[[], int]]) -> None:
+        with self._lock:
+            self._live[id(owner)] = (stats, gauges)
+            if not self._created:
+                self._create()
+                self._created = True
+        weakref.finalize(owner, self._retire, id(owner))
+
+    def _retire(self, key: int) -> None:
+        with self._lock:
+            retired = self._live.pop(key, None)
+            if retired is not None:
+                for name, value in retired[0].snapshot().items():
+                    setattr(self._retired, name, getattr(self._retired, name) + value)
+
+    def _total(self, name: str) -> int:
+        with self._lock:
+            live = [stats for stats, _ in self._live.values()]
+            return int(getattr(self._retired, name)) + sum(int(getattr(stats, name)) for stats in live)
+
+    def _gauge(self, name: str) -> int:
+        with self._lock:
+            reads = [gauges[name] for _, gauges in self._live.values() if name in gauges]
+        return sum(int(read()) for read in reads)
+
+    def _create(self) -> None:
+        meter = metrics.get_meter(METER_NAME, __version__)
+
+        def counter_callback(name: str) -> Callable[[Any], Iterable[metrics.Observation]]:
+            return lambda _options: [metrics.Observation(self._total(name))]
+
+        def gauge_callback(name: str) -> Callable[[Any], Iterable[metrics.Observation]]:
+            return lambda _options: [metrics.Observation(self._gauge(name))]
+
+        for name, description in _COUNTERS.items():
+            meter.create_observable_counter(
+                f"aigp_bridge.{name}", callbacks=[counter_callback(name)], description=description
+            )
+        for name, description in _GAUGES.items():
+            meter.create_observable_gauge(
+                f"aigp_bridge.{name}", callbacks=[gauge_callback(name)], description=description
+            )
+
+
+_GAUGES = {
+    "pending_traces": "Traces buffered now",
+    "queue_depth": "Runs waiting for delivery in memory, retries included",
+    "intake_depth": "Span notes and events waiting for the correlation worker",
+    "outbox_depth": "Runs waiting in the durable outbox",
+}
+
+_INSTRUMENTS = _Instruments()
+
+
+def register_metrics(owner: object, stats: Stats, gauges: dict[str, Callable[[], int]]) -> None:
+    """Report ``stats`` and ``gauges`` through the global ``MeterProvider`` while ``owner`` lives."""
+    _INSTRUMENTS.add(owner, stats, gauges)
 
 
 class RateLimitedLog:
