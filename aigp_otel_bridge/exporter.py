@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from aigp_otel_bridge.config import JobNameSetting
-from aigp_otel_bridge.frontdoor import DEFAULT_SHUTDOWN_TIMEOUT_S, BridgeCore
+from aigp_otel_bridge.frontdoor import BridgeCore
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -81,14 +81,15 @@ class AIGPOpenLineageSpanExporter(SpanExporter):
         """
         return True if self._core is None else self._core.force_flush(timeout_millis)
 
-    def shutdown(self, timeout_millis: float = DEFAULT_SHUTDOWN_TIMEOUT_S * 1000) -> None:
+    def shutdown(self) -> None:
         """Flush everything (pending governed traces as incomplete runs), stop, close the client.
 
         Called by the ``BatchSpanProcessor`` after its last export, which ``opentelemetry-instrument``
-        triggers at interpreter exit; idempotent.
+        triggers at interpreter exit; idempotent. It takes no timeout argument on purpose: the
+        wait is ``AIGP_BRIDGE_SHUTDOWN_TIMEOUT_S``, the one bound a zero-code user can set.
         """
         if self._core is not None:
-            self._core.shutdown(timeout_s=max(0.0, timeout_millis) / 1000)
+            self._core.shutdown()
 
     def stats(self) -> dict[str, int]:
         """Running totals, as ``AIGPLineageSpanProcessor.stats``; empty when disabled."""

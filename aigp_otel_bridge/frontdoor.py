@@ -20,8 +20,6 @@ from aigp_otel_bridge.records import capture_span, record_from_aigp_event, trace
 
 _log = logging.getLogger("aigp_otel_bridge")
 
-DEFAULT_SHUTDOWN_TIMEOUT_S = 30.0
-
 
 def _suppressed(emit: Callable[[Any], None]) -> Callable[[Any], None]:
     """Wrap ``emit`` so instrumented HTTP or Kafka libraries make no spans while delivering.
@@ -95,10 +93,13 @@ class BridgeCore:
             _log.exception("force_flush failed")
             return False
 
-    def shutdown(self, timeout_s: float = DEFAULT_SHUTDOWN_TIMEOUT_S) -> None:
-        """Flush (pending governed traces go out as incomplete runs), stop, close an owned client."""
+    def shutdown(self) -> None:
+        """Flush (pending governed traces go out as incomplete runs), stop, close an owned client.
+
+        Bounded by ``shutdown_timeout_s`` (``AIGP_BRIDGE_SHUTDOWN_TIMEOUT_S``).
+        """
         try:
-            delivered = self.engine.shutdown(timeout_s=timeout_s)
+            delivered = self.engine.shutdown(timeout_s=self.config.shutdown_timeout_s)
             if not delivered:
                 _log.warning("aigp-otel-bridge shut down with undelivered runs (counted in stats)")
             if self.owns_client:
