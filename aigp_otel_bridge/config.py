@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Union
 
+from aigp_otel_bridge.semconv import utf8_safe
+
 if TYPE_CHECKING:
     from aigp_otel_bridge.records import RootInfo
 
@@ -124,8 +126,8 @@ def _convert(name: str, value: Any) -> Any:
     if name == "outbox_dir" and isinstance(value, os.PathLike):
         value = os.fspath(value)
     if name in _TEXT:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(value, str) or not value or not utf8_safe(value):
+            raise ValueError(f"{name} must be a non-empty UTF-8 string, got {value!r}")
         return value
     raise ValueError(f"unknown setting {name!r}")
 

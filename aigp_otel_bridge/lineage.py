@@ -53,12 +53,12 @@ _UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 
 
 def run_id_for_trace(trace_id: str) -> str:
-    """The run id of a trace: its id as a canonical UUID, else a uuid5 of the text."""
+    """The run id of a trace: its id as a canonical UUID, else a uuid5 of the (UTF-8-safe) text."""
     if _HEX32.fullmatch(trace_id):
         return str(uuid.UUID(hex=trace_id))
     if _UUID_FORM.fullmatch(trace_id):
         return str(uuid.UUID(trace_id))
-    return str(uuid.uuid5(RUN_ID_NAMESPACE, trace_id))
+    return str(uuid.uuid5(RUN_ID_NAMESPACE, sc.clean_text(trace_id)))
 
 
 def run_id_for_remote_root(trace_hex: str, span_hex: str) -> str:
@@ -103,13 +103,19 @@ def job_name_for(agent_id: str | None, service_name: str | None, span_name: str)
 
 
 def _text(mapping: Mapping[str, Any] | None, key: str) -> str | None:
+    """An identity value (agent id, service name) fit to appear in a RunEvent, else None."""
     value = mapping.get(key) if mapping is not None else None
-    return value if isinstance(value, str) and value else None
+    if isinstance(value, str) and value and len(value) <= _MAX_IDENTITY and sc.utf8_safe(value):
+        return value
+    return None
+
+
+_MAX_IDENTITY = 1024
 
 
 def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -> DecidedRun:
     """Name a decided trace's run: identity from its first local root, job from config or root."""
-    trace_hex = f"{finished.key:032x}" if isinstance(finished.key, int) else finished.key
+    trace_hex = f"{finished.key:032x}" if isinstance(finished.key, int) else sc.clean_text(finished.key)
     roots = finished.roots
     first_root = roots[0] if roots else None
     if finished.root_start is not None:
@@ -130,7 +136,9 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
         or _text(resource, sc.SERVICE_NAME)
         or "unknown_service"
     )
-    span_name = first_root.name if first_root is not None else finished.first_span_name or "session"
+    span_name = sc.clean_text(
+        first_root.name if first_root is not None else finished.first_span_name or "session"
+    )
     job_name = _job_name(config, first_root, resource, agent_id, trace_hex, span_name)
     job_namespace = (
         config.job_namespace
@@ -193,7 +201,7 @@ def _job_name(
     if not isinstance(name, str) or not name:
         _log.warning("job_name callable returned %r; using %r", name, default)
         return default
-    return name
+    return sc.clean_text(name)
 
 
 @lru_cache(maxsize=8)

@@ -24,6 +24,7 @@ from aigp_otel_bridge.lineage import (
     run_id_for_trace,
 )
 from aigp_otel_bridge.records import GovernanceRecord, record_from_aigp_event
+from aigp_otel_bridge.semconv import clean_text
 
 AIGPEvent = Mapping[str, Any]
 
@@ -81,7 +82,7 @@ def _decided(
     agent_id = summary.first_agent_id or "unknown_agent"
     return DecidedRun(
         run_id=run_id or run_id_for_trace(trace_id),
-        trace_id=trace_id,
+        trace_id=clean_text(trace_id),
         event_type=RunState(event_type),
         event_time_ns=summary.latest_time_ns,
         complete=True,

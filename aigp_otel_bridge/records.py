@@ -63,7 +63,7 @@ class _Reader:
     def text(self, value: object) -> str | None:
         if value is None or value == "":
             return None
-        if isinstance(value, str) and len(value) <= self.limits.max_string_length:
+        if isinstance(value, str) and len(value) <= self.limits.max_string_length and sc.utf8_safe(value):
             return value
         self.invalid += 1
         return None
@@ -106,7 +106,7 @@ class _Reader:
 
     def name(self, value: object) -> str | None:
         """A resource name: a non-empty string within the length bound, else counted."""
-        if isinstance(value, str) and 0 < len(value) <= self.limits.max_string_length:
+        if isinstance(value, str) and 0 < len(value) <= self.limits.max_string_length and sc.utf8_safe(value):
             return value
         self.invalid += 1
         return None
@@ -387,7 +387,7 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
     if message is None:
         message = note.status_description or "span status ERROR"
     cap = limits.max_string_length * 16
-    return ErrorInfo(message[:cap], stack[:cap] if stack else None)
+    return ErrorInfo(sc.clean_text(message[:cap]), sc.clean_text(stack[:cap]) if stack else None)
 
 
 def trace_key_of(trace_id: object) -> int | str | None:

@@ -115,3 +115,19 @@ def is_denied(event_type: str | None, enforcement_result: object) -> bool:
     if not event_type:
         return False
     return any(marker in event_type for marker in DENIAL_MARKERS)
+
+
+def utf8_safe(text: str) -> bool:
+    """True when the text can be written as UTF-8 (no lone surrogates), as JSON consumers need."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def clean_text(text: str) -> str:
+    """Text that must appear (a span name, a trace id as written), made UTF-8-safe."""
+    return text if utf8_safe(text) else text.encode("utf-8", "replace").decode("utf-8")
