@@ -471,12 +471,15 @@ def _content_file(content_dir: Path, resource: ClaimedResource) -> tuple[Path | 
     root = content_dir.resolve()
     tried: list[str] = []
     for candidate in (content_dir / resource.type / resource.name, content_dir / resource.name):
-        resolved = candidate.resolve()
-        if not resolved.is_relative_to(root):
+        try:
+            resolved = candidate.resolve()
+            if not resolved.is_relative_to(root):
+                continue
+            tried.append(str(candidate))
+            if resolved.is_file():
+                return resolved, str(candidate)
+        except (OSError, ValueError):  # a name no file system accepts (NUL, too long)
             continue
-        tried.append(str(candidate))
-        if resolved.is_file():
-            return resolved, str(candidate)
     return None, " or ".join(tried) or "no usable path for this name"
 
 

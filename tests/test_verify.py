@@ -535,6 +535,16 @@ def test_one_changed_character_in_a_content_file_is_caught(
     assert f"content_file[{resource[0]}:{resource[1]}]" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["bad\x00name", "x" * 5000])
+def test_content_names_no_file_system_takes_are_skipped(session: Session, tmp_path: Path, name: str) -> None:
+    lineage = copy.deepcopy(session.lineage[:1])
+    facet = lineage[0]["inputs"][0]["inputFacets"]["aigp_resource"]
+    facet["resourceName"] = name
+    checks = [c for r in _report(lineage, session.store, content_dir=tmp_path).runs for c in r.checks]
+    wanted = f"content_file[{facet['resourceType']}:{name}]"
+    assert [c.status for c in checks if c.name == wanted] == ["skipped"]
+
+
 def test_content_names_cannot_escape_the_directory(session: Session, tmp_path: Path) -> None:
     lineage = copy.deepcopy(session.lineage[:1])
     facet = lineage[0]["inputs"][0]["inputFacets"]["aigp_resource"]
