@@ -46,12 +46,7 @@ class AIGPOpenLineageSpanExporter(SpanExporter):
         self._core: BridgeCore | None = None
         if sdk_disabled():
             return
-        # Spans made while delivering (an instrumented ``requests``) must not come back as traces.
-        self._core = BridgeCore(
-            client,
-            {"job_namespace": job_namespace, "job_name": job_name, **settings},
-            suppress_instrumentation=True,
-        )
+        self._core = BridgeCore(client, {"job_namespace": job_namespace, "job_name": job_name, **settings})
 
     @property
     def enabled(self) -> bool:

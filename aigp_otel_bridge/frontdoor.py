@@ -39,21 +39,22 @@ def _suppressed(emit: Callable[[Any], None]) -> Callable[[Any], None]:
 
 
 class BridgeCore:
-    """Resolved settings, the OpenLineage client (closed only if created here) and the engine."""
+    """Resolved settings, the OpenLineage client (closed only if created here) and the engine.
+
+    Delivery always runs with instrumentation suppressed: spans an instrumented ``requests`` or
+    Kafka client would make while sending must not come back to the bridge as traces.
+    """
 
     def __init__(
         self,
         client: OpenLineageClient | None,
         arguments: Mapping[str, Any],
-        *,
-        suppress_instrumentation: bool = False,
     ) -> None:
         # Settings first: a bad argument raises before any client or thread exists.
         self.config: BridgeConfig = resolve(arguments)
         self.owns_client = client is None
         self.client: OpenLineageClient = client if client is not None else OpenLineageClient()
-        emit = _suppressed(self.client.emit) if suppress_instrumentation else self.client.emit
-        self.engine = Engine(self.config, emit)
+        self.engine = Engine(self.config, _suppressed(self.client.emit))
 
     def take_span(self, span: Any) -> None:
         """Capture one finished span and queue it; never raises into the caller."""

@@ -140,13 +140,16 @@ class _ContextRecordingTransport(CaptureTransport):
         super().emit(event)
 
 
-def test_delivery_is_not_itself_traced() -> None:
-    """An instrumented HTTP client must make no spans while the exporter delivers a run."""
+@pytest.mark.parametrize("front_door", ["exporter", "processor"])
+def test_delivery_is_not_itself_traced(front_door: str) -> None:
+    """An instrumented HTTP client must make no spans while either front door delivers a run."""
     transport = _ContextRecordingTransport()
     provider = TracerProvider()
-    provider.add_span_processor(
-        BatchSpanProcessor(AIGPOpenLineageSpanExporter(client=OpenLineageClient(transport=transport)))
-    )
+    client = OpenLineageClient(transport=transport)
+    if front_door == "exporter":
+        provider.add_span_processor(BatchSpanProcessor(AIGPOpenLineageSpanExporter(client=client)))
+    else:
+        provider.add_span_processor(AIGPLineageSpanProcessor(client=client))
     with provider.get_tracer("t").start_as_current_span("root"):
         AIGPInstrumentor(agent_id="agent.a", org_id="org.o").prompt_used("prompt.p", 1, "x")
     provider.shutdown()
