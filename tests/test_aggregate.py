@@ -17,6 +17,7 @@ from aigp_otel_bridge.records import (
     record_from_aigp_event,
     record_from_attributes,
 )
+from tests.factories import two_leaves
 
 H1 = flat_hash("one")
 H2 = flat_hash("two")
@@ -83,18 +84,7 @@ def test_one_merkle_hash_leaf_count_from_attribute_or_tree() -> None:
     tree = {
         "algorithm": "sha256",
         "leaf_count": 2,
-        "leaves": [
-            {
-                "resource_type": "policy",
-                "resource_name": "policy.a",
-                "hash": leaf_hash("policy", "policy.a", "A"),
-            },
-            {
-                "resource_type": "prompt",
-                "resource_name": "prompt.b",
-                "hash": leaf_hash("prompt", "prompt.b", "B"),
-            },
-        ],
+        "leaves": two_leaves(),
     }
     from_event = record_from_aigp_event(
         {"governance_hash": H1, "hash_type": "merkle-sha256", "governance_merkle_tree": tree}

@@ -16,20 +16,18 @@ from tests.schemas import validate_run_event
 AIGP_EVENT = "aigp.inject.success"
 
 
-class GatedTransport(Transport):
+class GatedTransport(CaptureTransport):
     """Blocks every emit until the test opens the gate; notes which thread emitted."""
 
     kind = "gated"
-    config_class = Config
 
     def __init__(self, gate_timeout_s: float = 10.0) -> None:
+        super().__init__()
         self.gate = threading.Event()
         self.started = threading.Event()
         self.finished = threading.Event()
         self.threads: set[int] = set()
-        self.events: list[dict[str, Any]] = []
         self._gate_timeout_s = gate_timeout_s
-        self._lock = threading.Lock()
 
     def emit(self, event: Any) -> None:
         with self._lock:
@@ -40,14 +38,6 @@ class GatedTransport(Transport):
             self.events.append(json.loads(Serde.to_json(event)))
         self.finished.set()
 
-    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.events) >= count:
-                    return list(self.events)
-            time.sleep(0.01)
-        raise AssertionError(f"expected {count} RunEvents within {timeout_s}s, got {len(self.events)}")
 
 
 def governed_session(tracer: Any, name: str = "invoke") -> str:

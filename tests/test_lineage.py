@@ -26,7 +26,7 @@ from aigp_otel_bridge.lineage import (
     run_id_for_remote_root,
     run_id_for_trace,
 )
-from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, leaf_hash
+from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash
 from aigp_otel_bridge.records import (
     GovernanceRecord,
     RootInfo,
@@ -34,6 +34,7 @@ from aigp_otel_bridge.records import (
     record_from_aigp_event,
     record_from_attributes,
 )
+from tests.factories import two_leaves
 from tests.schemas import validate_run_event
 
 TRACE_HEX = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -449,18 +450,7 @@ def test_ungoverned_run_event_uses_the_empty_hash_and_is_valid() -> None:
 
 
 def test_merkle_run_event_with_leaf_hashes_and_several_agents_is_valid() -> None:
-    leaves = [
-        {
-            "resource_type": "policy",
-            "resource_name": "policy.a",
-            "hash": leaf_hash("policy", "policy.a", "A"),
-        },
-        {
-            "resource_type": "prompt",
-            "resource_name": "prompt.b",
-            "hash": leaf_hash("prompt", "prompt.b", "B"),
-        },
-    ]
+    leaves = two_leaves()
     full = record_from_aigp_event(
         {
             "event_id": "full-1",

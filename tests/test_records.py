@@ -25,6 +25,7 @@ from aigp_otel_bridge.records import (
     records_from_note,
     trace_key_of,
 )
+from tests.factories import two_leaves
 
 HASH_A = flat_hash("policy A content")
 HASH_B = flat_hash("policy B content")
@@ -374,18 +375,7 @@ def test_nothing_raises_on_garbage() -> None:
 
 
 def _merkle_event(**overrides: Any) -> dict[str, Any]:
-    leaves = [
-        {
-            "resource_type": "policy",
-            "resource_name": "policy.a",
-            "hash": leaf_hash("policy", "policy.a", "A"),
-        },
-        {
-            "resource_type": "prompt",
-            "resource_name": "prompt.b",
-            "hash": leaf_hash("prompt", "prompt.b", "B"),
-        },
-    ]
+    leaves = two_leaves()
     event: dict[str, Any] = {
         "event_id": "11111111-2222-3333-4444-555555555555",
         "event_type": "GOVERNANCE_PROOF",
