@@ -1,0 +1,1 @@
+"""Benchmark harness of aigp-otel-bridge: run ``python -m bench`` (see ``bench/__main__.py``)."""

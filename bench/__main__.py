@@ -1,0 +1,161 @@
+"""Benchmark of aigp-otel-bridge against two baselines, in one run.
+
+Run from the project root::
+
+    python -m bench                    # default sizes, about a minute or two on 2 cores
+    python -m bench --quick            # tiny sizes: checks the harness, figures mean nothing
+    python -m bench --rounds 21 --spans 10000 --out /tmp/bench.json
+
+Configurations, each on a fresh ``TracerProvider`` per timed window (shut down after it):
+``none`` (no span processor), ``batch`` (the SDK's ``BatchSpanProcessor`` with an exporter that
+drops), ``bridge`` (``AIGPLineageSpanProcessor``, ``OpenLineageClient`` on a null transport that
+only serialises with ``Serde.to_json``).
+
+Method: interleaved rounds (none, batch, bridge, none, ...; at least seven), one untimed
+warm-up first. A window is timed with ``time.perf_counter_ns`` from just before the first span
+to the return of ``force_flush`` (which waits for the processors' worker threads, so their work
+is inside the window). The garbage collector stays enabled, with ``gc.collect()`` before each
+window, for every configuration alike. Per configuration the minimum over rounds counts (the
+least disturbed window); extra cost = configuration minus no processor.
+
+Measurements:
+
+- ``ungoverned_span``: extra cost per child span with six ordinary attributes;
+- ``governed_span``: the same spans, each carrying one ``aigp.inject.success`` span event;
+- ``governed_session``: one agent session (a root, seven children, three AIGP events), all of
+  the bridge's work included (capture, correlation, build, emit); compared with building and
+  emitting one equivalent RunEvent by hand with ``openlineage.client.event_v2`` through an
+  ``OpenLineageClient`` on the same null transport;
+- ``pending_trace_memory``: ``tracemalloc`` bytes the bridge keeps per pending governed trace;
+- ``flood_rss``: resident set of a fresh process under a flood of governed sessions;
+- ``builder_throughput``: ``build_openlineage_run_event`` on ``$AIGP_SHARED_DIR/examples/
+  aigp-events/*.json`` (default ``../shared``; skipped with a note if absent).
+
+Prints a table with the targets (met / not met) and writes JSON to ``bench/results/latest.json``
+(or ``--out``). See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bench import builder, memory, report, timing
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
+MIN_ROUNDS = 7
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    spans: int
+    """Child spans per window in the two span measurements."""
+    sessions: int
+    """Governed sessions (and hand-built events) per window."""
+    pending_traces: int
+    flood_sessions: int
+    builder_loops: int
+    """Passes over the example events per builder round."""
+
+
+DEFAULT = Sizes(rounds=15, spans=5_000, sessions=400, pending_traces=3_000, flood_sessions=20_000,
+                builder_loops=20)
+QUICK = Sizes(rounds=MIN_ROUNDS, spans=200, sessions=10, pending_traces=50, flood_sessions=100,
+              builder_loops=1)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool]:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmark aigp-otel-bridge against no processor and "
+        "the SDK's BatchSpanProcessor (see docs/performance.md)."
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
+    parser.add_argument("--rounds", type=_positive, help=f"interleaved rounds (default {DEFAULT.rounds})")
+    parser.add_argument("--spans", type=_positive, help=f"spans per window (default {DEFAULT.spans})")
+    parser.add_argument("--sessions", type=_positive,
+                        help=f"governed sessions per window (default {DEFAULT.sessions})")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else DEFAULT
+    sizes = Sizes(
+        rounds=args.rounds or base.rounds,
+        spans=args.spans or base.spans,
+        sessions=args.sessions or base.sessions,
+        pending_traces=base.pending_traces,
+        flood_sessions=base.flood_sessions,
+        builder_loops=base.builder_loops,
+    )
+    return sizes, args.out, args.quick
+
+
+def run(sizes: Sizes, *, quick: bool = False) -> dict[str, Any]:
+    def step(text: str) -> None:
+        print(f"  {text} ...", file=sys.stderr, flush=True)
+
+    began = time.perf_counter()
+    measurements: dict[str, Any] = {}
+    step(f"ungoverned spans ({sizes.spans} per window, {sizes.rounds} rounds)")
+    measurements["ungoverned_span"] = timing.measure_spans(
+        "ungoverned_span", sizes.spans, sizes.rounds, governed=False).to_json()
+    step(f"governed spans ({sizes.spans} per window)")
+    measurements["governed_span"] = timing.measure_spans(
+        "governed_span", sizes.spans, sizes.rounds, governed=True).to_json()
+    step(f"governed sessions ({sizes.sessions} per window)")
+    measurements["governed_session"] = timing.measure_sessions(sizes.sessions, sizes.rounds).to_json()
+    step(f"memory per pending trace ({sizes.pending_traces} traces)")
+    measurements["pending_trace_memory"] = memory.pending_trace_memory(sizes.pending_traces)
+    step(f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)")
+    measurements["flood_rss"] = memory.flood_rss(sizes.flood_sessions)
+    step("builder API throughput")
+    measurements["builder_throughput"] = builder.measure_builder(sizes.builder_loops, sizes.rounds)
+    results: dict[str, Any] = {
+        "format": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "settings": {
+            "quick": quick,
+            "rounds": sizes.rounds,
+            "spans_per_window": sizes.spans,
+            "sessions_per_window": sizes.sessions,
+            "pending_traces": sizes.pending_traces,
+            "flood_sessions": sizes.flood_sessions,
+            "builder_loops": sizes.builder_loops,
+            "gc": "enabled in every window; gc.collect() before each",
+            "statistic": "minimum over rounds per configuration; extra = configuration - none",
+        },
+        "measurements": measurements,
+    }
+    results["targets"] = report.targets(measurements)
+    results["seconds"] = time.perf_counter() - began
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    sizes, out, quick = parse_args(argv)
+    if sizes.rounds < MIN_ROUNDS:
+        print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",
+              file=sys.stderr)
+    results = run(sizes, quick=quick)
+    print(report.table(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {out} ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The spans each measurement makes, and the hand-built RunEvent the session is compared with.
+
+Everything a workload needs per span (event ids, hashes, attribute mappings) is made before the
+timed window, so the window holds the tracing calls and the processors' work, nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import attr
+from openlineage.client import OpenLineageClient
+from openlineage.client.constants import __version__ as client_version
+from openlineage.client.event_v2 import InputDataset, Job, Run, RunEvent, RunState
+from openlineage.client.generated.base import InputDatasetFacet, RunFacet
+from openlineage.client.generated.job_type_job import JobTypeJobFacet
+from openlineage.client.generated.nominal_time_run import NominalTimeRunFacet
+from openlineage.client.generated.processing_engine_run import ProcessingEngineRunFacet
+from opentelemetry.trace import Tracer, set_span_in_context
+
+Attributes = dict[str, Any]
+SpanEvent = tuple[str, Attributes]
+
+MAX_CHILDREN_PER_ROOT = 5_000
+"""Children per root in the span measurements: below the bridge's default per-trace record
+bound (10 000) and half its intake (8 192), so defaults hold whatever ``--spans`` is."""
+
+ORDINARY_ATTRIBUTES: Attributes = {
+    "gen_ai.system": "openai",
+    "gen_ai.request.model": "gpt-4o",
+    "gen_ai.usage.input_tokens": 812,
+    "gen_ai.usage.output_tokens": 164,
+    "server.address": "api.example.com",
+    "server.port": 443,
+}
+"""The ordinary attributes every child span carries (no ``aigp.*`` key)."""
+
+ROOT_ATTRIBUTES: Attributes = {"aigp.agent.id": "agent.bench-bot", "aigp.agent.name": "Bench Bot"}
+"""Identity only: marks the agent, makes no governance record."""
+
+POLICY = ("policy.trading-limits", 4)
+PROMPT = ("prompt.customer-support", 7)
+TOOL = "tool.web-search"
+JOB_NAMESPACE_HAND = "bench"
+
+SESSION_CHILDREN: tuple[tuple[str, str | None], ...] = (
+    ("agent.plan", None),
+    ("policy.inject", "aigp.inject.success"),
+    ("prompt.render", "aigp.prompt.used"),
+    ("llm.chat", None),
+    ("tool.call", "aigp.tool.invoked"),
+    ("llm.chat", None),
+    ("agent.respond", None),
+)
+"""One agent session: a root and these seven children, three of them with one AIGP event."""
+
+
+def _hash(seed: str) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()
+
+
+def governance_event(kind: str, serial: int) -> SpanEvent:
+    """The ``aigp.*`` span event of one governance action (a fresh event id and hash)."""
+    common: Attributes = {
+        "aigp.event.id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
+        "aigp.governance.hash": _hash(f"{kind}/{serial}"),
+        "aigp.governance.hash_type": "sha256",
+        "aigp.enforcement.result": "allowed",
+    }
+    if kind == "aigp.inject.success":
+        common |= {
+            "aigp.policy.name": POLICY[0],
+            "aigp.policy.version": POLICY[1],
+            "aigp.data.classification": "confidential",
+        }
+    elif kind == "aigp.prompt.used":
+        common |= {
+            "aigp.prompt.name": PROMPT[0],
+            "aigp.prompt.version": PROMPT[1],
+            "aigp.data.classification": "internal",
+        }
+    elif kind == "aigp.tool.invoked":
+        common |= {"aigp.tools.names": (TOOL,)}
+    else:
+        raise ValueError(kind)
+    return kind, common
+
+
+def span_events(count: int) -> list[SpanEvent]:
+    """One policy-injection event per governed span."""
+    return [governance_event("aigp.inject.success", serial) for serial in range(count)]
+
+
+def roots_for(spans: int) -> int:
+    return -(-spans // MAX_CHILDREN_PER_ROOT)
+
+
+def run_spans(tracer: Tracer, spans: int, events: list[SpanEvent] | None) -> None:
+    """``spans`` children with ordinary attributes, under roots of at most 5 000 children.
+
+    With ``events``, child number *i* carries ``events[i]`` as a span event (a governed span).
+    """
+    done = 0
+    while done < spans:
+        batch = min(spans - done, MAX_CHILDREN_PER_ROOT)
+        root = tracer.start_span("agent.session", attributes=ROOT_ATTRIBUTES)
+        context = set_span_in_context(root)
+        for index in range(done, done + batch):
+            span = tracer.start_span("llm.chat", context=context, attributes=ORDINARY_ATTRIBUTES)
+            if events is not None:
+                name, attributes = events[index]
+                span.add_event(name, attributes)
+            span.end()
+        root.end()
+        done += batch
+
+
+def session_events(sessions: int) -> list[list[SpanEvent | None]]:
+    """For each session, the event (or None) of each of its seven children."""
+    return [
+        [governance_event(kind, serial) if kind else None for _, kind in SESSION_CHILDREN]
+        for serial in range(sessions)
+    ]
+
+
+def run_sessions(tracer: Tracer, sessions: list[list[SpanEvent | None]]) -> None:
+    """One trace per session: the root, seven children, three AIGP events."""
+    for child_events in sessions:
+        root = tracer.start_span("agent.session", attributes=ROOT_ATTRIBUTES)
+        context = set_span_in_context(root)
+        for (name, _), event in zip(SESSION_CHILDREN, child_events, strict=True):
+            span = tracer.start_span(name, context=context, attributes=ORDINARY_ATTRIBUTES)
+            if event is not None:
+                span.add_event(event[0], event[1])
+            span.end()
+        root.end()
+
+
+# ---- the hand-built equivalent ----
+
+
+@attr.define
+class HandGovernanceRunFacet(RunFacet):
+    """A governance run facet as an application would write it with openlineage-python."""
+
+    governanceHash: str  # noqa: N815
+    hashType: str  # noqa: N815
+    agentId: str  # noqa: N815
+    traceId: str  # noqa: N815
+    leafCount: int  # noqa: N815
+    enforcementResult: str  # noqa: N815
+    dataClassification: str  # noqa: N815
+    eventCount: int  # noqa: N815
+    deniedEventCount: int  # noqa: N815
+    specVersion: str = "0.8.0"  # noqa: N815
+    complete: bool = True
+
+    @staticmethod
+    def _get_schema() -> str:
+        return "https://example.com/bench/HandGovernanceRunFacet.json"
+
+
+@attr.define
+class HandResourceInputFacet(InputDatasetFacet):
+    """A governed resource as an input facet, written by hand."""
+
+    resourceType: str  # noqa: N815
+    resourceName: str  # noqa: N815
+    resourceVersion: int | None = None  # noqa: N815
+    contentHash: str | None = None  # noqa: N815
+
+    @staticmethod
+    def _get_schema() -> str:
+        return "https://example.com/bench/HandResourceInputFacet.json"
+
+
+@dataclass(frozen=True)
+class HandSession:
+    """What an application knows of a session when it builds the RunEvent itself."""
+
+    trace_id: int
+    start_ns: int
+    end_ns: int
+    hashes: tuple[str, str, str]
+    """Content hashes of the policy, the prompt and the tool call."""
+
+
+def hand_sessions(sessions: list[list[SpanEvent | None]]) -> list[HandSession]:
+    start = 1_771_000_000_000_000_000
+    made = []
+    for serial, child_events in enumerate(sessions):
+        hashes = tuple(e[1]["aigp.governance.hash"] for e in child_events if e is not None)
+        made.append(
+            HandSession(random.getrandbits(128), start + serial * 10**9, start + serial * 10**9 + 8 * 10**8,
+                        (hashes[0], hashes[1], hashes[2]))
+        )
+    return made
+
+
+def _iso(time_ns: int) -> str:
+    moment = datetime.fromtimestamp(time_ns / 1e9, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def hand_built_event(session: HandSession, producer: str) -> RunEvent:
+    """The RunEvent of one session, built directly with ``openlineage.client.event_v2``."""
+    trace_hex = f"{session.trace_id:032x}"
+    policy_hash, prompt_hash, tool_hash = session.hashes
+    root_hash = hashlib.sha256("".join(sorted(session.hashes)).encode()).hexdigest()
+    end = _iso(session.end_ns)
+    inputs = [
+        InputDataset(
+            namespace=JOB_NAMESPACE_HAND,
+            name=name,
+            inputFacets={
+                "aigp_resource": HandResourceInputFacet(
+                    resourceType=kind, resourceName=name, resourceVersion=version, contentHash=content,
+                    producer=producer,
+                )
+            },
+        )
+        for kind, name, version, content in (
+            ("policy", POLICY[0], POLICY[1], policy_hash),
+            ("prompt", PROMPT[0], PROMPT[1], prompt_hash),
+            ("tool", TOOL, None, tool_hash),
+        )
+    ]
+    return RunEvent(
+        eventType=RunState.COMPLETE,
+        eventTime=end,
+        run=Run(
+            runId=str(uuid.UUID(hex=trace_hex)),
+            facets={
+                "aigp_governance": HandGovernanceRunFacet(
+                    governanceHash=root_hash, hashType="merkle-sha256", agentId="agent.bench-bot",
+                    traceId=trace_hex, leafCount=3, enforcementResult="allowed",
+                    dataClassification="confidential", eventCount=3, deniedEventCount=0, producer=producer,
+                ),
+                "nominalTime": NominalTimeRunFacet(
+                    nominalStartTime=_iso(session.start_ns), nominalEndTime=end, producer=producer
+                ),
+                "processing_engine": ProcessingEngineRunFacet(
+                    version="0.1.0", name="hand-built", openlineageAdapterVersion=client_version,
+                    producer=producer,
+                ),
+            },
+        ),
+        job=Job(
+            namespace=JOB_NAMESPACE_HAND,
+            name="bench-bot.agent.session",
+            facets={
+                "jobType": JobTypeJobFacet(
+                    processingType="BATCH", integration="AIGP", jobType="AGENT", producer=producer
+                )
+            },
+        ),
+        inputs=inputs,
+        outputs=[],
+        producer=producer,
+    )
+
+
+def run_hand_built(client: OpenLineageClient, sessions: list[HandSession], producer: str) -> None:
+    for session in sessions:
+        client.emit(hand_built_event(session, producer))
