@@ -1,0 +1,86 @@
+"""Smoke test of the benchmark harness: ``python -m bench --quick`` runs and writes every figure.
+
+No timing and no target is asserted here (figures at quick sizes mean nothing); the benchmark
+itself is run by hand, see docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+TIMED = {
+    "ungoverned_span": ("none", "batch", "bridge"),
+    "governed_span": ("none", "batch", "bridge"),
+    "governed_session": ("none", "batch", "bridge", "hand_built"),
+}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _finite(value) and value > 0
+
+
+def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "targets" in done.stdout
+    results = json.loads(out.read_text())
+
+    assert results["settings"]["quick"] is True
+    rounds = results["settings"]["rounds"]
+    assert rounds >= 7
+    assert results["machine"]["cpus"] >= 1 and results["machine"]["python"]
+    measurements = results["measurements"]
+    assert set(measurements) == {*TIMED, "pending_trace_memory", "flood_rss", "builder_throughput"}
+
+    for case, configs in TIMED.items():
+        data = measurements[case]
+        assert data["problems"] == [], (case, data["problems"])
+        assert set(data["window_ns"]) == set(configs)
+        for config in configs:
+            assert len(data["window_ns"][config]) == rounds
+            assert all(_positive(ns) for ns in data["window_ns"][config])
+            assert _positive(data["min_ns_per_item"][config])
+        assert set(data["extra_ns_per_item"]) == {"batch", "bridge"}
+        assert all(_finite(ns) for ns in data["extra_ns_per_item"].values())
+
+    memory = measurements["pending_trace_memory"]
+    assert memory["problems"] == []
+    assert _positive(memory["bytes_per_trace"]["none"]) and _positive(memory["bytes_per_trace"]["bridge"])
+    assert _finite(memory["bridge_bytes_per_trace"])
+
+    flood = measurements["flood_rss"]
+    assert flood["problems"] == []
+    for config in ("none", "bridge"):
+        assert _positive(flood[config]["rss_before_kib"]) and _positive(flood[config]["peak_kib"])
+        assert _finite(flood[config]["peak_growth_kib"])
+    assert flood["bridge"]["bridge_stats"]["runs_emitted"] > 0
+
+    builder = measurements["builder_throughput"]
+    if "skipped" not in builder:
+        assert builder["built"] > 0
+        assert _positive(builder["ns_per_event"]) and _positive(builder["events_per_second"])
+
+    targets = {t["name"]: t for t in results["targets"]}
+    assert set(targets) == {"ungoverned_span", "governed_span", "governed_session", "pending_trace_memory"}
+    for target in targets.values():
+        assert target["ratio"] is None or _finite(target["ratio"])
+        assert target["met"] in (True, False, None)
