@@ -65,7 +65,7 @@ class Sizes:
     """Passes over the example events per builder round."""
 
 
-DEFAULT = Sizes(rounds=15, spans=5_000, sessions=400, pending_traces=3_000, flood_sessions=20_000,
+DEFAULT = Sizes(rounds=21, spans=5_000, sessions=400, pending_traces=3_000, flood_sessions=20_000,
                 builder_loops=20)
 QUICK = Sizes(rounds=MIN_ROUNDS, spans=200, sessions=10, pending_traces=50, flood_sessions=100,
               builder_loops=1)

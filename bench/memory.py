@@ -1,7 +1,8 @@
 """Memory: bytes the bridge keeps per pending governed trace, and process RSS under a flood.
 
 Per pending trace (``tracemalloc``): many governed traces whose roots stay open, each with one
-ended child carrying one AIGP span event. After ``force_flush`` the worker has taken every
+ended child carrying one AIGP span event (made inside the measured section, as an application
+makes it, so the strings the bridge keeps count). After ``force_flush`` the worker has taken every
 note in, and (with a long ``trace_timeout_s`` and a large ``max_pending_traces``) every trace is
 still pending. The same spans are made with no processor; the difference in traced memory,
 divided by the number of traces, is what the bridge keeps per trace (the open roots and the
@@ -33,13 +34,14 @@ def _traced_bytes(config: str, traces: int) -> tuple[int, list[str]]:
     setup = make_setup(
         config, trace_timeout_s=3600.0, max_pending_traces=2 * traces + 16, max_queue_size=2 * traces + 16
     )
-    events = workloads.span_events(traces)
     tracer = setup.tracer
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     roots: list[Span] = []
-    for name, attributes in events:
+    for _ in range(traces):
+        # Made here, as an application makes them: strings the bridge keeps are counted.
+        name, attributes = workloads.governance_event("aigp.inject.success")
         root = tracer.start_span("agent.session", attributes=workloads.ROOT_ATTRIBUTES)
         child = tracer.start_span(
             "policy.inject", context=set_span_in_context(root), attributes=workloads.ORDINARY_ATTRIBUTES

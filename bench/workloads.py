@@ -64,11 +64,12 @@ def _hash(seed: str) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()
 
 
-def governance_event(kind: str, serial: int) -> SpanEvent:
-    """The ``aigp.*`` span event of one governance action (a fresh event id and hash)."""
+def governance_event(kind: str) -> SpanEvent:
+    """The ``aigp.*`` span event of one governance action: a fresh event id; the hash is that of
+    the resource's content, so the same for every use of one policy (prompt, tool) version."""
     common: Attributes = {
         "aigp.event.id": str(uuid.UUID(int=random.getrandbits(128), version=4)),
-        "aigp.governance.hash": _hash(f"{kind}/{serial}"),
+        "aigp.governance.hash": _hash(kind),
         "aigp.governance.hash_type": "sha256",
         "aigp.enforcement.result": "allowed",
     }
@@ -93,7 +94,7 @@ def governance_event(kind: str, serial: int) -> SpanEvent:
 
 def span_events(count: int) -> list[SpanEvent]:
     """One policy-injection event per governed span."""
-    return [governance_event("aigp.inject.success", serial) for serial in range(count)]
+    return [governance_event("aigp.inject.success") for _ in range(count)]
 
 
 def roots_for(spans: int) -> int:
@@ -123,8 +124,8 @@ def run_spans(tracer: Tracer, spans: int, events: list[SpanEvent] | None) -> Non
 def session_events(sessions: int) -> list[list[SpanEvent | None]]:
     """For each session, the event (or None) of each of its seven children."""
     return [
-        [governance_event(kind, serial) if kind else None for _, kind in SESSION_CHILDREN]
-        for serial in range(sessions)
+        [governance_event(kind) if kind else None for _, kind in SESSION_CHILDREN]
+        for _ in range(sessions)
     ]
 
 
