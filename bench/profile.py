@@ -77,7 +77,7 @@ class AllThreads:
 
     def __exit__(self, *_: object) -> None:
         self.profiles["application (main thread)"].disable()
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
 
 
 def _workload(case: str, size: int) -> Callable[[Tracer], None]:
