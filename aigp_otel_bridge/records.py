@@ -35,9 +35,11 @@ class ResourceRef:
     content_hash: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GovernanceRecord:
-    """One governance action, reduced to what the aggregate and the inputs need."""
+    """One governance action, reduced to what the aggregate and the inputs need. Treated as
+    immutable once built; not frozen, because a frozen dataclass of this size costs several times
+    as much to build, and the worker builds one per governance action."""
 
     event_id: str | None = None
     event_type: str | None = None
@@ -134,37 +136,40 @@ def _span_event_type(event_name: str) -> str:
     return derived if sc.EVENT_TYPE_PATTERN.fullmatch(derived) else "UNKNOWN"
 
 
-def _resources_from_attributes(attributes: Mapping[str, Any], read: _Reader) -> list[ResourceRef]:
-    resources: list[ResourceRef] = []
+_RawResource = tuple[str, str, "int | None", "str | None"]
+"""(type, name, version, leaf hash) of a resource, before it becomes a ``ResourceRef``."""
+
+
+def _resources_from_attributes(attributes: Mapping[str, Any], read: _Reader) -> list[_RawResource]:
+    raw: list[_RawResource] = []
     for resource_type, name_key, version_key in sc.SINGLE_RESOURCES:
         name_value = attributes.get(name_key)
-        if name_value is None:
-            continue
-        name = read.name(name_value)
-        if name is None:
-            continue
-        resources.append(ResourceRef(resource_type, name, read.count(attributes.get(version_key), 0)))
+        if name_value is not None:
+            name = read.name(name_value)
+            if name is not None:
+                raw.append((resource_type, name, read.count(attributes.get(version_key), 0), None))
     for resource_type, names_key, versions_key in sc.ARRAY_RESOURCES:
-        names = read.array(attributes.get(names_key))
+        names_value = attributes.get(names_key)
+        if names_value is None:
+            continue
         versions = read.array(attributes.get(versions_key)) if versions_key else []
-        for position, name_value in enumerate(names):
+        for position, name_value in enumerate(read.array(names_value)):
             name = read.name(name_value)
             if name is not None:
                 version = read.count(versions[position], 0) if position < len(versions) else None
-                resources.append(ResourceRef(resource_type, name, version))
-    return resources
+                raw.append((resource_type, name, version, None))
+    return raw
 
 
-def _with_content_hash(
-    resources: list[ResourceRef], governance_hash: str | None, hash_type: str | None
+def _refs(
+    raw: list[_RawResource], governance_hash: str | None, hash_type: str | None
 ) -> tuple[ResourceRef, ...]:
-    """A flat hash describes the content of a record's single resource: say so on that resource."""
-    distinct = {(r.type, r.name) for r in resources}
-    if governance_hash and hash_type == "sha256" and len(distinct) == 1:
-        return tuple(
-            r if r.leaf_hash else replace(r, content_hash=governance_hash) for r in resources
-        )
-    return tuple(resources)
+    """The record's resources; a flat hash describes the content of a record's single resource,
+    so that resource carries it as its content hash."""
+    content = None
+    if governance_hash and hash_type == "sha256" and len({(t, n) for t, n, _, _ in raw}) == 1:
+        content = governance_hash
+    return tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
 
 
 def record_from_attributes(
@@ -197,12 +202,12 @@ def record_from_attributes(
         classification=read.choice(attributes.get(sc.DATA_CLASSIFICATION), sc.CLASSIFICATION_RANK),
         agent_id=read.text(attributes.get(sc.AGENT_ID)),
         time_ns=time_ns,
-        resources=_with_content_hash(resources, governance_hash, hash_type),
+        resources=_refs(resources, governance_hash, hash_type),
         invalid=read.invalid,
     )
 
 
-def has_governance_attributes(attributes: Mapping[str, Any]) -> bool:
+def has_governance_attributes(attributes: Iterable[str]) -> bool:
     """A span's own attributes make a record when any ``aigp.*`` key beyond identity is set."""
     for key in attributes:  # noqa: SIM110 - a plain loop is the cheapest form on the hot path
         if key.startswith(sc.PREFIX) and not key.startswith(sc.IDENTITY_PREFIXES):
@@ -225,14 +230,14 @@ def parse_event_time(value: object) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
-def _merkle_leaves(tree: object, read: _Reader) -> tuple[list[ResourceRef], int | None]:
+def _merkle_leaves(tree: object, read: _Reader) -> tuple[list[_RawResource], int | None]:
     if tree is None:
         return [], None
     if not isinstance(tree, Mapping):
         read.invalid += 1
         return [], None
     leaf_count = read.count(tree.get("leaf_count"), 1)
-    refs: list[ResourceRef] = []
+    refs: list[_RawResource] = []
     for leaf in read.array(tree.get("leaves")):
         if not isinstance(leaf, Mapping):
             read.invalid += 1
@@ -243,18 +248,18 @@ def _merkle_leaves(tree: object, read: _Reader) -> tuple[list[ResourceRef], int 
             continue
         name = read.name(leaf.get("resource_name"))
         if name is not None:
-            refs.append(ResourceRef(resource_type, name, leaf_hash=read.hash(leaf.get("hash"))))
+            refs.append((resource_type, name, None, read.hash(leaf.get("hash"))))
     return refs, leaf_count
 
 
-def _resources_from_event(event: Mapping[str, Any], read: _Reader) -> list[ResourceRef]:
-    resources: list[ResourceRef] = []
+def _resources_from_event(event: Mapping[str, Any], read: _Reader) -> list[_RawResource]:
+    resources: list[_RawResource] = []
     for resource_type in ("policy", "prompt"):
         name_value = event.get(f"{resource_type}_name")
         name = None if name_value in (None, "") else read.name(name_value)
         if name is not None:
             version = read.count(event.get(f"{resource_type}_version"), 0)
-            resources.append(ResourceRef(resource_type, name, version))
+            resources.append((resource_type, name, version, None))
     annotations = event.get("annotations")
     if isinstance(annotations, Mapping):
         otel_attributes = annotations.get("otel_attributes")
@@ -286,7 +291,7 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
         classification=read.choice(event.get("data_classification"), sc.CLASSIFICATION_RANK),
         agent_id=read.text(event.get("agent_id")),
         time_ns=parse_event_time(event.get("event_time")),
-        resources=_with_content_hash(resources, governance_hash, hash_type),
+        resources=_refs(resources, governance_hash, hash_type),
         invalid=read.invalid,
     )
 
@@ -330,12 +335,13 @@ class ErrorInfo:
     stack_trace: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SpanNote:
     """A finished span, captured compactly on the application's thread.
 
-    It holds references to the span's own event tuple and attribute mapping (immutable
-    once the span has ended), never the span itself; parsing waits for the worker.
+    It holds references to the span's own event objects and attribute dict (neither changes once
+    the span has ended), never the span itself; parsing waits for the worker. Not frozen, because
+    a frozen dataclass costs eight times as much to build on this hot path; nothing mutates it.
     """
 
     trace_id: int
@@ -357,11 +363,19 @@ class SpanNote:
     """The last ``exception`` event of a failed local root."""
 
 
+def plain(attributes: Any) -> Mapping[str, Any]:
+    """The dict behind the SDK's ``BoundedAttributes`` (its ``get`` is a slow Python-level path)."""
+    if attributes is None:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else attributes
+
+
 def records_from_note(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> list[GovernanceRecord]:
     """Every record a captured span carries: one per ``aigp.*`` event, plus its own attributes."""
     records = [
         record_from_attributes(
-            event.attributes or {}, event_name=event.name, time_ns=event.timestamp, limits=limits
+            plain(event.attributes), event_name=event.name, time_ns=event.timestamp, limits=limits
         )
         for event in note.governance_events
     ]
@@ -399,18 +413,42 @@ def trace_key_of(trace_id: object) -> int | str | None:
     return trace_id
 
 
+_KEY_VERDICTS: dict[tuple[str, ...], bool] = {}
+_KEY_VERDICTS_MAX = 4096
+
+
+def _governed_keys(keys: tuple[str, ...]) -> bool:
+    """``has_governance_attributes`` remembered per key tuple: instrumentation repeats its key sets,
+    and a dict lookup is cheaper than testing every key of every span."""
+    verdict = _KEY_VERDICTS.get(keys)
+    if verdict is None:
+        verdict = has_governance_attributes(keys)
+        if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
+            _KEY_VERDICTS.clear()
+        _KEY_VERDICTS[keys] = verdict
+    return verdict
+
+
 def capture_span(span: Any) -> SpanNote | None:
     """The compact note of a finished SDK span, or None when it matters to no run.
 
-    Runs on the application's thread for every span: a span that is neither a local root
-    nor carries ``aigp.*`` data costs a look at its events and attribute keys, nothing more.
+    Runs on the application's thread for every span. It reads the SDK span's own fields
+    (``_parent``, ``_events``, ``_attributes``) rather than the public properties, which copy the
+    events into a tuple and the attributes under a lock on every access; any span object without
+    them goes through the public API. An ungoverned child span costs a parent check, an events
+    check and one dict lookup.
     """
-    parent = span.parent
+    try:
+        parent = span._parent
+        events = span._events
+        attributes = span._attributes
+    except AttributeError:
+        parent, events, attributes = span.parent, span.events, span.attributes
     local_root = parent is None or parent.is_remote
-    events = span.events
+    events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
+    attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
+    governed_attributes = bool(attributes) and _governed_keys(tuple(attributes))
     governance_events = tuple(e for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    attributes = span.attributes
-    governed_attributes = bool(attributes) and has_governance_attributes(attributes)
     if not (local_root or governance_events or governed_attributes):
         return None
     context = span.context
@@ -419,19 +457,25 @@ def capture_span(span: Any) -> SpanNote | None:
     exception = None
     if error and local_root:
         exception = next((e for e in reversed(events) if e.name == sc.EXCEPTION_EVENT), None)
+    start = span.start_time or 0
     return SpanNote(
-        trace_id=context.trace_id,
-        span_id=context.span_id,
-        local_root=local_root,
-        remote_parent=parent is not None and parent.is_remote,
-        name=span.name,
-        start_ns=span.start_time or 0,
-        end_ns=span.end_time or span.start_time or 0,
-        governance_events=governance_events,
-        attributes=attributes if (governed_attributes or local_root) else None,
-        governed_attributes=governed_attributes,
-        resource=span.resource.attributes,
-        error=error,
-        status_description=status.description if error else None,
-        exception=exception,
+        context.trace_id,
+        context.span_id,
+        local_root,
+        parent is not None and parent.is_remote,
+        span.name,
+        start,
+        span.end_time or start,
+        governance_events,
+        attributes if (governed_attributes or local_root) else None,
+        governed_attributes,
+        _resource_attributes(span.resource),
+        error,
+        status.description if error else None,
+        exception,
     )
+
+
+def _resource_attributes(resource: Any) -> Mapping[str, Any]:
+    """A Resource's attributes as a plain mapping (shared by all spans; nothing is copied)."""
+    return plain(getattr(resource, "attributes", None))
