@@ -34,11 +34,16 @@ class Reason(enum.Enum):
 class _Trace:
     key: int | str
     deadline: float
-    records: dict[str, tuple[GovernanceRecord, bool]] = field(default_factory=dict)
-    overflow: Overflow = field(default_factory=Overflow)
+    # Memory per pending trace is bounded by configuration but multiplied by max_pending_traces:
+    # what most traces never need (overflow, ended roots) is allocated only when needed.
+    records: dict[str, GovernanceRecord] = field(default_factory=dict)
+    full_ids: set[str] | None = None
+    """Ids of records that came from full AIGP events (they win when joined with span events)."""
+    overflow: Overflow | None = None
     open_roots: int = 0
-    root_start: tuple[int, bool] | None = None
-    roots: list[SpanNote] = field(default_factory=list)
+    root_span_id: int | None = None
+    root_remote: bool = False
+    roots: list[SpanNote] | None = None
     first_span_name: str | None = None
     resource: Mapping[str, Any] | None = None
     first_start_ns: int | None = None
@@ -48,7 +53,7 @@ class _Trace:
 
     @property
     def governed(self) -> bool:
-        return bool(self.records) or self.overflow.count > 0
+        return bool(self.records) or self.overflow is not None
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,8 @@ class Correlator:
         finished: list[FinishedTrace] = []
         trace = self._touch(trace_id, now, finished)
         trace.open_roots += 1
-        if trace.root_start is None:
-            trace.root_start = (span_id, remote_parent)
+        if trace.root_span_id is None:
+            trace.root_span_id, trace.root_remote = span_id, remote_parent
         return finished
 
     def span_ended(self, note: SpanNote, records: list[GovernanceRecord], now: float) -> list[FinishedTrace]:
@@ -134,6 +139,8 @@ class Correlator:
         if trace.last_end_ns is None or note.end_ns > trace.last_end_ns:
             trace.last_end_ns = note.end_ns
         if note.local_root:
+            if trace.roots is None:
+                trace.roots = []
             trace.roots.append(note)
             trace.open_roots = max(0, trace.open_roots - 1)
             if trace.open_roots == 0:
@@ -179,13 +186,20 @@ class Correlator:
             known = trace.records.get(key)
             if known is not None:
                 self._stats.duplicate_records += 1
-                trace.records[key] = _joined(known, record, from_full_event)
+                known_full = trace.full_ids is not None and key in trace.full_ids
+                trace.records[key], full = join_duplicate((known, known_full), record, from_full_event)
+                if full:
+                    trace.full_ids = (trace.full_ids or set()) | {key}
                 return
         if len(trace.records) >= self._max_records:
             self._stats.records_left_out += 1
+            if trace.overflow is None:
+                trace.overflow = Overflow()
             trace.overflow.add(record)
             return
-        trace.records[key] = (record, from_full_event)
+        trace.records[key] = record
+        if from_full_event and record.event_id is not None:
+            trace.full_ids = (trace.full_ids or set()) | {key}
 
     def _finish(self, trace: _Trace, reason: Reason, finished: list[FinishedTrace]) -> None:
         # A run emitted early is closed by a terminal event when its root ends, even without
@@ -204,12 +218,12 @@ class Correlator:
         finished.append(
             FinishedTrace(
                 key=trace.key,
-                records=tuple(record for record, _ in trace.records.values()),
-                overflow=trace.overflow,
+                records=tuple(trace.records.values()),
+                overflow=trace.overflow or Overflow(),
                 reason=reason,
                 complete=not early and not trace.continuation,
-                root_start=trace.root_start,
-                roots=tuple(trace.roots),
+                root_start=None if trace.root_span_id is None else (trace.root_span_id, trace.root_remote),
+                roots=tuple(trace.roots or ()),
                 first_span_name=trace.first_span_name,
                 resource=trace.resource,
                 first_start_ns=trace.first_start_ns,
@@ -218,7 +232,7 @@ class Correlator:
         )
 
 
-def _joined(
+def join_duplicate(
     known: tuple[GovernanceRecord, bool], record: GovernanceRecord, from_full_event: bool
 ) -> tuple[GovernanceRecord, bool]:
     """One action seen twice: a full AIGP event wins over a span event; otherwise the later full

@@ -15,7 +15,7 @@ from openlineage.client.serde import Serde
 
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
-from aigp_otel_bridge.correlate import _joined
+from aigp_otel_bridge.correlate import join_duplicate
 from aigp_otel_bridge.lineage import (
     DecidedRun,
     build_governance_facet,
@@ -65,7 +65,7 @@ def records_from_aigp_events(events: Iterable[AIGPEvent]) -> list[GovernanceReco
     for position, event in enumerate(events):
         record = record_from_aigp_event(event)
         key = record.event_id or f"#{position}"
-        joined[key] = _joined(joined[key], record, True) if key in joined else (record, True)
+        joined[key] = join_duplicate(joined[key], record, True) if key in joined else (record, True)
     return [record for record, _ in joined.values()]
 
 

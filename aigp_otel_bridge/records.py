@@ -136,6 +136,7 @@ def _span_event_type(event_name: str) -> str:
     return derived if sc.EVENT_TYPE_PATTERN.fullmatch(derived) else "UNKNOWN"
 
 
+_ARRAY_KEYS = frozenset(names_key for _, names_key, _ in sc.ARRAY_RESOURCES)
 _RawResource = tuple[str, str, "int | None", "str | None"]
 """(type, name, version, leaf hash) of a resource, before it becomes a ``ResourceRef``."""
 
@@ -148,6 +149,8 @@ def _resources_from_attributes(attributes: Mapping[str, Any], read: _Reader) -> 
             name = read.name(name_value)
             if name is not None:
                 raw.append((resource_type, name, read.count(attributes.get(version_key), 0), None))
+    if _ARRAY_KEYS.isdisjoint(attributes):
+        return raw
     for resource_type, names_key, versions_key in sc.ARRAY_RESOURCES:
         names_value = attributes.get(names_key)
         if names_value is None:
@@ -191,19 +194,19 @@ def record_from_attributes(
     enforcement = attributes.get(sc.ENFORCEMENT_RESULT)
     if enforcement is not None and enforcement not in (sc.ALLOWED, sc.DENIED):
         read.invalid += 1
-    resources = _resources_from_attributes(attributes, read)
-    return GovernanceRecord(
-        event_id=read.text(attributes.get(sc.EVENT_ID)),
-        event_type=event_type,
-        governance_hash=governance_hash,
-        hash_type=hash_type,
-        leaf_count=read.count(attributes.get(sc.MERKLE_LEAF_COUNT), 1),
-        denied=sc.is_denied(event_type, enforcement),
-        classification=read.choice(attributes.get(sc.DATA_CLASSIFICATION), sc.CLASSIFICATION_RANK),
-        agent_id=read.text(attributes.get(sc.AGENT_ID)),
-        time_ns=time_ns,
-        resources=_refs(resources, governance_hash, hash_type),
-        invalid=read.invalid,
+    resources = _refs(_resources_from_attributes(attributes, read), governance_hash, hash_type)
+    return GovernanceRecord(  # positional: the worker builds one per governance action
+        read.text(attributes.get(sc.EVENT_ID)),
+        event_type,
+        governance_hash,
+        hash_type,
+        read.count(attributes.get(sc.MERKLE_LEAF_COUNT), 1),
+        sc.is_denied(event_type, enforcement),
+        read.choice(attributes.get(sc.DATA_CLASSIFICATION), sc.CLASSIFICATION_RANK),
+        read.text(attributes.get(sc.AGENT_ID)),
+        time_ns,
+        resources,
+        read.invalid,
     )
 
 
