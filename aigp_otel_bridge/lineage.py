@@ -209,7 +209,9 @@ def _job_type(producer: str) -> JobTypeJobFacet:
     return JobTypeJobFacet(processingType="BATCH", integration="AIGP", jobType="AGENT", producer=producer)
 
 
+@lru_cache(maxsize=8)
 def _engine(producer: str) -> ProcessingEngineRunFacet:
+    """Constant per producer; shared by every event (``emit`` adds facets, it never changes ours)."""
     return ProcessingEngineRunFacet(
         version=__version__,
         name=ENGINE_NAME,
