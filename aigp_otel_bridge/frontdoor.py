@@ -57,9 +57,7 @@ class BridgeCore:
         self.engine = Engine(self.config, _suppressed(self.client.emit))
 
     def take_span(self, span: Any) -> None:
-        """Capture one finished span and queue it; never raises into the caller."""
-        if self.engine.stopped:
-            return
+        """Capture one finished span and queue it (nothing once stopped); never raises into the caller."""
         try:
             note = capture_span(span)
         except Exception:
