@@ -11,11 +11,15 @@ import threading
 import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 
 class LineageBackend:
+    made: ClassVar[list[LineageBackend]] = []
+    """Every instance of the running test (tests/conftest.py validates what they received)."""
+
     def __init__(self, slow_s: float = 2.0) -> None:
+        LineageBackend.made.append(self)
         self.received: list[dict[str, Any]] = []
         self.requests = 0
         self.script: deque[str] = deque()

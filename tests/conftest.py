@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from openlineage.client import OpenLineageClient
@@ -16,6 +16,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
+from tests.backend import LineageBackend
+from tests.schemas import SCHEMAS_DIR, validate_run_event
 
 
 class CaptureTransport(Transport):
@@ -24,7 +26,11 @@ class CaptureTransport(Transport):
     kind = "capture"
     config_class = Config
 
+    made: ClassVar[list[CaptureTransport]] = []
+    """Every instance of the running test, so that all it received is validated afterwards."""
+
     def __init__(self, fail_times: int = 0, delay_s: float = 0.0) -> None:
+        CaptureTransport.made.append(self)
         self.events: list[dict[str, Any]] = []
         self.attempts = 0
         self.fail_times = fail_times
@@ -50,6 +56,21 @@ class CaptureTransport(Transport):
                     return list(self.events)
             time.sleep(0.01)
         raise AssertionError(f"expected {count} RunEvents within {timeout_s}s, got {len(self.events)}")
+
+
+@pytest.fixture(autouse=True)
+def every_emitted_event_is_schema_valid() -> Iterator[None]:
+    """After each test, validate every RunEvent that reached a capturing transport or a loopback
+    backend against the official schemas: no test can emit an invalid event unnoticed."""
+    CaptureTransport.made.clear()
+    LineageBackend.made.clear()
+    yield
+    if not SCHEMAS_DIR.is_dir():
+        return
+    received = [e for t in CaptureTransport.made for e in t.events]
+    received += [e for b in LineageBackend.made for e in b.received]
+    for event in received:
+        validate_run_event(event)
 
 
 @pytest.fixture
