@@ -67,6 +67,7 @@ class Engine:
                 "outbox_depth": gauge(lambda engine: engine._outbox.depth() if engine._outbox else 0),
             },
         )
+
         def restart_in_child() -> None:
             engine = weak_self()
             if engine is not None:
@@ -103,8 +104,10 @@ class Engine:
         self._worker.start()
 
     def _restart_in_child(self) -> None:
-        """After fork the child has no worker threads: start fresh ones, forget the parent's traces."""
-        self._start_threads()
+        """After fork the child has no worker threads: start fresh ones, forget the parent's traces
+        (a bridge already shut down stays shut down)."""
+        if not self._stopped:
+            self._start_threads()
 
     # ---- front-door API (any thread, never blocks, never raises) ----
 
