@@ -189,7 +189,7 @@ class Correlator:
                 known_full = trace.full_ids is not None and key in trace.full_ids
                 trace.records[key], full = join_duplicate((known, known_full), record, from_full_event)
                 if full:
-                    trace.full_ids = (trace.full_ids or set()) | {key}
+                    _mark_full(trace, key)
                 return
         if len(trace.records) >= self._max_records:
             self._stats.records_left_out += 1
@@ -199,7 +199,7 @@ class Correlator:
             return
         trace.records[key] = record
         if from_full_event and record.event_id is not None:
-            trace.full_ids = (trace.full_ids or set()) | {key}
+            _mark_full(trace, key)
 
     def _finish(self, trace: _Trace, reason: Reason, finished: list[FinishedTrace]) -> None:
         # A run emitted early is closed by a terminal event when its root ends, even without
@@ -230,6 +230,12 @@ class Correlator:
                 last_end_ns=trace.last_end_ns,
             )
         )
+
+
+def _mark_full(trace: _Trace, event_id: str) -> None:
+    if trace.full_ids is None:
+        trace.full_ids = set()
+    trace.full_ids.add(event_id)
 
 
 def join_duplicate(
