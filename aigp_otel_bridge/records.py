@@ -62,11 +62,16 @@ class _Reader:
     limits: Limits
     invalid: int = 0
 
+    def _fits(self, value: object) -> bool:
+        """A string within the length bound that can be written as UTF-8."""
+        return isinstance(value, str) and len(value) <= self.limits.max_string_length and sc.utf8_safe(value)
+
     def text(self, value: object) -> str | None:
+        """An optional text value (id, agent id): absent when None or empty, counted when unfit."""
         if value is None or value == "":
             return None
-        if isinstance(value, str) and len(value) <= self.limits.max_string_length and sc.utf8_safe(value):
-            return value
+        if self._fits(value):
+            return value  # type: ignore[return-value]
         self.invalid += 1
         return None
 
@@ -107,9 +112,9 @@ class _Reader:
         return None
 
     def name(self, value: object) -> str | None:
-        """A resource name: a non-empty string within the length bound, else counted."""
-        if isinstance(value, str) and 0 < len(value) <= self.limits.max_string_length and sc.utf8_safe(value):
-            return value
+        """A resource name: required wherever it is read, so empty or unfit is counted."""
+        if value != "" and self._fits(value):
+            return value  # type: ignore[return-value]
         self.invalid += 1
         return None
 
@@ -124,7 +129,6 @@ class _Reader:
         if len(value) > cap:
             self.invalid += len(value) - cap
         return list(value[:cap])
-
 
 
 def _span_event_type(event_name: str) -> str:
