@@ -91,6 +91,19 @@ class _Reader:
         self.invalid += 1
         return None
 
+    def proof(self, digest: object, kind: object) -> tuple[str | None, str | None]:
+        """A governance hash and its hash type; a valid hash without a type is a flat SHA-256."""
+        governance_hash = self.hash(digest)
+        hash_type = self.choice(kind, _KNOWN_HASH_TYPES)
+        return governance_hash, "sha256" if governance_hash and hash_type is None else hash_type
+
+    def enforcement(self, value: object) -> object:
+        """An enforcement result as given; anything but allowed/denied is counted (and then
+        ignored by the enforcement rule)."""
+        if value is not None and value not in (sc.ALLOWED, sc.DENIED):
+            self.invalid += 1
+        return value
+
     def count(self, value: object, minimum: int) -> int | None:
         if value is None:
             return None
@@ -191,13 +204,10 @@ def record_from_attributes(
     event_type = read.event_type(attributes.get(sc.EVENT_TYPE))
     if event_type is None and event_name is not None:
         event_type = _span_event_type(event_name)
-    governance_hash = read.hash(attributes.get(sc.GOVERNANCE_HASH))
-    hash_type = read.choice(attributes.get(sc.GOVERNANCE_HASH_TYPE), _KNOWN_HASH_TYPES)
-    if governance_hash and hash_type is None:
-        hash_type = "sha256"
-    enforcement = attributes.get(sc.ENFORCEMENT_RESULT)
-    if enforcement is not None and enforcement not in (sc.ALLOWED, sc.DENIED):
-        read.invalid += 1
+    governance_hash, hash_type = read.proof(
+        attributes.get(sc.GOVERNANCE_HASH), attributes.get(sc.GOVERNANCE_HASH_TYPE)
+    )
+    enforcement = read.enforcement(attributes.get(sc.ENFORCEMENT_RESULT))
     resources = _refs(_resources_from_attributes(attributes, read), governance_hash, hash_type)
     return GovernanceRecord(  # positional: the worker builds one per governance action
         read.text(attributes.get(sc.EVENT_ID)),
@@ -279,14 +289,9 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
     """Read one record from a full AIGP event (the JSON a governance store keeps)."""
     read = _Reader(limits)
     event_type = read.event_type(event.get("event_type"))
-    governance_hash = read.hash(event.get("governance_hash"))
-    hash_type = read.choice(event.get("hash_type"), _KNOWN_HASH_TYPES)
-    if governance_hash and hash_type is None:
-        hash_type = "sha256"
+    governance_hash, hash_type = read.proof(event.get("governance_hash"), event.get("hash_type"))
     leaves, leaf_count = _merkle_leaves(event.get("governance_merkle_tree"), read)
-    enforcement = event.get("enforcement_result")
-    if enforcement is not None and enforcement not in (sc.ALLOWED, sc.DENIED):
-        read.invalid += 1
+    enforcement = read.enforcement(event.get("enforcement_result"))
     resources = _resources_from_event(event, read) + leaves
     return GovernanceRecord(
         event_id=read.text(event.get("event_id")),
