@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AIGP_BRIDGE_"
+OPENLINEAGE_NAMESPACE = "OPENLINEAGE_NAMESPACE"
 
 JobNameSetting = Union[str, "Callable[[RootInfo], str]", None]
 
@@ -46,7 +47,8 @@ class BridgeConfig:
     """The resolved settings of one bridge (see docs/configuration.md)."""
 
     job_namespace: str | None = None
-    """None: ``OPENLINEAGE_NAMESPACE``, else the resource's ``service.namespace``, else ``default``."""
+    """None (neither given nor in ``AIGP_BRIDGE_JOB_NAMESPACE`` or ``OPENLINEAGE_NAMESPACE``): the
+    resource's ``service.namespace``, else ``default``."""
     job_name: JobNameSetting = None
     """None: ``<agent>.<root span name>``."""
     resource_namespace: str | None = None
@@ -153,4 +155,11 @@ def resolve(arguments: Mapping[str, Any], environ: Mapping[str, str] | None = No
             settings[name] = _convert(name, raw)
         except ValueError as error:
             _log.warning("ignoring %s: %s; using the default", env_name, error)
+    if "job_namespace" not in settings:  # the OpenLineage convention, below our own variable
+        namespace = environ.get(OPENLINEAGE_NAMESPACE)
+        if namespace:
+            try:
+                settings["job_namespace"] = _convert("job_namespace", namespace)
+            except ValueError as error:
+                _log.warning("ignoring %s: %s", OPENLINEAGE_NAMESPACE, error)
     return BridgeConfig(**settings)

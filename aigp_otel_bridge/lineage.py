@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -140,12 +139,7 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
         first_root.name if first_root is not None else finished.first_span_name or "session"
     )
     job_name = _job_name(config, first_root, resource, agent_id, trace_hex, span_name)
-    job_namespace = (
-        config.job_namespace
-        or os.environ.get("OPENLINEAGE_NAMESPACE")
-        or _text(resource, sc.SERVICE_NAMESPACE)
-        or "default"
-    )
+    job_namespace = config.job_namespace or _text(resource, sc.SERVICE_NAMESPACE) or "default"
     error = None
     if finished.reason is Reason.ROOT_ENDED:
         error = next((e for e in (error_of(r, config.limits) for r in roots) if e is not None), None)

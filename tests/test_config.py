@@ -216,3 +216,12 @@ def test_limits_follow_the_settings() -> None:
         environ={},
     )
     assert config.limits == Limits(max_string_length=64, max_array_length=10, max_inputs_per_run=5)
+
+
+def test_openlineage_namespace_ranks_below_the_bridges_own_variable_and_argument() -> None:
+    environ = {"OPENLINEAGE_NAMESPACE": "from-openlineage"}
+    assert resolve({}, environ).job_namespace == "from-openlineage"
+    environ["AIGP_BRIDGE_JOB_NAMESPACE"] = "from-bridge"
+    assert resolve({}, environ).job_namespace == "from-bridge"
+    assert resolve({"job_namespace": "explicit"}, environ).job_namespace == "explicit"
+    assert resolve({}, {}).job_namespace is None  # then service.namespace, else "default", per run

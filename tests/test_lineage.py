@@ -15,7 +15,7 @@ from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import Overflow, aggregate
-from aigp_otel_bridge.config import BridgeConfig
+from aigp_otel_bridge.config import resolve
 from aigp_otel_bridge.correlate import FinishedTrace, Reason
 from aigp_otel_bridge.lineage import (
     RUN_ID_NAMESPACE,
@@ -207,7 +207,7 @@ def _records() -> tuple[GovernanceRecord, ...]:
 
 def _decide(finished: FinishedTrace, **config: Any) -> Any:
     config.setdefault("job_namespace", "finco.trading")
-    return decide(finished, aggregate(finished.records, finished.overflow), BridgeConfig(**config))
+    return decide(finished, aggregate(finished.records, finished.overflow), resolve(config))
 
 
 def test_decide_complete() -> None:
