@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from openlineage.client.constants import __version__ as openlineage_version
@@ -180,10 +181,10 @@ def _job_name(
     default = job_name_for(agent_id, _text(resource, sc.SERVICE_NAME), span_name)
     if setting is None or root is None:
         return default
-    info = RootInfo(
+    info = RootInfo(  # read-only views: these are the span's and the Resource's own dicts
         name=root.name,
-        attributes=root.attributes or {},
-        resource=resource or {},
+        attributes=MappingProxyType(dict(root.attributes or {})),
+        resource=MappingProxyType(dict(resource or {})),
         agent_id=root_agent or agent_id,
         trace_id=trace_hex,
     )

@@ -856,3 +856,30 @@ def test_shutdown_emits_open_governed_traces_as_incomplete(
     root.end()
     ungoverned.end()
     assert len(transport.events) == 1
+
+
+def test_job_name_callable_cannot_change_the_span_or_the_resource(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    refused: list[bool] = []
+
+    def meddling(root: RootInfo) -> str:
+        for mapping in (root.attributes, root.resource):
+            try:
+                mapping["aigp.agent.id"] = "agent.hijacked"  # type: ignore[index]
+            except TypeError:
+                refused.append(True)
+            else:
+                refused.append(False)
+        return f"job-{root.name}"
+
+    provider, processor = make_bridge(
+        resource={"service.name": "svc", "aigp.agent.id": "agent.real"}, job_name=meddling
+    )
+    with provider.get_tracer("test").start_as_current_span("invoke") as root:
+        root.add_event("aigp.prompt.used", {"aigp.event.id": "m-1"})
+    assert processor.force_flush(10_000)
+    (event,) = transport.events
+    assert refused == [True, True]
+    assert event["job"]["name"] == "job-invoke"
+    assert event["run"]["facets"]["aigp_governance"]["agentId"] == "agent.real"
