@@ -14,7 +14,7 @@ from rich.console import Console
 from aigp_otel_bridge.cli import main
 from aigp_otel_bridge.explain import how_formed, render_run
 from aigp_otel_bridge.merkle import EMPTY_SHA256
-from tests.test_verify import SNAPSHOT, Session, run_governed_session
+from tests.sessions import SNAPSHOT, Session, run_governed_session
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from openlineage.client.generated.schema_dataset import SchemaDatasetFacet, Sche
 
 from aigp_otel_bridge.snapshot import LineageSnapshot, lineage_snapshot, serialise
 from aigp_otel_bridge.verify import verify_events
-from tests.test_verify import SNAPSHOT, Session, run_governed_session
+from tests.sessions import SNAPSHOT, Session, run_governed_session
 
 PRODUCER = "https://example.com/agent"
 
