@@ -37,10 +37,17 @@ def new_instrumentor() -> AIGPInstrumentor:
     return AIGPInstrumentor(agent_id=AGENT, agent_name="Trading Bot", org_id="org.finco", org_name="FinCo")
 
 
-def governed_bridge(make_bridge: Any, aigp: AIGPInstrumentor, **settings: Any) -> tuple[Any, Any, Any]:
-    """A bridge with the SDK's identity on its resource; returns (provider, processor, tracer)."""
+def governed_bridge(
+    make_bridge: Any, aigp: AIGPInstrumentor, *, joined: bool = False, **settings: Any
+) -> tuple[Any, Any, Any]:
+    """A bridge with the SDK's identity on its resource; returns (provider, processor, tracer).
+
+    ``joined``: the SDK also hands its full AIGP events to ``ingest_aigp_event`` (the store's view).
+    """
     resource = {**aigp.get_resource_attributes(), "service.name": "trading-service"}
     provider, processor = make_bridge(resource=resource, **settings)
+    if joined:
+        aigp.event_callback = processor.ingest_aigp_event
     return provider, processor, provider.get_tracer("test")
 
 
@@ -122,9 +129,7 @@ def test_all_22_event_types_in_one_session_give_one_valid_run_event(
     make_bridge: Any, transport: CaptureTransport, joined: bool
 ) -> None:
     aigp = new_instrumentor()
-    _, processor, tracer = governed_bridge(make_bridge, aigp)
-    if joined:
-        aigp.event_callback = processor.ingest_aigp_event
+    _, processor, tracer = governed_bridge(make_bridge, aigp, joined=joined)
     with tracer.start_as_current_span("invoke") as root:
         returned = all_22_event_types(aigp, tracer)
 
@@ -211,9 +216,7 @@ RESOURCES = [
 @pytest.mark.parametrize("joined", [False, True], ids=["spans-only", "spans-and-store-events"])
 def test_multi_resource_governance_proof(make_bridge: Any, transport: CaptureTransport, joined: bool) -> None:
     aigp = new_instrumentor()
-    _, processor, tracer = governed_bridge(make_bridge, aigp)
-    if joined:
-        aigp.event_callback = processor.ingest_aigp_event
+    _, processor, tracer = governed_bridge(make_bridge, aigp, joined=joined)
     with tracer.start_as_current_span("invoke"):
         proof = aigp.multi_resource_governance_proof(RESOURCES, data_classification="confidential")
 
@@ -248,9 +251,7 @@ def test_multi_policy_inject_names_versions_and_leaves(
     make_bridge: Any, transport: CaptureTransport, joined: bool
 ) -> None:
     aigp = new_instrumentor()
-    _, processor, tracer = governed_bridge(make_bridge, aigp)
-    if joined:
-        aigp.event_callback = processor.ingest_aigp_event
+    _, processor, tracer = governed_bridge(make_bridge, aigp, joined=joined)
     policies = [
         {"name": "policy.trading-limits", "version": 4},
         {"name": "policy.risk-controls", "version": 2},
