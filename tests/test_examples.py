@@ -195,3 +195,29 @@ def test_kafka_example_is_a_valid_kafka_transport_config() -> None:
     assert parsed.topic == "openlineage.events" and parsed.flush is True
     assert "bootstrap.servers" in parsed.config
     assert all(isinstance(value, str) for value in parsed.config.values()), "librdkafka takes strings"
+
+
+def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """The README's first Python block, pasted into a file and run, sends one valid RunEvent."""
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    quick_start = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)[0]
+    script = tmp_path / "quick_start.py"
+    script.write_text(quick_start, encoding="utf-8")
+    events_file = tmp_path / "events.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env.update(
+        OPENLINEAGE__TRANSPORT__TYPE="file",
+        OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(events_file),
+        OPENLINEAGE__TRANSPORT__APPEND="true",
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (event,) = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    validate_run_event(event)
+    assert event["job"]["name"] == "trading-bot-v2.invoke"
+    assert [d["name"] for d in event["inputs"]] == ["policy.trading-limits"]
