@@ -46,7 +46,9 @@ def _run(tmp_path: Path, **env: str) -> tuple[dict[str, list[str]], list[dict[st
         cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
+    # Other exporters may log their own failures (an OTLP exporter with no collector does, in some
+    # SDK versions, with a traceback); none may come from the bridge.
+    assert "aigp_otel_bridge" not in result.stderr, result.stderr
     traces: dict[str, list[str]] = {"governed": [], "ungoverned": []}
     for line in result.stdout.splitlines():
         kind, trace_id = line.split()
