@@ -48,13 +48,12 @@ RUN_ID_NAMESPACE = uuid.UUID("8c6b3c0e-5a7d-5d8e-9f0a-4b1c2d3e4f50")
 """Namespace of the name-based (uuid5) run ids: trace ids that are neither 32 hex nor a UUID,
 and local roots whose parent is remote (``"<trace hex>/<span hex>"``)."""
 
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def run_id_for_trace(trace_id: str) -> str:
     """The run id of a trace: its id as a canonical UUID, else a uuid5 of the (UTF-8-safe) text."""
-    if _HEX32.fullmatch(trace_id):
+    if sc.OTEL_TRACE_ID.fullmatch(trace_id):
         return str(uuid.UUID(hex=trace_id))
     if _UUID_FORM.fullmatch(trace_id):
         return str(uuid.UUID(trace_id))

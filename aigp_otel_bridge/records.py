@@ -7,7 +7,6 @@ here raises on bad input.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -20,7 +19,6 @@ from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import is_sha256_hex
 
 DEFAULT_LIMITS = Limits()
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
 _KNOWN_HASH_TYPES = frozenset({"sha256", "merkle-sha256", "sha384", "sha512"})
 
 
@@ -420,7 +418,7 @@ def trace_key_of(trace_id: object) -> int | str | None:
     """The correlation key of an AIGP ``trace_id``: OTel's integer for 32-hex ids, else the text."""
     if not isinstance(trace_id, str) or not trace_id:
         return None
-    if _HEX32.fullmatch(trace_id):
+    if sc.OTEL_TRACE_ID.fullmatch(trace_id):
         return int(trace_id, 16)
     return trace_id
 

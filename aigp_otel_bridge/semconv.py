@@ -88,6 +88,8 @@ CLASSIFICATION_RANK: Final[dict[str, int]] = {
 
 HASH_TYPES: Final = frozenset({"sha256", "merkle-sha256"})
 SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
+OTEL_TRACE_ID: Final = re.compile(r"[0-9a-fA-F]{32}")
+"""A trace id in OpenTelemetry's form: 32 hex digits (AIGP writes them lowercase)."""
 EVENT_TYPE_PATTERN: Final = re.compile(r"[A-Z][A-Z0-9_]*")
 RESOURCE_TYPE_PATTERN: Final = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
