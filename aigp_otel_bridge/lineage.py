@@ -37,7 +37,7 @@ from aigp_otel_bridge.facets import (
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
 )
-from aigp_otel_bridge.records import ErrorInfo, RootInfo, error_of
+from aigp_otel_bridge.records import ErrorInfo, RootInfo, SpanNote, error_of
 from aigp_otel_bridge.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
 
 def _job_name(
     config: BridgeConfig,
-    root: Any,
+    root: SpanNote | None,
     resource: Mapping[str, Any] | None,
     agent_id: str,
     trace_hex: str,
@@ -176,7 +176,6 @@ def _job_name(
     setting = config.job_name
     if isinstance(setting, str):
         return setting
-    root_agent = _text(root.attributes, sc.AGENT_ID) if root is not None else None
     default = job_name_for(agent_id, _text(resource, sc.SERVICE_NAME), span_name)
     if setting is None or root is None:
         return default
@@ -184,7 +183,7 @@ def _job_name(
         name=root.name,
         attributes=MappingProxyType(dict(root.attributes or {})),
         resource=MappingProxyType(dict(resource or {})),
-        agent_id=root_agent or agent_id,
+        agent_id=agent_id,  # already the root's own aigp.agent.id when it has one
         trace_id=trace_hex,
     )
     try:
