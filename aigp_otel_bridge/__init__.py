@@ -4,9 +4,17 @@ One RunEvent per governed local root span, joined to the AIGP governance store a
 OTel backend by one trace id.
 """
 
-from aigp_otel_bridge.config import BridgeConfig, Limits
-from aigp_otel_bridge.processor import AIGPLineageSpanProcessor
-from aigp_otel_bridge.records import RootInfo
+from aigp_otel_bridge.config import BridgeConfig
+from aigp_otel_bridge.frontdoors.exporter import AIGPOpenLineageSpanExporter
+from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
+from aigp_otel_bridge.records import Limits, RootInfo
 from aigp_otel_bridge.version import __version__
 
-__all__ = ["AIGPLineageSpanProcessor", "BridgeConfig", "Limits", "RootInfo", "__version__"]
+__all__ = [
+    "AIGPLineageSpanProcessor",
+    "AIGPOpenLineageSpanExporter",
+    "BridgeConfig",
+    "Limits",
+    "RootInfo",
+    "__version__",
+]

@@ -1,15 +1,16 @@
-"""Aggregation: a trace's records become one ``RunSummary`` (bridge contract, sections 4 and 5).
+"""Aggregation: a run's records become one ``RunSummary`` (bridge contract, sections 4 and 5).
 
-Pure functions, shared by the span processor and the builder API, so both give the same
-proof for the same records. Record order never changes the result.
+Pure functions, shared by the correlation worker, the builder API and ``verify``, so all give
+the same proof for the same records. Record order never changes the result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.correlate import Overflow
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord
 
@@ -44,28 +45,6 @@ class RunSummary:
     earliest_time_ns: int | None
     invalid: int
     """Values left out as invalid, including resources past the inputs bound."""
-
-
-@dataclass
-class Overflow:
-    """What is kept of records past the per-trace bound: only what the aggregate needs."""
-
-    hashes: dict[str, tuple[str | None, int | None]] = field(default_factory=dict)
-    count: int = 0
-    denied: int = 0
-    classification_rank: int = -1
-    invalid: int = 0
-
-    def add(self, record: GovernanceRecord) -> None:
-        self.count += 1
-        self.denied += record.denied
-        self.invalid += record.invalid
-        if record.governance_hash is not None:
-            self.hashes.setdefault(record.governance_hash, (record.hash_type, record.leaf_count))
-        if record.classification is not None:
-            self.classification_rank = max(
-                self.classification_rank, sc.CLASSIFICATION_RANK[record.classification]
-            )
 
 
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aigp_otel_bridge.lineage import DecidedRun, build_run_event, run_event_from_json, run_event_json
+from aigp_otel_bridge.build import DecidedRun, build_run_event, run_event_from_json, run_event_json
 from aigp_otel_bridge.outbox import Outbox, StoredRun
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats
 

@@ -1,9 +1,10 @@
 """The stages wired together behind one thread-safe intake.
 
-Front doors (the span processor, later the exporter and the OTLP receiver) call ``put_*`` from
-any thread; each call is an append to a bounded deque, nothing more. One correlation worker
-owns the ``Correlator``: it parses, correlates, aggregates and names runs, then hands them to
-the ``Deliverer``, whose own thread builds and emits them. A slow lineage backend therefore
+Front doors (the span processor, the exporter, later the OTLP receiver) call ``put_*`` from
+any thread; each call is an append to a deque refused past ``max_intake_size``, nothing more.
+One correlation worker owns the ``Extractor`` and the ``Correlator``: it parses, correlates,
+aggregates and names runs, then hands them to the ``Deliverer``, whose own thread builds and
+emits them. A slow lineage backend therefore
 never stalls correlation, and neither ever blocks the application.
 """
 
@@ -19,12 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.build import name_run
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import Correlator, FinishedTrace
+from aigp_otel_bridge.correlate import ClosedRun, Correlator
 from aigp_otel_bridge.deliver import Deliverer
-from aigp_otel_bridge.lineage import decide
+from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.outbox import Outbox
-from aigp_otel_bridge.records import GovernanceRecord, SpanNote, records_from_note
+from aigp_otel_bridge.records import Extractor, GovernanceRecord
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, register_metrics
 
 _log = logging.getLogger("aigp_otel_bridge")
@@ -88,6 +90,7 @@ class Engine:
             emit_ungoverned=config.emit_ungoverned,
             stats=self.stats,
         )
+        self._extractor = Extractor(config.limits)
         self._outbox = (
             Outbox(config.outbox_dir, max_events=config.outbox_max_events) if config.outbox_dir else None
         )
@@ -121,8 +124,8 @@ class Engine:
     def put_span(self, note: SpanNote) -> None:
         self._put((_SPAN, note), wake=note.local_root)
 
-    def put_event(self, key: int | str, record: GovernanceRecord) -> None:
-        self._put((_EVENT, key, record), wake=False)
+    def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
+        self._put((_EVENT, key, record, local_root_id), wake=False)
 
     def _put(self, item: tuple[Any, ...], *, wake: bool) -> None:
         if self._stopped:
@@ -173,7 +176,7 @@ class Engine:
             try:
                 if not self._drain():
                     return
-                self._decide(self._correlator.expire(time.monotonic()))
+                self._hand_over(self._correlator.expire(time.monotonic()))
             except Exception:  # a bug must not kill the worker
                 self.log.log(logging.ERROR, "worker", "correlation worker error", exc_info=True)
 
@@ -181,7 +184,7 @@ class Engine:
         """Process everything queued; False once the stop marker is reached."""
         intake = self._intake
         correlator = self._correlator
-        limits = self.config.limits
+        extract = self._extractor.span
         while intake:
             item = intake.popleft()
             kind = item[0]
@@ -190,30 +193,33 @@ class Engine:
                 if kind == _SPAN:
                     note: SpanNote = item[1]
                     self.stats.spans_seen += 1
-                    self._decide(correlator.span_ended(note, records_from_note(note, limits), now))
+                    self._hand_over(correlator.span_ended(extract(note), now))
                 elif kind == _START:
-                    self._decide(correlator.root_started(item[1], item[2], item[3], now))
+                    self._hand_over(correlator.root_started(item[1], item[2], item[3], now))
                 elif kind == _EVENT:
-                    self._decide(correlator.event_ingested(item[1], item[2], now))
+                    self._hand_over(correlator.event_ingested(item[1], item[2], now, item[3]))
                 elif kind == _FLUSH:
                     token: _FlushToken = item[1]
                     token.upto_seq = self._deliverer.last_seq
                     token.done.set()
                 elif kind == _STOP:
-                    self._decide(correlator.drain())
+                    self._hand_over(correlator.drain())
                     return False
             except Exception:
                 self.log.log(logging.ERROR, "worker", "could not process governance data", exc_info=True)
         return True
 
-    def _decide(self, finished: list[FinishedTrace]) -> None:
-        for trace in finished:
+    def _hand_over(self, closed: list[ClosedRun]) -> None:
+        """Summarise and name each closed run, and pass it to delivery."""
+        for closed_run in closed:
             try:
-                summary = aggregate(trace.records, trace.overflow, max_inputs=self.config.max_inputs_per_run)
-                run = decide(trace, summary, self.config)
+                summary = aggregate(
+                    closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run
+                )
+                run = name_run(closed_run, summary, self.config)
             except Exception:
                 self.stats.build_failures += 1
-                self.log.log(logging.ERROR, "decide", "could not summarise a governed trace", exc_info=True)
+                self.log.log(logging.ERROR, "decide", "could not summarise a governed run", exc_info=True)
                 continue
             self.stats.runs_decided += 1
             self._deliverer.submit(run)

@@ -14,16 +14,15 @@ from openlineage.client.event_v2 import RunState
 from openlineage.client.serde import Serde
 
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.config import DEFAULT_PRODUCER
-from aigp_otel_bridge.correlate import join_duplicate
-from aigp_otel_bridge.lineage import (
+from aigp_otel_bridge.build import (
     DecidedRun,
     build_governance_facet,
     build_inputs,
     build_run_event,
     run_id_for_trace,
 )
-from aigp_otel_bridge.records import GovernanceRecord, record_from_aigp_event
+from aigp_otel_bridge.config import DEFAULT_PRODUCER
+from aigp_otel_bridge.records import records_from_aigp_events
 from aigp_otel_bridge.semconv import clean_text
 
 AIGPEvent = Mapping[str, Any]
@@ -56,20 +55,7 @@ def _trace_id(session: list[AIGPEvent]) -> str:
     return trace_id
 
 
-def records_from_aigp_events(events: Iterable[AIGPEvent]) -> list[GovernanceRecord]:
-    """One record per event; events sharing an ``event_id`` are one action (the later one wins).
-
-    Public because the builders and ``verify`` must join a store's events the same way.
-    """
-    joined: dict[str, tuple[GovernanceRecord, bool]] = {}
-    for position, event in enumerate(events):
-        record = record_from_aigp_event(event)
-        key = record.event_id or f"#{position}"
-        joined[key] = join_duplicate(joined[key], record, True) if key in joined else (record, True)
-    return [record for record, _ in joined.values()]
-
-
-def _decided(
+def _session_run(
     events: AIGPEvent | Iterable[AIGPEvent],
     job_namespace: str,
     job_name: str,
@@ -100,7 +86,7 @@ def build_governance_run_facet(
     aigp_event: AIGPEvent | Iterable[AIGPEvent], *, producer: str = DEFAULT_PRODUCER
 ) -> dict[str, Any]:
     """The ``aigp_governance`` run facet of one event or of one session's events."""
-    run = _decided(aigp_event, "default", "session")
+    run = _session_run(aigp_event, "default", "session")
     return Serde.to_dict(build_governance_facet(run, producer))
 
 
@@ -108,7 +94,7 @@ def build_resource_input_facets(
     aigp_event: AIGPEvent | Iterable[AIGPEvent], *, producer: str = DEFAULT_PRODUCER
 ) -> list[dict[str, Any]]:
     """One ``aigp_resource`` input facet per governed resource of the event(s)."""
-    run = _decided(aigp_event, "default", "session")
+    run = _session_run(aigp_event, "default", "session")
     return [
         Serde.to_dict(facet)
         for dataset in build_inputs(run, producer)
@@ -126,5 +112,5 @@ def build_openlineage_run_event(
     producer: str = DEFAULT_PRODUCER,
 ) -> dict[str, Any]:
     """A complete RunEvent dict for one session: run id from the trace id, unless given."""
-    run = _decided(aigp_event, job_namespace, job_name, run_id, event_type)
+    run = _session_run(aigp_event, job_namespace, job_name, run_id, event_type)
     return Serde.to_dict(build_run_event(run, producer))

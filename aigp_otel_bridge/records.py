@@ -1,8 +1,10 @@
-"""Extraction: OTel attributes and full AIGP events become compact ``GovernanceRecord``s.
+"""Extraction: span notes and full AIGP events become compact ``GovernanceRecord``s and facts.
 
-Everything here is a pure function of its input. Values come from arbitrary code, so each
-reader checks type and shape, keeps what is valid and counts what it leaves out; nothing
-here raises on bad input.
+The one stage that reads span content: later stages only combine what it computes (records,
+a local root's checked agent id and error, a resource's identity). Values come from arbitrary
+code, so each reader checks type and shape, keeps what is valid and counts what it leaves
+out; nothing here raises on bad input. A leaf module: it imports only the vocabulary, the
+hashing helpers and the note.
 """
 
 from __future__ import annotations
@@ -12,14 +14,24 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from opentelemetry.trace import StatusCode
-
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import is_sha256_hex
+from aigp_otel_bridge.note import SpanNote
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one value may cost; values past them are left out and counted."""
+
+    max_string_length: int = 1024
+    """Longest accepted name, id or event type, in characters."""
+    max_array_length: int = 1000
+    """Most elements read from one array attribute or Merkle tree."""
+    max_inputs_per_run: int = 1000
+    """Most input datasets on one RunEvent; further resources are counted."""
+
 
 DEFAULT_LIMITS = Limits()
-_KNOWN_HASH_TYPES = frozenset({"sha256", "merkle-sha256", "sha384", "sha512"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +63,8 @@ class GovernanceRecord:
     resources: tuple[ResourceRef, ...] = ()
     invalid: int = 0
     """Values of this record that were left out as invalid."""
+    full: bool = False
+    """Read from a full AIGP event (whose fields win when joined with a span event's)."""
 
 
 @dataclass(slots=True)
@@ -92,7 +106,7 @@ class _Reader:
     def proof(self, digest: object, kind: object) -> tuple[str | None, str | None]:
         """A governance hash and its hash type; a valid hash without a type is a flat SHA-256."""
         governance_hash = self.hash(digest)
-        hash_type = self.choice(kind, _KNOWN_HASH_TYPES)
+        hash_type = self.choice(kind, sc.HASH_TYPES)
         return governance_hash, "sha256" if governance_hash and hash_type is None else hash_type
 
     def enforcement(self, value: object) -> object:
@@ -303,6 +317,7 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
         time_ns=parse_event_time(event.get("event_time")),
         resources=_refs(resources, governance_hash, hash_type),
         invalid=read.invalid,
+        full=True,
     )
 
 
@@ -319,11 +334,56 @@ def merge_records(span_record: GovernanceRecord, full_record: GovernanceRecord) 
         merged[name] = full_value if full_value is not None else getattr(span_record, name)
     merged["denied"] = full_record.denied
     merged["invalid"] = full_record.invalid
+    merged["full"] = True
     versioned = {(r.type, r.name) for r in full_record.resources if r.version is not None}
     merged["resources"] = full_record.resources + tuple(
         replace(r, version=None) if (r.type, r.name) in versioned else r for r in span_record.resources
     )
     return GovernanceRecord(**merged)
+
+
+def join_duplicate(known: GovernanceRecord, record: GovernanceRecord) -> GovernanceRecord:
+    """One action seen twice: a full AIGP event wins over a span event; otherwise the later full
+    event replaces an earlier one and a repeated span event is ignored."""
+    if record.full and not known.full:
+        return merge_records(known, record)
+    if known.full and not record.full:
+        return merge_records(record, known)
+    return record if record.full else known
+
+
+def records_from_aigp_events(
+    events: Iterable[Mapping[str, Any]], *, limits: Limits = DEFAULT_LIMITS
+) -> list[GovernanceRecord]:
+    """One record per event; events sharing an ``event_id`` are one action (the later one wins).
+
+    Public because the builders and ``verify`` must join a store's events the same way.
+    """
+    joined: dict[str, GovernanceRecord] = {}
+    for position, event in enumerate(events):
+        record = record_from_aigp_event(event, limits=limits)
+        key = record.event_id or f"#{position}"
+        joined[key] = join_duplicate(joined[key], record) if key in joined else record
+    return list(joined.values())
+
+
+def trace_key_of(trace_id: object) -> int | str | None:
+    """The correlation key of an AIGP ``trace_id``: OTel's integer for 32-hex ids, else the text."""
+    if not isinstance(trace_id, str) or not trace_id:
+        return None
+    if sc.OTEL_TRACE_ID.fullmatch(trace_id):
+        return int(trace_id, 16)
+    return trace_id
+
+
+def span_key_of(span_id: object) -> int | None:
+    """An AIGP ``span_id`` (16 hex digits) as OTel's integer, else None."""
+    if isinstance(span_id, str) and sc.OTEL_SPAN_ID.fullmatch(span_id):
+        return int(span_id, 16)
+    return None
+
+
+# ---- what extraction knows of a finished span, beyond its records ----
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,48 +405,74 @@ class ErrorInfo:
     stack_trace: str | None = None
 
 
-@dataclass(slots=True)
-class SpanNote:
-    """A finished span, captured compactly on the application's thread.
+@dataclass(frozen=True, slots=True)
+class ResourceFacts:
+    """The identity a Resource gives every span of a process, checked once."""
 
-    It holds references to the span's own event objects and attribute dict (neither changes once
-    the span has ended), never the span itself; parsing waits for the worker. Not frozen, because
-    a frozen dataclass costs eight times as much to build on this hot path; nothing mutates it.
-    """
+    attributes: Mapping[str, Any]
+    agent_id: str | None
+    service_name: str | None
+    service_namespace: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RootFacts:
+    """A local root span, as the build stage needs it: identity, name, times, failure."""
+
+    span_id: int
+    remote_parent: bool
+    name: str
+    """The span name, made UTF-8-safe."""
+    start_ns: int
+    end_ns: int
+    agent_id: str | None
+    """The root's own ``aigp.agent.id``, when valid."""
+    error: ErrorInfo | None
+    attributes: Mapping[str, Any]
+    """The span's own attributes (for a ``job_name`` callable)."""
+    gen_ai_agent_id: str | None = None
+    """The root's ``gen_ai.agent.id``; not read yet."""
+    gen_ai_agent_name: str | None = None
+    """The root's ``gen_ai.agent.name``; not read yet."""
+
+
+@dataclass(slots=True)
+class SpanFacts:
+    """Everything correlation needs of one finished span: where it belongs, and what it carries."""
 
     trace_id: int
-    span_id: int
-    local_root: bool
-    remote_parent: bool
+    local_root_id: int | None
+    """The span's local root, when known (its own id for a local root)."""
     name: str
     start_ns: int
     end_ns: int
-    governance_events: tuple[Any, ...]
-    """The span's ``aigp.*`` events (objects with ``name``, ``attributes``, ``timestamp``)."""
-    attributes: Mapping[str, Any] | None
-    """The span's attributes, kept when they carry governance data or the span is a local root."""
-    governed_attributes: bool
-    resource: Mapping[str, Any]
-    error: bool = False
-    status_description: str | None = None
-    exception: Any = None
-    """The last ``exception`` event of a failed local root."""
+    resource: ResourceFacts
+    records: list[GovernanceRecord]
+    root: RootFacts | None
+    """Set for a local root."""
 
 
-def plain(attributes: Any) -> Mapping[str, Any]:
-    """The dict behind the SDK's ``BoundedAttributes`` (its ``get`` is a slow Python-level path)."""
-    if attributes is None:
-        return {}
-    inner = getattr(attributes, "_dict", None)
-    return inner if isinstance(inner, dict) else attributes
+def identity(mapping: Mapping[str, Any] | None, key: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """An identity value (agent id, service name) fit to appear in a RunEvent, else None."""
+    value = mapping.get(key) if mapping is not None else None
+    if isinstance(value, str) and value and len(value) <= limits.max_string_length and sc.utf8_safe(value):
+        return value
+    return None
+
+
+def resource_facts(resource: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> ResourceFacts:
+    return ResourceFacts(
+        resource,
+        identity(resource, sc.AGENT_ID, limits),
+        identity(resource, sc.SERVICE_NAME, limits),
+        identity(resource, sc.SERVICE_NAMESPACE, limits),
+    )
 
 
 def records_from_note(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> list[GovernanceRecord]:
     """Every record a captured span carries: one per ``aigp.*`` event, plus its own attributes."""
     records = [
-        record_from_attributes(
-            plain(event.attributes), event_name=event.name, time_ns=event.timestamp, limits=limits
-        )
+        record_from_attributes(event.attributes, event_name=event.name, time_ns=event.time_ns, limits=limits)
         for event in note.governance_events
     ]
     if note.governed_attributes and note.attributes is not None:
@@ -401,7 +487,7 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
     message: str | None = None
     stack: str | None = None
     if note.exception is not None:
-        attributes = note.exception.attributes or {}
+        attributes = note.exception.attributes
         kind = attributes.get(sc.EXCEPTION_TYPE)
         text = attributes.get(sc.EXCEPTION_MESSAGE)
         if isinstance(text, str) and text:
@@ -414,78 +500,46 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
     return ErrorInfo(sc.clean_text(message[:cap]), sc.clean_text(stack[:cap]) if stack else None)
 
 
-def trace_key_of(trace_id: object) -> int | str | None:
-    """The correlation key of an AIGP ``trace_id``: OTel's integer for 32-hex ids, else the text."""
-    if not isinstance(trace_id, str) or not trace_id:
-        return None
-    if sc.OTEL_TRACE_ID.fullmatch(trace_id):
-        return int(trace_id, 16)
-    return trace_id
-
-
-_KEY_VERDICTS: dict[tuple[str, ...], bool] = {}
-_KEY_VERDICTS_MAX = 4096
-
-
-def _governed_keys(keys: tuple[str, ...]) -> bool:
-    """``has_governance_attributes`` remembered per key tuple: instrumentation repeats its key sets,
-    and a dict lookup is cheaper than testing every key of every span."""
-    verdict = _KEY_VERDICTS.get(keys)
-    if verdict is None:
-        verdict = has_governance_attributes(keys)
-        if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
-            _KEY_VERDICTS.clear()
-        _KEY_VERDICTS[keys] = verdict
-    return verdict
-
-
-def capture_span(span: Any) -> SpanNote | None:
-    """The compact note of a finished SDK span, or None when it matters to no run.
-
-    Runs on the application's thread for every span. It reads the SDK span's own fields
-    (``_parent``, ``_events``, ``_attributes``) rather than the public properties, which copy the
-    events into a tuple and the attributes under a lock on every access; any span object without
-    them goes through the public API. An ungoverned child span costs a parent check, an events
-    check and one dict lookup.
-    """
-    try:
-        parent = span._parent
-        events = span._events
-        attributes = span._attributes
-    except AttributeError:
-        parent, events, attributes = span.parent, span.events, span.attributes
-    local_root = parent is None or parent.is_remote
-    events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
-    attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
-    governed_attributes = bool(attributes) and _governed_keys(tuple(attributes))
-    governance_events = tuple(e for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    if not (local_root or governance_events or governed_attributes):
-        return None
-    context = span.context
-    status = span.status
-    error = status.status_code is StatusCode.ERROR
-    exception = None
-    if error and local_root:
-        exception = next((e for e in reversed(events) if e.name == sc.EXCEPTION_EVENT), None)
-    start = span.start_time or 0
-    return SpanNote(
-        context.trace_id,
-        context.span_id,
-        local_root,
-        parent is not None and parent.is_remote,
-        span.name,
-        start,
-        span.end_time or start,
-        governance_events,
-        attributes if (governed_attributes or local_root) else None,
-        governed_attributes,
-        _resource_attributes(span.resource),
-        error,
-        status.description if error else None,
-        exception,
+def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
+    """The facts of a local root span."""
+    attributes = note.attributes or {}
+    return RootFacts(
+        span_id=note.span_id,
+        remote_parent=note.remote_parent,
+        name=sc.clean_text(note.name),
+        start_ns=note.start_ns,
+        end_ns=note.end_ns,
+        agent_id=identity(attributes, sc.AGENT_ID, limits),
+        error=error_of(note, limits),
+        attributes=attributes,
     )
 
 
-def _resource_attributes(resource: Any) -> Mapping[str, Any]:
-    """A Resource's attributes as a plain mapping (shared by all spans; nothing is copied)."""
-    return plain(getattr(resource, "attributes", None))
+class Extractor:
+    """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
+    since every span of a process shares one."""
+
+    __slots__ = ("_limits", "_resource")
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._resource: ResourceFacts | None = None
+
+    def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
+        known = self._resource
+        if known is None or known.attributes is not attributes:
+            known = self._resource = resource_facts(attributes, self._limits)
+        return known
+
+    def span(self, note: SpanNote) -> SpanFacts:
+        local_root = note.local_root
+        return SpanFacts(
+            note.trace_id,
+            note.span_id if local_root else note.local_root_id,
+            sc.clean_text(note.name),
+            note.start_ns,
+            note.end_ns,
+            self.resource(note.resource),
+            records_from_note(note, self._limits),
+            root_facts(note, self._limits) if local_root else None,
+        )

@@ -19,7 +19,6 @@ IDENTITY_PREFIXES: Final = ("aigp.agent.", "aigp.org.")
 
 EVENT_ID: Final = "aigp.event.id"
 EVENT_TYPE: Final = "aigp.event.type"
-EVENT_CATEGORY: Final = "aigp.event.category"
 GOVERNANCE_HASH: Final = "aigp.governance.hash"
 GOVERNANCE_HASH_TYPE: Final = "aigp.governance.hash_type"
 MERKLE_LEAF_COUNT: Final = "aigp.governance.merkle.leaf_count"
@@ -86,10 +85,12 @@ CLASSIFICATION_RANK: Final[dict[str, int]] = {
     "restricted": 3,
 }
 
-HASH_TYPES: Final = frozenset({"sha256", "merkle-sha256"})
+HASH_TYPES: Final = frozenset({"sha256", "merkle-sha256", "sha384", "sha512"})
+"""The ``hash_type`` values AIGP defines; any other is left out and counted."""
 SHA256_HEX: Final = re.compile(r"[0-9a-f]{64}")
 OTEL_TRACE_ID: Final = re.compile(r"[0-9a-fA-F]{32}")
 """A trace id in OpenTelemetry's form: 32 hex digits (AIGP writes them lowercase)."""
+OTEL_SPAN_ID: Final = re.compile(r"[0-9a-fA-F]{16}")
 EVENT_TYPE_PATTERN: Final = re.compile(r"[A-Z][A-Z0-9_]*")
 RESOURCE_TYPE_PATTERN: Final = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
@@ -100,6 +101,8 @@ EXCEPTION_EVENT: Final = "exception"
 EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
 EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 
 # Version of the AIGP facet schemas the bridge emits (shared/schemas/aigp).
 AIGP_FACET_SPEC_VERSION: Final = "0.8.0"

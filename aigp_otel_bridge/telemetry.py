@@ -14,7 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from opentelemetry import metrics
@@ -24,66 +24,55 @@ from aigp_otel_bridge.version import __version__
 METER_NAME = "aigp_otel_bridge"
 
 
+def _counter(description: str) -> Any:
+    """Declare a counter once: its meaning is the metric's description and the docs' entry."""
+    return field(default=0, metadata={"description": description})
+
+
 @dataclass
 class Stats:
-    """Running totals of one bridge. Read them with ``processor.stats()``."""
+    """Running totals of one bridge. Read them with ``processor.stats()``; each is also the
+    observable counter ``aigp_bridge.<name>``."""
 
-    spans_seen: int = 0
-    """Finished spans that carried governance data or were local roots."""
-    records: int = 0
-    """Governance records taken in (span events, governed span attributes, ingested events)."""
-    duplicate_records: int = 0
-    """Records seen twice (same ``aigp.event.id``) and joined into one."""
-    records_left_out: int = 0
-    """Records past ``max_records_per_trace``: not in the inputs, still in the aggregate."""
-    invalid_values: int = 0
-    """Attribute or field values left out because of their type, shape or size."""
-    runs_decided: int = 0
-    runs_emitted: int = 0
-    """Runs handed to ``client.emit`` without error."""
-    emit_failures: int = 0
-    """Failed ``client.emit`` attempts (each is retried)."""
-    build_failures: int = 0
-    """Runs that could not be built into a RunEvent (counted and dropped; a bug if ever seen)."""
-    runs_dropped: int = 0
-    """Runs given up without an outbox: delivery queue full, or still undelivered at shutdown."""
-    runs_stored: int = 0
-    """Runs written to the outbox (emit failed, or the delivery queue was full)."""
-    runs_replayed: int = 0
-    """Runs delivered from the outbox."""
-    duplicates_detected: int = 0
-    """Runs already waiting in the outbox when stored again (at-least-once delivery)."""
-    outbox_dropped: int = 0
-    """Oldest outbox rows deleted because the outbox reached its size bound."""
-    traces_evicted: int = 0
-    traces_timed_out: int = 0
-    intake_dropped: int = 0
-    """Span notes or ingested events refused because the intake queue was full."""
-    ingest_rejected: int = 0
-    """``ingest_aigp_event`` calls with something that is not an AIGP event with a trace id."""
+    spans_seen: int = _counter("finished spans that carried governance data or were local roots")
+    records: int = _counter(
+        "governance records taken in (span events, governed span attributes, ingested events)"
+    )
+    duplicate_records: int = _counter("records seen twice (same aigp.event.id) and joined into one")
+    records_left_out: int = _counter(
+        "records past max_records_per_trace: not in the inputs, still in the aggregate"
+    )
+    invalid_values: int = _counter("values left out because of their type, shape or size")
+    runs_decided: int = _counter("runs correlated and summarised, handed to delivery")
+    runs_emitted: int = _counter("runs handed to client.emit without error")
+    emit_failures: int = _counter("failed client.emit attempts (each is retried)")
+    build_failures: int = _counter("runs that could not be built into a RunEvent (a bug if ever seen)")
+    runs_dropped: int = _counter(
+        "runs given up without an outbox: delivery queue full, or undelivered at shutdown"
+    )
+    runs_stored: int = _counter("runs written to the outbox (emit failed, or the delivery queue was full)")
+    runs_replayed: int = _counter("runs delivered from the outbox")
+    duplicates_detected: int = _counter("runs stored again while already waiting in the outbox")
+    outbox_dropped: int = _counter("oldest outbox rows deleted at the outbox size bound")
+    traces_evicted: int = _counter("pending runs emitted early because max_pending_traces was reached")
+    traces_timed_out: int = _counter("governed runs emitted early after trace_timeout_s of quiet")
+    intake_dropped: int = _counter("span notes or ingested events refused by a full intake queue")
+    ingest_rejected: int = _counter("ingest_aigp_event calls without an AIGP event with a trace id")
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
 
 
-_COUNTERS = {
-    "spans_seen": "Finished spans with governance data or a local-root role",
-    "records": "Governance records taken in",
-    "invalid_values": "Values left out as invalid",
-    "records_left_out": "Records past the per-trace bound",
-    "runs_emitted": "Runs handed to the OpenLineage client",
-    "emit_failures": "Failed emit attempts (runs failed)",
-    "runs_dropped": "Runs given up and counted",
-    "runs_stored": "Runs written to the durable outbox",
-    "runs_replayed": "Runs delivered from the durable outbox",
-    "outbox_dropped": "Outbox rows dropped at the outbox size bound",
-    "duplicates_detected": "Runs stored again while already waiting in the outbox",
-    "build_failures": "Runs that could not be built",
-    "ingest_rejected": "ingest_aigp_event calls without an AIGP event",
-    "traces_evicted": "Pending traces evicted by the bound",
-    "traces_timed_out": "Governed traces emitted by timeout",
-    "intake_dropped": "Spans or events refused by a full intake queue",
+COUNTERS: dict[str, str] = {f.name: f.metadata["description"] for f in fields(Stats)}
+"""Every counter and its meaning, from the one declaration above."""
+
+GAUGES: dict[str, str] = {
+    "pending_traces": "runs buffered by correlation now",
+    "queue_depth": "runs waiting for delivery in memory, retries included",
+    "intake_depth": "span notes and events waiting for the correlation worker",
+    "outbox_depth": "runs waiting in the durable outbox",
 }
+"""Every gauge and its meaning; the engine supplies one reading per name."""
 
 
 class _Instruments:
@@ -134,22 +123,15 @@ class _Instruments:
         def gauge_callback(name: str) -> Callable[[Any], Iterable[metrics.Observation]]:
             return lambda _options: [metrics.Observation(self._gauge(name))]
 
-        for name, description in _COUNTERS.items():
+        for name, description in COUNTERS.items():
             meter.create_observable_counter(
                 f"aigp_bridge.{name}", callbacks=[counter_callback(name)], description=description
             )
-        for name, description in _GAUGES.items():
+        for name, description in GAUGES.items():
             meter.create_observable_gauge(
                 f"aigp_bridge.{name}", callbacks=[gauge_callback(name)], description=description
             )
 
-
-_GAUGES = {
-    "pending_traces": "Traces buffered now",
-    "queue_depth": "Runs waiting for delivery in memory, retries included",
-    "intake_depth": "Span notes and events waiting for the correlation worker",
-    "outbox_depth": "Runs waiting in the durable outbox",
-}
 
 _INSTRUMENTS = _Instruments()
 

@@ -21,8 +21,7 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
-from aigp_otel_bridge.openlineage import records_from_aigp_events
-from aigp_otel_bridge.records import GovernanceRecord, trace_key_of
+from aigp_otel_bridge.records import GovernanceRecord, records_from_aigp_events, trace_key_of
 
 Status = Literal["ok", "failed", "skipped"]
 OK: Status = "ok"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import fields
 from typing import Any
 
 import pytest
 
-from aigp_otel_bridge.config import BridgeConfig, Limits, resolve
-from aigp_otel_bridge.records import RootInfo
+from aigp_otel_bridge.config import SETTINGS, BridgeConfig, Kind, resolve
+from aigp_otel_bridge.records import Limits, RootInfo
 
 
 def test_defaults_match_the_contract() -> None:
@@ -225,3 +226,21 @@ def test_openlineage_namespace_ranks_below_the_bridges_own_variable_and_argument
     assert resolve({}, environ).job_namespace == "from-bridge"
     assert resolve({"job_namespace": "explicit"}, environ).job_namespace == "explicit"
     assert resolve({}, {}).job_namespace is None  # then service.namespace, else "default", per run
+
+
+def test_a_bad_environment_value_is_named_with_the_default_used(caplog: pytest.LogCaptureFixture) -> None:
+    huge = "x" * 10_000
+    environ = {"AIGP_BRIDGE_TRACE_TIMEOUT_S": huge, "AIGP_BRIDGE_MAX_QUEUE_SIZE": "many"}
+    with caplog.at_level(logging.WARNING, logger="aigp_otel_bridge.config"):
+        resolve({}, environ=environ)
+    messages = {record.getMessage() for record in caplog.records}
+    timeout = next(m for m in messages if "AIGP_BRIDGE_TRACE_TIMEOUT_S" in m)
+    assert "'xxxxxxxx" in timeout and len(timeout) < 300  # the value, cut short
+    assert timeout.endswith("using the default, 300.0")
+    queue = next(m for m in messages if "AIGP_BRIDGE_MAX_QUEUE_SIZE" in m)
+    assert "'many'" in queue and queue.endswith("using the default, 2048")
+
+
+def test_every_setting_is_declared_once_with_its_kind() -> None:
+    assert set(SETTINGS) == {f.name for f in fields(BridgeConfig)}
+    assert all(isinstance(kind, Kind) for kind in SETTINGS.values())

@@ -5,19 +5,22 @@ The ``Correlator`` is driven with explicit clocks: no sleeping, no threads.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.build import name_run, run_id_for_remote_root, run_id_for_trace
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import Correlator, FinishedTrace, Reason
-from aigp_otel_bridge.lineage import decide, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
 from aigp_otel_bridge.merkle import flat_hash, merkle_root
+from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.records import (
+    Extractor,
     GovernanceRecord,
-    SpanNote,
     record_from_aigp_event,
     record_from_attributes,
     trace_key_of,
@@ -49,6 +52,7 @@ def _note(
     *,
     local_root: bool = False,
     remote_parent: bool = False,
+    local_root_id: int | None = None,
     name: str = "step",
     start_ns: int = 1_000,
     end_ns: int = 2_000,
@@ -58,8 +62,9 @@ def _note(
     return SpanNote(
         trace_id=trace_id,
         span_id=span_id,
-        local_root=local_root,
+        parent_span_id=None if local_root and not remote_parent else ROOT if not local_root else 0x77,
         remote_parent=remote_parent,
+        local_root_id=span_id if local_root else local_root_id,
         name=name,
         start_ns=start_ns,
         end_ns=end_ns,
@@ -68,6 +73,13 @@ def _note(
         governed_attributes=False,
         resource=resource if resource is not None else {"service.name": "svc"},
     )
+
+
+def _end(
+    correlator: Correlator, note: SpanNote, records: Sequence[GovernanceRecord], now: float
+) -> list[ClosedRun]:
+    """End a span: the note as extraction reads it, with the given records."""
+    return correlator.span_ended(replace(Extractor().span(note), records=list(records)), now)
 
 
 def _root(trace_id: int = TRACE, span_id: int = ROOT, **kwargs: Any) -> SpanNote:
@@ -94,10 +106,10 @@ def stats() -> Stats:
 def test_governed_trace_emits_once_when_its_only_local_root_ends(stats: Stats) -> None:
     correlator = _correlator(stats)
     assert correlator.root_started(TRACE, ROOT, False, now=0.0) == []
-    assert correlator.span_ended(_note(name="retrieve"), [_governed("e-1")], now=1.0) == []
+    assert _end(correlator, _note(name="retrieve"), [_governed("e-1")], now=1.0) == []
     assert len(correlator) == 1
 
-    finished = correlator.span_ended(_root(end_ns=5_000), [], now=2.0)
+    finished = _end(correlator, _root(end_ns=5_000), [], now=2.0)
 
     assert len(finished) == 1
     (run,) = finished
@@ -105,8 +117,8 @@ def test_governed_trace_emits_once_when_its_only_local_root_ends(stats: Stats) -
     assert run.reason is Reason.ROOT_ENDED
     assert run.complete is True
     assert [r.event_id for r in run.records] == ["e-1"]
-    assert run.root_start == (ROOT, False)
-    assert [n.span_id for n in run.roots] == [ROOT]
+    assert (run.root_span_id, run.root_remote) == (ROOT, False)
+    assert run.root is not None and run.root.span_id == ROOT
     assert run.first_span_name == "retrieve"
     assert run.last_end_ns == 5_000
     assert len(correlator) == 0
@@ -118,52 +130,83 @@ def test_governed_trace_emits_once_when_its_only_local_root_ends(stats: Stats) -
 def test_records_on_the_root_itself_are_enough(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    (run,) = correlator.span_ended(_root(), [_governed()], now=1.0)
+    (run,) = _end(correlator, _root(), [_governed()], now=1.0)
     assert run.complete is True
     assert len(run.records) == 1
 
 
-def test_two_local_roots_emit_once_after_both_ended_with_identity_of_the_first(stats: Stats) -> None:
+def test_each_local_root_of_a_trace_is_its_own_run(stats: Stats) -> None:
+    """A caller and its callee in one process: one trace, two local roots, two runs."""
     correlator = _correlator(stats)
-    second_root = 0x1111222233334444
-    correlator.root_started(TRACE, ROOT, True, now=0.0)  # first root: its parent is remote
-    correlator.root_started(TRACE, second_root, False, now=0.5)
-    correlator.span_ended(_note(), [_governed("e-1")], now=1.0)
+    callee = 0x1111222233334444
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.root_started(TRACE, callee, True, now=0.5)  # its parent is remote
+    _end(correlator, _note(local_root_id=ROOT), [_governed("caller-1")], now=1.0)
+    _end(correlator, _note(span_id=0x42, local_root_id=callee), [_governed("callee-1")], now=1.5)
 
-    # The second root ends first: the first is still open, so nothing is decided yet.
-    assert correlator.span_ended(_root(span_id=second_root, end_ns=3_000), [_governed("e-2")], now=2.0) == []
-    finished = correlator.span_ended(_root(remote_parent=True, end_ns=4_000), [], now=3.0)
+    # The callee ends first: only its own run is closed.
+    (callee_run,) = _end(correlator, _root(span_id=callee, remote_parent=True, end_ns=3_000), [], now=2.0)
+    (caller_run,) = _end(correlator, _root(end_ns=4_000), [], now=3.0)
 
-    assert len(finished) == 1
-    (run,) = finished
-    assert run.root_start == (ROOT, True)
-    assert {r.event_id for r in run.records} == {"e-1", "e-2"}
-    assert {n.span_id for n in run.roots} == {ROOT, second_root}
-    decided = decide(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
-    assert decided.run_id == run_id_for_remote_root(f"{TRACE:032x}", f"{ROOT:016x}")
-    assert decided.run_id != run_id_for_trace(f"{TRACE:032x}")
+    assert [r.event_id for r in callee_run.records] == ["callee-1"]
+    assert [r.event_id for r in caller_run.records] == ["caller-1"]
+    assert (callee_run.root_span_id, callee_run.root_remote) == (callee, True)
+    config = BridgeConfig(job_namespace="ns")
+    callee_named = name_run(callee_run, aggregate(callee_run.records), config)
+    caller_named = name_run(caller_run, aggregate(caller_run.records), config)
+    assert callee_named.run_id == run_id_for_remote_root(f"{TRACE:032x}", f"{callee:016x}")
+    assert caller_named.run_id == run_id_for_trace(f"{TRACE:032x}")
+    assert callee_run.complete and caller_run.complete
+    assert len(correlator) == 0
+
+
+def test_records_of_an_unknown_local_root_join_the_traces_first_root(stats: Stats) -> None:
+    """Full AIGP events and notes whose front door could not tell their root go to the first."""
+    correlator = _correlator(stats)
+    second = 0x1111222233334444
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    correlator.root_started(TRACE, second, True, now=0.1)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("full")), now=0.2)
+    _end(correlator, _note(), [_governed("unknown-root")], now=0.3)
+    assert _end(correlator, _root(span_id=second, remote_parent=True), [], now=0.4) == []  # ungoverned
+    (first_run,) = _end(correlator, _root(), [], now=0.5)
+    assert {r.event_id for r in first_run.records} == {"full", "unknown-root"}
+
+
+def test_without_starts_waiting_records_join_the_first_root_to_end(stats: Stats) -> None:
+    """The exporter sees no starts: records wait unattributed until a root of their trace ends."""
+    correlator = _correlator(stats)
+    _end(correlator, _note(), [_governed("child")], now=0.0)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("full")), now=0.1)
+    assert len(correlator) == 1
+    (run,) = _end(correlator, _root(name="invoke"), [_governed("own")], now=0.2)
+    assert [r.event_id for r in run.records] == ["child", "full", "own"]
+    assert run.first_span_name == "step"
+    assert (run.root_span_id, run.complete) == (ROOT, True)
+    assert stats.records == 3
+    assert len(correlator) == 0
 
 
 def test_a_trace_with_a_local_root_run_id_is_the_trace_id(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    (run,) = correlator.span_ended(_root(), [_governed()], now=1.0)
-    decided = decide(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
+    (run,) = _end(correlator, _root(), [_governed()], now=1.0)
+    decided = name_run(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
     assert decided.run_id == "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
 
 
 def test_ungoverned_trace_emits_nothing(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    assert correlator.span_ended(_note(), [], now=1.0) == []
-    assert correlator.span_ended(_root(), [], now=2.0) == []
+    assert _end(correlator, _note(), [], now=1.0) == []
+    assert _end(correlator, _root(), [], now=2.0) == []
     assert len(correlator) == 0
 
 
 def test_ungoverned_trace_emits_when_asked(stats: Stats) -> None:
     correlator = _correlator(stats, emit_ungoverned=True)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    finished = correlator.span_ended(_root(), [], now=1.0)
+    finished = _end(correlator, _root(), [], now=1.0)
     assert len(finished) == 1
     assert finished[0].records == ()
     assert finished[0].complete is True
@@ -174,9 +217,9 @@ def test_traces_are_kept_apart(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
     correlator.root_started(OTHER, ROOT, False, now=0.0)
-    correlator.span_ended(_note(TRACE), [_governed("mine")], now=1.0)
-    correlator.span_ended(_note(OTHER), [_governed("theirs")], now=1.0)
-    (run,) = correlator.span_ended(_root(OTHER), [], now=2.0)
+    _end(correlator, _note(TRACE), [_governed("mine")], now=1.0)
+    _end(correlator, _note(OTHER), [_governed("theirs")], now=1.0)
+    (run,) = _end(correlator, _root(OTHER), [], now=2.0)
     assert run.key == OTHER
     assert [r.event_id for r in run.records] == ["theirs"]
     assert len(correlator) == 1
@@ -188,7 +231,7 @@ def test_traces_are_kept_apart(stats: Stats) -> None:
 def test_timeout_emits_an_incomplete_run_and_later_records_start_a_new_buffer(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    correlator.span_ended(_note(name="early", end_ns=7_000), [_governed("e-1", "a")], now=10.0)
+    _end(correlator, _note(name="early", end_ns=7_000), [_governed("e-1", "a")], now=10.0)
 
     assert correlator.expire(now=10.0 + TIMEOUT - 0.001) == []
     finished = correlator.expire(now=10.0 + TIMEOUT)
@@ -204,8 +247,8 @@ def test_timeout_emits_an_incomplete_run_and_later_records_start_a_new_buffer(st
     assert len(correlator) == 0
 
     # The application's root was still open; later records of the trace go to a new buffer.
-    correlator.span_ended(_note(name="late"), [_governed("e-2", "b")], now=400.0)
-    (late,) = correlator.span_ended(_root(), [], now=401.0)
+    _end(correlator, _note(name="late"), [_governed("e-2", "b")], now=400.0)
+    (late,) = _end(correlator, _root(), [], now=401.0)
     assert late.reason is Reason.ROOT_ENDED
     assert late.complete is False
     assert [r.event_id for r in late.records] == ["e-2"]
@@ -213,8 +256,8 @@ def test_timeout_emits_an_incomplete_run_and_later_records_start_a_new_buffer(st
 
 def test_activity_pushes_the_deadline(stats: Stats) -> None:
     correlator = _correlator(stats)
-    correlator.span_ended(_note(), [_governed("e-1")], now=0.0)
-    correlator.span_ended(_note(), [_governed("e-2")], now=100.0)
+    _end(correlator, _note(), [_governed("e-1")], now=0.0)
+    _end(correlator, _note(), [_governed("e-2")], now=100.0)
     assert correlator.expire(now=TIMEOUT + 50.0) == []
     (run,) = correlator.expire(now=TIMEOUT + 100.0)
     assert run.reason is Reason.TIMEOUT
@@ -231,8 +274,8 @@ def test_timeout_of_an_ungoverned_trace_emits_nothing(stats: Stats) -> None:
 
 def test_expire_only_decides_quiet_traces(stats: Stats) -> None:
     correlator = _correlator(stats)
-    correlator.span_ended(_note(TRACE), [_governed("old")], now=0.0)
-    correlator.span_ended(_note(OTHER), [_governed("new")], now=200.0)
+    _end(correlator, _note(TRACE), [_governed("old")], now=0.0)
+    _end(correlator, _note(OTHER), [_governed("new")], now=200.0)
     (run,) = correlator.expire(now=TIMEOUT + 1.0)
     assert run.key == TRACE
     assert len(correlator) == 1
@@ -243,11 +286,11 @@ def test_expire_only_decides_quiet_traces(stats: Stats) -> None:
 
 def test_eviction_takes_the_least_recently_active_trace(stats: Stats) -> None:
     correlator = _correlator(stats, max_pending_traces=2)
-    correlator.span_ended(_note(TRACE), [_governed("a")], now=0.0)
-    correlator.span_ended(_note(OTHER), [_governed("b")], now=1.0)
-    correlator.span_ended(_note(TRACE), [_governed("a2")], now=2.0)  # TRACE is now the most recent
+    _end(correlator, _note(TRACE), [_governed("a")], now=0.0)
+    _end(correlator, _note(OTHER), [_governed("b")], now=1.0)
+    _end(correlator, _note(TRACE), [_governed("a2")], now=2.0)  # TRACE is now the most recent
 
-    finished = correlator.span_ended(_note(THIRD), [_governed("c")], now=3.0)
+    finished = _end(correlator, _note(THIRD), [_governed("c")], now=3.0)
 
     assert len(finished) == 1
     (evicted,) = finished
@@ -261,7 +304,7 @@ def test_eviction_takes_the_least_recently_active_trace(stats: Stats) -> None:
 
 def test_root_started_can_evict(stats: Stats) -> None:
     correlator = _correlator(stats, max_pending_traces=1)
-    correlator.span_ended(_note(TRACE), [_governed("a")], now=0.0)
+    _end(correlator, _note(TRACE), [_governed("a")], now=0.0)
     (evicted,) = correlator.root_started(OTHER, ROOT, False, now=1.0)
     assert evicted.key == TRACE
     assert evicted.reason is Reason.EVICTED
@@ -277,12 +320,12 @@ def test_ungoverned_evictions_emit_nothing(stats: Stats) -> None:
 def test_evicted_trace_continues_as_an_incomplete_run(stats: Stats) -> None:
     correlator = _correlator(stats, max_pending_traces=1)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
-    (evicted,) = correlator.span_ended(_note(OTHER), [_governed("b")], now=2.0)
+    _end(correlator, _note(TRACE), [_governed("a")], now=1.0)
+    (evicted,) = _end(correlator, _note(OTHER), [_governed("b")], now=2.0)
     assert evicted.key == TRACE
 
     # TRACE's root ends: its new buffer evicts OTHER, then is decided itself.
-    finished = correlator.span_ended(_root(TRACE), [_governed("a2")], now=3.0)
+    finished = _end(correlator, _root(TRACE), [_governed("a2")], now=3.0)
     assert [(run.key, run.reason) for run in finished] == [
         (OTHER, Reason.EVICTED),
         (TRACE, Reason.ROOT_ENDED),
@@ -295,11 +338,11 @@ def test_evicted_trace_continues_as_an_incomplete_run(stats: Stats) -> None:
 def test_continuation_after_eviction_ends_incomplete(stats: Stats) -> None:
     correlator = _correlator(stats, max_pending_traces=2)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
-    correlator.span_ended(_note(OTHER), [_governed("b")], now=2.0)
-    (evicted,) = correlator.span_ended(_note(THIRD), [_governed("c")], now=3.0)
+    _end(correlator, _note(TRACE), [_governed("a")], now=1.0)
+    _end(correlator, _note(OTHER), [_governed("b")], now=2.0)
+    (evicted,) = _end(correlator, _note(THIRD), [_governed("c")], now=3.0)
     assert evicted.key == TRACE
-    finished = correlator.span_ended(_root(TRACE), [_governed("a2")], now=4.0)
+    finished = _end(correlator, _root(TRACE), [_governed("a2")], now=4.0)
     assert [(run.key, run.reason) for run in finished] == [
         (OTHER, Reason.EVICTED),
         (TRACE, Reason.ROOT_ENDED),
@@ -311,9 +354,9 @@ def test_continuation_after_eviction_ends_incomplete(stats: Stats) -> None:
 def test_a_run_after_a_complete_one_is_complete_again(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    (first,) = correlator.span_ended(_root(), [_governed("a")], now=1.0)
+    (first,) = _end(correlator, _root(), [_governed("a")], now=1.0)
     correlator.root_started(TRACE, ROOT + 1, False, now=2.0)
-    (second,) = correlator.span_ended(_root(span_id=ROOT + 1), [_governed("b")], now=3.0)
+    (second,) = _end(correlator, _root(span_id=ROOT + 1), [_governed("b")], now=3.0)
     assert first.complete is True
     assert second.complete is True
 
@@ -332,8 +375,8 @@ def test_records_past_the_bound_are_counted_but_still_aggregated(stats: Stats) -
             {sc.EVENT_ID: "e-4", sc.GOVERNANCE_HASH: flat_hash("four")}, event_name="aigp.tool.denied"
         ),
     ]
-    correlator.span_ended(_note(), records, now=1.0)
-    (run,) = correlator.span_ended(_root(), [], now=2.0)
+    _end(correlator, _note(), records, now=1.0)
+    (run,) = _end(correlator, _root(), [], now=2.0)
 
     assert len(run.records) == 2
     assert run.overflow.count == 2
@@ -351,8 +394,8 @@ def test_records_past_the_bound_are_counted_but_still_aggregated(stats: Stats) -
 
 def test_records_without_event_ids_are_all_kept(stats: Stats) -> None:
     correlator = _correlator(stats)
-    correlator.span_ended(_note(), [_governed(None, "x"), _governed(None, "x")], now=0.0)
-    (run,) = correlator.span_ended(_root(), [], now=1.0)
+    _end(correlator, _note(), [_governed(None, "x"), _governed(None, "x")], now=0.0)
+    (run,) = _end(correlator, _root(), [], now=1.0)
     assert len(run.records) == 2
     assert stats.duplicate_records == 0
 
@@ -393,11 +436,11 @@ def test_full_event_and_span_event_with_the_same_id_are_one_record(stats: Stats,
     correlator.root_started(TRACE, ROOT, False, now=0.0)
     if full_first:
         correlator.event_ingested(key, full, now=1.0)
-        correlator.span_ended(_note(), [span], now=2.0)
+        _end(correlator, _note(), [span], now=2.0)
     else:
-        correlator.span_ended(_note(), [span], now=1.0)
+        _end(correlator, _note(), [span], now=1.0)
         correlator.event_ingested(key, full, now=2.0)
-    (run,) = correlator.span_ended(_root(), [], now=3.0)
+    (run,) = _end(correlator, _root(), [], now=3.0)
 
     assert len(run.records) == 1
     (record,) = run.records
@@ -418,8 +461,8 @@ def test_a_repeated_span_event_is_one_record(stats: Stats) -> None:
     correlator = _correlator(stats)
     first = _governed("dup", "first")
     again = _governed("dup", "second")
-    correlator.span_ended(_note(), [first, again], now=0.0)
-    (run,) = correlator.span_ended(_root(), [], now=1.0)
+    _end(correlator, _note(), [first, again], now=0.0)
+    (run,) = _end(correlator, _root(), [], now=1.0)
     assert run.records == (first,)
     assert stats.duplicate_records == 1
 
@@ -428,7 +471,7 @@ def test_ingested_events_alone_make_a_governed_trace(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
     correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("a")), now=1.0)
-    (run,) = correlator.span_ended(_root(), [], now=2.0)
+    (run,) = _end(correlator, _root(), [], now=2.0)
     assert run.complete is True
     assert len(run.records) == 1
 
@@ -450,8 +493,8 @@ def test_ingested_event_with_a_text_trace_id_times_out_on_its_own(stats: Stats) 
 def test_drain_decides_every_governed_pending_trace(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    correlator.span_ended(_note(TRACE), [_governed("a")], now=1.0)
-    correlator.span_ended(_note(OTHER), [_governed("b")], now=1.0)
+    _end(correlator, _note(TRACE), [_governed("a")], now=1.0)
+    _end(correlator, _note(OTHER), [_governed("b")], now=1.0)
     correlator.root_started(THIRD, ROOT, False, now=1.0)  # ungoverned: nothing to emit
 
     finished = correlator.drain()
@@ -468,7 +511,7 @@ def test_invalid_values_are_counted(stats: Stats) -> None:
     bad = record_from_attributes(
         {sc.GOVERNANCE_HASH: "NOT-HEX", sc.DATA_CLASSIFICATION: "secret"}, event_name="aigp.inject.success"
     )
-    correlator.span_ended(_note(), [bad], now=0.0)
+    _end(correlator, _note(), [bad], now=0.0)
     assert stats.invalid_values == 2
     assert stats.records == 1
 
@@ -476,7 +519,7 @@ def test_invalid_values_are_counted(stats: Stats) -> None:
 def test_first_start_and_last_end_cover_every_span(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
-    correlator.span_ended(_note(start_ns=500, end_ns=9_000), [_governed()], now=1.0)
-    (run,) = correlator.span_ended(_root(start_ns=100, end_ns=8_000), [], now=2.0)
-    assert isinstance(run, FinishedTrace)
+    _end(correlator, _note(start_ns=500, end_ns=9_000), [_governed()], now=1.0)
+    (run,) = _end(correlator, _root(start_ns=100, end_ns=8_000), [], now=2.0)
+    assert isinstance(run, ClosedRun)
     assert (run.first_start_ns, run.last_end_ns) == (100, 9_000)

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
-from aigp_otel_bridge.exporter import AIGPOpenLineageSpanExporter
+from aigp_otel_bridge.frontdoors.exporter import AIGPOpenLineageSpanExporter
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
 

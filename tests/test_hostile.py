@@ -17,13 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, merkle_root
 from aigp_otel_bridge.openlineage import (
     build_governance_run_facet,
     build_openlineage_run_event,
     build_resource_input_facets,
 )
+from aigp_otel_bridge.records import Limits
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event

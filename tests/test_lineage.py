@@ -6,7 +6,6 @@ import logging
 import re
 import uuid
 from datetime import datetime, timezone
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,25 +13,27 @@ from openlineage.client.event_v2 import RunState
 from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import Overflow, aggregate
-from aigp_otel_bridge.config import resolve
-from aigp_otel_bridge.correlate import FinishedTrace, Reason
-from aigp_otel_bridge.lineage import (
+from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.build import (
     RUN_ID_NAMESPACE,
     build_run_event,
-    decide,
     iso_millis,
     job_name_for,
+    name_run,
     run_id_for_remote_root,
     run_id_for_trace,
 )
+from aigp_otel_bridge.config import resolve
+from aigp_otel_bridge.correlate import ClosedRun, Overflow, Reason
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash
+from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.records import (
     GovernanceRecord,
     RootInfo,
-    SpanNote,
     record_from_aigp_event,
     record_from_attributes,
+    resource_facts,
+    root_facts,
 )
 from tests.factories import two_leaves
 from tests.schemas import validate_run_event
@@ -132,7 +133,7 @@ def test_job_name_for(agent_id: str | None, service: str | None, span: str, expe
     assert job_name_for(agent_id, service, span) == expected
 
 
-# --- decide -------------------------------------------------------------------------------
+# --- name_run -----------------------------------------------------------------------------
 
 
 def _root(
@@ -142,13 +143,14 @@ def _root(
     resource: dict[str, Any] | None = None,
     remote_parent: bool = False,
     status_description: str | None = None,
-    exception: Any = None,
+    exception: NoteEvent | None = None,
 ) -> SpanNote:
     return SpanNote(
         trace_id=TRACE,
         span_id=ROOT,
-        local_root=True,
+        parent_span_id=0x1234 if remote_parent else None,
         remote_parent=remote_parent,
+        local_root_id=ROOT,
         name="invoke",
         start_ns=START_NS,
         end_ns=END_NS,
@@ -169,19 +171,22 @@ def _finished(
     roots: tuple[SpanNote, ...] | None = None,
     resource: dict[str, Any] | None = None,
     key: int | str = TRACE,
-) -> FinishedTrace:
+) -> ClosedRun:
+    """A closed run as correlation hands it over; its resource is its root's, when it has one."""
     roots = (_root(),) if roots is None else roots
     early = reason is not Reason.ROOT_ENDED
-    return FinishedTrace(
+    resource = roots[0].resource if roots else resource
+    return ClosedRun(
         key=key,
+        root_span_id=roots[0].span_id if roots else None,
+        root_remote=roots[0].remote_parent if roots else False,
         records=records,
         overflow=Overflow(),
         reason=reason,
         complete=not early,
-        root_start=(roots[0].span_id, roots[0].remote_parent) if roots else None,
-        roots=roots,
+        root=root_facts(roots[0]) if roots else None,
         first_span_name="retrieve",
-        resource=resource if resource is not None else {"service.name": "svc"},
+        resource=resource_facts(resource if resource is not None else {"service.name": "svc"}),
         first_start_ns=START_NS - 1_000_000,
         last_end_ns=END_NS + 5_000_000_000,
     )
@@ -205,9 +210,9 @@ def _records() -> tuple[GovernanceRecord, ...]:
     )
 
 
-def _decide(finished: FinishedTrace, **config: Any) -> Any:
+def _decide(finished: ClosedRun, **config: Any) -> Any:
     config.setdefault("job_namespace", "finco.trading")
-    return decide(finished, aggregate(finished.records, finished.overflow), resolve(config))
+    return name_run(finished, aggregate(finished.records, finished.overflow), resolve(config))
 
 
 def test_decide_complete() -> None:
@@ -232,14 +237,14 @@ def test_decide_fail_carries_the_error() -> None:
 
 
 def test_decide_fail_from_the_recorded_exception() -> None:
-    exception = SimpleNamespace(
-        name="exception",
-        attributes={
+    exception = NoteEvent(
+        "exception",
+        END_NS,
+        {
             sc.EXCEPTION_TYPE: "RuntimeError",
             sc.EXCEPTION_MESSAGE: "no quota",
             sc.EXCEPTION_STACKTRACE: "tb",
         },
-        timestamp=END_NS,
     )
     run = _decide(_finished(_records(), roots=(_root(error=True, exception=exception),)))
     assert run.event_type is RunState.FAIL

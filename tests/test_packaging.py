@@ -31,7 +31,7 @@ def test_distribution_is_typed_and_versioned_from_one_place() -> None:
 def test_traces_exporter_entry_point_is_in_the_distribution() -> None:
     entries = {(e.group, e.name): e.value for e in distribution("aigp-otel-bridge").entry_points}
     assert entries[("opentelemetry_traces_exporter", "aigp_openlineage")] == (
-        "aigp_otel_bridge.exporter:AIGPOpenLineageSpanExporter"
+        "aigp_otel_bridge.frontdoors.exporter:AIGPOpenLineageSpanExporter"
     )
 
 

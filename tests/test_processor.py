@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from aigp_otel_bridge import RootInfo, __version__
-from aigp_otel_bridge.lineage import run_id_for_remote_root
+from aigp_otel_bridge.build import run_id_for_remote_root
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
@@ -626,6 +626,43 @@ def test_two_remote_parented_roots_of_one_trace_are_two_runs(
     for event in events:
         validate_run_event(event)
         assert facet(event)["complete"] is True
+
+
+@pytest.mark.parametrize("joined", [False, True], ids=["spans-only", "spans-and-store-events"])
+def test_caller_and_callee_in_one_process_are_two_runs_each_with_its_own_records(
+    make_bridge: Any, transport: CaptureTransport, joined: bool
+) -> None:
+    """One process hosts both ends of a call: the callee's root has a remote parent in the same
+    trace. Each local root gets its own run, with only the governance of its own spans."""
+    aigp = new_instrumentor()
+    _, processor, tracer = governed_bridge(make_bridge, aigp, joined=joined)
+    with tracer.start_as_current_span("call") as caller:
+        aigp.inject_success("policy.caller", 1, "caller policy")
+        with tracer.start_as_current_span("outbound") as outbound:  # ungoverned, between the two
+            context = outbound.get_span_context()
+            remote = _remote_context(context.trace_id, context.span_id)
+            with tracer.start_as_current_span("handle", context=remote) as callee:
+                with tracer.start_as_current_span("lookup"):
+                    aigp.prompt_used("prompt.callee", 1, "callee prompt")
+                aigp.inject_success("policy.callee", 2, "callee policy")
+        with tracer.start_as_current_span("after"):
+            aigp.prompt_used("prompt.caller", 3, "caller prompt")
+    events = flushed(processor, transport)
+    assert len(events) == 2
+    trace_hex = hex_trace(caller)
+    assert hex_trace(callee) == trace_hex
+    by_run = {e["run"]["runId"]: e for e in events}
+    callee_run = by_run[run_id_for_remote_root(trace_hex, f"{callee.get_span_context().span_id:016x}")]
+    caller_run = by_run[trace_run_id(trace_hex)]
+    assert set(inputs_by_key(callee_run)) == {("prompt", "prompt.callee"), ("policy", "policy.callee")}
+    assert set(inputs_by_key(caller_run)) == {("policy", "policy.caller"), ("prompt", "prompt.caller")}
+    assert (facet(callee_run)["eventCount"], facet(caller_run)["eventCount"]) == (2, 2)
+    assert callee_run["job"]["name"].endswith(".handle")
+    assert caller_run["job"]["name"].endswith(".call")
+    for event in events:
+        validate_run_event(event)
+        assert facet(event)["complete"] is True
+        assert facet(event)["traceId"] == trace_hex
 
 
 # ---- governed or not ----

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.config import Limits
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
+from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.records import (
+    Extractor,
     GovernanceRecord,
+    Limits,
     ResourceRef,
-    SpanNote,
     error_of,
     has_governance_attributes,
     merge_records,
@@ -644,8 +644,9 @@ def _note(**overrides: Any) -> SpanNote:
     values: dict[str, Any] = {
         "trace_id": 1,
         "span_id": 2,
-        "local_root": True,
+        "parent_span_id": None,
         "remote_parent": False,
+        "local_root_id": 2,
         "name": "invoke",
         "start_ns": 10,
         "end_ns": 20,
@@ -658,8 +659,8 @@ def _note(**overrides: Any) -> SpanNote:
     return SpanNote(**values)
 
 
-def _event(name: str, attributes: dict[str, Any] | None, timestamp: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(name=name, attributes=attributes, timestamp=timestamp)
+def _event(name: str, attributes: dict[str, Any] | None, timestamp: int = 0) -> NoteEvent:
+    return NoteEvent(name, timestamp, attributes or {})
 
 
 def test_error_of_a_healthy_span_is_none() -> None:
@@ -725,3 +726,42 @@ def test_records_from_note_one_per_event_plus_governed_attributes() -> None:
 def test_records_from_note_without_governed_attributes() -> None:
     note = _note(attributes={sc.AGENT_ID: "agent.a"}, governed_attributes=False)
     assert records_from_note(note) == []
+
+
+# --- the facts of a span ------------------------------------------------------------------
+
+
+def test_a_local_roots_facts_are_computed_once_with_the_configured_bound() -> None:
+    limits = Limits(max_string_length=12)
+    note = _note(
+        name="invoke\ud800",
+        attributes={sc.AGENT_ID: "agent.short"},
+        error=True,
+        status_description="down",
+        resource={sc.SERVICE_NAME: "svc", sc.AGENT_ID: "agent.far-too-long-for-the-bound"},
+    )
+    facts = Extractor(limits).span(note)
+    assert facts.root is not None
+    assert (facts.root.agent_id, facts.root.name) == ("agent.short", "invoke?")
+    assert facts.root.error == error_of(note)
+    assert (facts.resource.service_name, facts.resource.agent_id) == ("svc", None)
+    assert facts.local_root_id == 2
+    too_long = Extractor(Limits(max_string_length=5)).span(note)
+    assert too_long.root is not None and too_long.root.agent_id is None
+
+
+def test_a_child_span_has_no_root_facts_and_keeps_its_roots_id() -> None:
+    facts = Extractor().span(_note(span_id=9, parent_span_id=2, local_root_id=2))
+    assert facts.root is None
+    assert facts.local_root_id == 2
+    remote = Extractor().span(_note(span_id=9, parent_span_id=2, remote_parent=True, local_root_id=None))
+    assert remote.root is not None and remote.root.remote_parent and remote.local_root_id == 9
+
+
+def test_the_resource_is_read_once_per_resource() -> None:
+    extractor = Extractor()
+    resource = {sc.SERVICE_NAME: "svc"}
+    first = extractor.span(_note(resource=resource)).resource
+    assert extractor.span(_note(span_id=3, resource=resource)).resource is first
+    other = extractor.span(_note(resource={sc.SERVICE_NAME: "other"})).resource
+    assert other.service_name == "other"

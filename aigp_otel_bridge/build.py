@@ -1,8 +1,9 @@
-"""Build: a decided run becomes an OpenLineage 2-0-2 ``RunEvent`` (bridge contract, section 3).
+"""Build: a closed run becomes an OpenLineage 2-0-2 ``RunEvent`` (bridge contract, section 3).
 
-``decide`` names the run (identity, job, times) from what correlation found; ``build_run_event``
-gives it its OpenLineage shape with ``openlineage.client.event_v2`` and the AIGP facets. Both are
-pure; ``build_run_event`` is called afresh for every delivery attempt because
+``name_run`` combines what correlation closed and aggregation summarised into a ``DecidedRun``
+(identity, job, times, state) from the facts extraction computed; ``build_run_event`` gives it
+its OpenLineage shape with ``openlineage.client.event_v2`` and the AIGP facets. Both are pure;
+``build_run_event`` is called afresh for every delivery attempt because
 ``OpenLineageClient.emit`` mutates the event it is given.
 """
 
@@ -12,7 +13,6 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -30,14 +30,14 @@ from openlineage.client.serde import Serde
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import RunSummary
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import FinishedTrace, Reason
+from aigp_otel_bridge.correlate import ClosedRun, Reason
 from aigp_otel_bridge.facets import (
     GOVERNANCE_FACET_KEY,
     RESOURCE_FACET_KEY,
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
 )
-from aigp_otel_bridge.records import ErrorInfo, RootInfo, SpanNote, error_of
+from aigp_otel_bridge.records import ErrorInfo, ResourceFacts, RootFacts, RootInfo
 from aigp_otel_bridge.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -101,88 +101,64 @@ def job_name_for(agent_id: str | None, service_name: str | None, span_name: str)
     return f"{agent or service_name or 'unknown_service'}.{span_name}"
 
 
-def _text(mapping: Mapping[str, Any] | None, key: str) -> str | None:
-    """An identity value (agent id, service name) fit to appear in a RunEvent, else None."""
-    value = mapping.get(key) if mapping is not None else None
-    if isinstance(value, str) and value and len(value) <= _MAX_IDENTITY and sc.utf8_safe(value):
-        return value
-    return None
-
-
-_MAX_IDENTITY = 1024
-
-
-def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -> DecidedRun:
-    """Name a decided trace's run: identity from its first local root, job from config or root."""
-    trace_hex = f"{finished.key:032x}" if isinstance(finished.key, int) else sc.clean_text(finished.key)
-    roots = finished.roots
-    first_root = roots[0] if roots else None
-    if finished.root_start is not None:
-        root_span_id, remote = finished.root_start
-    elif first_root is not None:
-        root_span_id, remote = first_root.span_id, first_root.remote_parent
+def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> DecidedRun:
+    """Name a closed run: identity from its local root, job from config or root, times, state."""
+    trace_hex = f"{closed.key:032x}" if isinstance(closed.key, int) else sc.clean_text(closed.key)
+    root = closed.root
+    if closed.root_remote and closed.root_span_id is not None:
+        run_id = run_id_for_remote_root(trace_hex, f"{closed.root_span_id:016x}")
     else:
-        root_span_id, remote = 0, False
-    run_id = (
-        run_id_for_remote_root(trace_hex, f"{root_span_id:016x}") if remote else run_id_for_trace(trace_hex)
-    )
-    resource = first_root.resource if first_root is not None else finished.resource
-    root_agent = _text(first_root.attributes, sc.AGENT_ID) if first_root else None
+        run_id = run_id_for_trace(trace_hex)
+    resource = closed.resource
     agent_id = (
-        root_agent
-        or _text(resource, sc.AGENT_ID)
+        (root.agent_id if root is not None else None)
+        or (resource.agent_id if resource is not None else None)
         or summary.first_agent_id
-        or _text(resource, sc.SERVICE_NAME)
+        or (resource.service_name if resource is not None else None)
         or "unknown_service"
     )
-    span_name = sc.clean_text(
-        first_root.name if first_root is not None else finished.first_span_name or "session"
-    )
-    job_name = _job_name(config, first_root, resource, agent_id, trace_hex, span_name)
-    job_namespace = config.job_namespace or _text(resource, sc.SERVICE_NAMESPACE) or "default"
+    job_name = _job_name(config, closed, agent_id, trace_hex)
+    namespace = resource.service_namespace if resource is not None else None
+    job_namespace = config.job_namespace or namespace or "default"
     error = None
-    if finished.reason is Reason.ROOT_ENDED:
-        error = next((e for e in (error_of(r, config.limits) for r in roots) if e is not None), None)
+    if closed.reason is Reason.ROOT_ENDED:
+        error = root.error if root is not None else None
         event_type = RunState.FAIL if error is not None else RunState.COMPLETE
-        event_time = max(r.end_ns for r in roots) if roots else finished.last_end_ns
+        event_time = root.end_ns if root is not None else closed.last_end_ns
     else:
         event_type = RunState.RUNNING
-        event_time = finished.last_end_ns or summary.latest_time_ns
+        event_time = closed.last_end_ns or summary.latest_time_ns
     return DecidedRun(
         run_id=run_id,
         trace_id=trace_hex,
         event_type=event_type,
         event_time_ns=event_time,
-        complete=finished.complete,
+        complete=closed.complete,
         job_namespace=job_namespace,
         job_name=job_name,
         resource_namespace=config.resource_namespace or job_namespace,
         agent_id=agent_id,
-        nominal_start_ns=min(r.start_ns for r in roots) if roots else finished.first_start_ns,
-        nominal_end_ns=event_time if roots else None,
+        nominal_start_ns=root.start_ns if root is not None else closed.first_start_ns,
+        nominal_end_ns=event_time if root is not None else None,
         summary=summary,
         error=error,
     )
 
 
-def _job_name(
-    config: BridgeConfig,
-    root: SpanNote | None,
-    resource: Mapping[str, Any] | None,
-    agent_id: str,
-    trace_hex: str,
-    span_name: str,
-) -> str:
+def _job_name(config: BridgeConfig, closed: ClosedRun, agent_id: str, trace_hex: str) -> str:
     setting = config.job_name
     if isinstance(setting, str):
         return setting
-    default = job_name_for(agent_id, _text(resource, sc.SERVICE_NAME), span_name)
+    root: RootFacts | None = closed.root
+    resource: ResourceFacts | None = closed.resource
+    span_name = root.name if root is not None else closed.first_span_name or "session"
+    default = job_name_for(agent_id, resource.service_name if resource is not None else None, span_name)
     if setting is None or root is None:
         return default
     info = RootInfo(  # read-only views: these are the span's and the Resource's own dicts
         name=root.name,
-        attributes=MappingProxyType(dict(root.attributes or {})),
-        resource=MappingProxyType(dict(resource or {})),
+        attributes=MappingProxyType(dict(root.attributes)),
+        resource=MappingProxyType(dict(resource.attributes if resource is not None else {})),
         agent_id=agent_id,  # already the root's own aigp.agent.id when it has one
         trace_id=trace_hex,
     )
@@ -294,7 +270,7 @@ def run_event_json(run: DecidedRun, producer: str) -> str:
     return Serde.to_json(build_run_event(run, producer))
 
 
-def build_run_event(run: DecidedRun, producer: str, *, with_error: bool = True) -> RunEvent:
+def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
     """The RunEvent of a decided run, built with the client's own classes."""
     run_facets: dict[str, Any] = {
         GOVERNANCE_FACET_KEY: build_governance_facet(run, producer),
@@ -306,7 +282,7 @@ def build_run_event(run: DecidedRun, producer: str, *, with_error: bool = True) 
             nominalEndTime=iso_millis(run.nominal_end_ns) if run.nominal_end_ns is not None else None,
             producer=producer,
         )
-    if with_error and run.error is not None:
+    if run.error is not None:
         run_facets["errorMessage"] = ErrorMessageRunFacet(
             message=run.error.message,
             programmingLanguage="python",

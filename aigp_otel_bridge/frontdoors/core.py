@@ -2,7 +2,8 @@
 
 The span processor and the span exporter differ only in how spans reach them (one at a time at
 ``on_end``, or in batches from a ``BatchSpanProcessor``); everything after ``capture_span`` is
-this one object, so both give the same RunEvents.
+this one object, so both give the same RunEvents. An OTLP receiver would fill the same
+``SpanNote`` from protobuf spans and hand it to the same engine.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from opentelemetry import context as otel_context
 
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.records import capture_span, record_from_aigp_event, trace_key_of
+from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.records import record_from_aigp_event, span_key_of, trace_key_of
 
 _log = logging.getLogger("aigp_otel_bridge")
 
@@ -56,18 +58,24 @@ class BridgeCore:
         self.client: OpenLineageClient = client if client is not None else OpenLineageClient()
         self.engine = Engine(self.config, _suppressed(self.client.emit))
 
-    def take_span(self, span: Any) -> None:
-        """Capture one finished span and queue it (nothing once stopped); never raises into the caller."""
+    def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> None:
+        """Capture one finished span and queue it (nothing once stopped); never raises into the caller.
+
+        ``local_root_of``: open span id -> its local root, from a front door that sees starts.
+        """
         try:
-            note = capture_span(span)
+            note = capture_span(span, local_root_of)
         except Exception:
             self.engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
             return
         if note is not None:
             self.engine.put_span(note)
 
-    def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
-        """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``."""
+    def ingest_aigp_event(
+        self, aigp_event: Mapping[str, Any], local_root_of: dict[int, int] | None = None
+    ) -> None:
+        """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``, and to
+        the local root of its ``span_id`` when that span is open (``local_root_of``)."""
         engine = self.engine
         if engine.stopped:
             return
@@ -80,7 +88,12 @@ class BridgeCore:
                     type(aigp_event).__name__,
                 )
                 return
-            engine.put_event(key, record_from_aigp_event(aigp_event, limits=self.config.limits))
+            local_root_id = None
+            if local_root_of is not None:
+                span_id = span_key_of(aigp_event.get("span_id"))
+                local_root_id = local_root_of.get(span_id) if span_id is not None else None
+            record = record_from_aigp_event(aigp_event, limits=self.config.limits)
+            engine.put_event(key, record, local_root_id)
         except Exception:
             engine.log.log(logging.ERROR, "ingest", "could not read an AIGP event", exc_info=True)
 

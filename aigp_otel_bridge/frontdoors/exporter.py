@@ -2,8 +2,9 @@
 
 ``OTEL_TRACES_EXPORTER=aigp_openlineage`` (alone or beside ``otlp``) makes the SDK's configurator
 build this exporter with no arguments inside a ``BatchSpanProcessor``. Spans reach it in batches
-after they end, so it never sees a span start: a local root is recognised when it ends, which
-the correlator handles as it does for the processor. Settings come from ``AIGP_BRIDGE_*``, the
+after they end, so it never sees a span start: a local root is recognised when it ends, and
+records whose local root it cannot know wait in correlation until a local root of their trace
+ends. Settings come from ``AIGP_BRIDGE_*``, the
 destination from the OpenLineage client's own configuration.
 """
 
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from aigp_otel_bridge.config import JobNameSetting
-from aigp_otel_bridge.frontdoor import BridgeCore
+from aigp_otel_bridge.frontdoors.core import BridgeCore
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:

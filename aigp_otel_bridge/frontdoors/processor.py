@@ -11,7 +11,11 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from aigp_otel_bridge.config import JobNameSetting
-from aigp_otel_bridge.frontdoor import BridgeCore
+from aigp_otel_bridge.frontdoors.core import BridgeCore
+
+_MAX_OPEN_SPANS = 65_536
+"""Open spans whose local root is remembered; past it the map is cleared, and the records of spans
+then open join their trace's first local root, as a front door without starts does."""
 
 
 class AIGPLineageSpanProcessor(SpanProcessor):
@@ -32,25 +36,38 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         self.config = self._core.config
         self.client = self._core.client
         self._engine = self._core.engine
+        self._local_root_of: dict[int, int] = {}
+        """Open span id -> span id of its local root: each span inherits its local parent's."""
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            parent = span._parent  # the SDK span's own field: its property costs four times as much
+            parent = span._parent  # the SDK span's own fields: its properties cost four times as much
+            context = span._context
         except AttributeError:
-            parent = span.parent
+            parent, context = span.parent, span.get_span_context()
+        if context is None:
+            return
         try:
+            local_root_of = self._local_root_of
             if parent is None or parent.is_remote:
-                context = span.get_span_context()
+                if len(local_root_of) >= _MAX_OPEN_SPANS:
+                    local_root_of.clear()
+                local_root_of[context.span_id] = context.span_id
                 self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
+            else:
+                root = local_root_of.get(parent.span_id)
+                if root is not None:
+                    local_root_of[context.span_id] = root
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._core.take_span(span)
+        self._core.take_span(span, self._local_root_of)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
-        """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``."""
-        self._core.ingest_aigp_event(aigp_event)
+        """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``, and to
+        the local root of its ``span_id`` when that span is still open."""
+        self._core.ingest_aigp_event(aigp_event, self._local_root_of)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until every run already decided is handed to ``client.emit``; False on timeout."""

@@ -1,0 +1,96 @@
+"""The SDK adapter: an OpenTelemetry SDK span becomes a ``SpanNote``, on the application's thread.
+
+The only code that touches an SDK span. Runs for every finished span, governed or not, so it
+reads the span's own fields and allocates nothing for a span that matters to no run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.trace import StatusCode
+
+from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.note import NoteEvent, SpanNote
+from aigp_otel_bridge.records import has_governance_attributes
+
+
+def plain(attributes: Any) -> Mapping[str, Any]:
+    """The dict behind the SDK's ``BoundedAttributes`` (its ``get`` is a slow Python-level path)."""
+    if attributes is None:
+        return {}
+    inner = getattr(attributes, "_dict", None)
+    return inner if isinstance(inner, dict) else attributes
+
+
+_KEY_VERDICTS: dict[tuple[str, ...], bool] = {}
+_KEY_VERDICTS_MAX = 4096
+
+
+def _governed_keys(keys: tuple[str, ...]) -> bool:
+    """``has_governance_attributes`` remembered per key tuple: instrumentation repeats its key sets,
+    and a dict lookup is cheaper than testing every key of every span."""
+    verdict = _KEY_VERDICTS.get(keys)
+    if verdict is None:
+        verdict = has_governance_attributes(keys)
+        if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
+            _KEY_VERDICTS.clear()
+        _KEY_VERDICTS[keys] = verdict
+    return verdict
+
+
+def _event(event: Any) -> NoteEvent:
+    return NoteEvent(event.name, event.timestamp, plain(event.attributes))
+
+
+def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
+    """The compact note of a finished SDK span, or None when it matters to no run.
+
+    ``local_root_of`` maps open span ids to their local root (kept by the span processor from
+    ``on_start``); the span's entry is taken out here. It reads the SDK span's own fields
+    (``_parent``, ``_events``, ``_attributes``) rather than the public properties, which copy
+    the events into a tuple and the attributes under a lock on every access; any span object
+    without them goes through the public API. An ungoverned child span costs a parent check,
+    an events check, one dict lookup, and the removal of its entry.
+    """
+    try:
+        parent = span._parent
+        events = span._events
+        attributes = span._attributes
+    except AttributeError:
+        parent, events, attributes = span.parent, span.events, span.attributes
+    local_root_id = None
+    if local_root_of is not None:
+        local_root_id = local_root_of.pop(span.context.span_id, None)
+    local_root = parent is None or parent.is_remote
+    events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
+    attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
+    governed_attributes = bool(attributes) and _governed_keys(tuple(attributes))
+    governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
+    if not (local_root or governance_events or governed_attributes):
+        return None
+    context = span.context
+    status = span.status
+    error = status.status_code is StatusCode.ERROR
+    exception = None
+    if error and local_root:
+        exception = next((_event(e) for e in reversed(events) if e.name == sc.EXCEPTION_EVENT), None)
+    start = span.start_time or 0
+    return SpanNote(
+        context.trace_id,
+        context.span_id,
+        None if parent is None else parent.span_id,
+        parent is not None and parent.is_remote,
+        context.span_id if local_root else local_root_id,
+        span.name,
+        start,
+        span.end_time or start,
+        governance_events,
+        attributes if (governed_attributes or local_root) else None,
+        governed_attributes,
+        plain(getattr(span.resource, "attributes", None)),
+        error,
+        status.description if error else None,
+        exception,
+    )
