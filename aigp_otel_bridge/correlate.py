@@ -7,9 +7,10 @@ evicts it (least recently active first), or at shutdown. Modelled on the Collect
 ``groupbytraceprocessor``.
 
 Where a record belongs: a span note names its local root when its front door knows it (the span
-processor tracks it from ``on_start``); otherwise, and for full AIGP events, the record joins
-the trace's first local root seen starting, else waits unattributed until a local root of its
-trace ends and takes it in (the exporter and any front door that sees no starts).
+processor tracks it from ``on_start``); otherwise, and for full AIGP events without an open
+span, the record joins the trace's first run: that of the first local root seen starting, or,
+when none is known (the exporter sees no starts), records that wait until a local root of their
+trace ends and claims them.
 
 The ``Correlator`` is a plain, single-threaded state machine: one worker owns it, so it needs no
 locks, and tests drive it with explicit clocks.
@@ -27,8 +28,9 @@ from aigp_otel_bridge.telemetry import Stats
 
 TraceKey = int | str
 """OTel's integer trace id; the text of an ingested event's trace id that is not 32 hex."""
-RunKey = tuple[TraceKey, int | None]
-"""(trace, local root span id); None while the records are not attributed to a local root."""
+RunKey = TraceKey | tuple[TraceKey, int]
+"""A trace's first run is keyed by the trace alone, so the usual single-root trace costs no more
+than a trace key; a further local root of the same trace by (trace, its span id)."""
 
 
 class Reason(enum.Enum):
@@ -61,19 +63,13 @@ class Overflow:
                 self.classification_rank, sc.CLASSIFICATION_RANK[record.classification]
             )
 
-    def absorb(self, other: Overflow) -> None:
-        for digest, details in other.hashes.items():
-            self.hashes.setdefault(digest, details)
-        self.count += other.count
-        self.denied += other.denied
-        self.classification_rank = max(self.classification_rank, other.classification_rank)
-        self.invalid += other.invalid
-
 
 @dataclass(slots=True)
 class _Run:
     key: RunKey
     deadline: float
+    root_span_id: int | None = None
+    """The run's local root; None while its records are not attributed to one."""
     # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
     # what most runs never need (overflow, an ended root's facts) is allocated only when needed.
     records: dict[str, GovernanceRecord] = field(default_factory=dict)
@@ -86,7 +82,10 @@ class _Run:
     first_start_ns: int | None = None
     last_end_ns: int | None = None
     continuation: bool = False
-    anonymous: int = 0
+
+    @property
+    def trace(self) -> TraceKey:
+        return self.key[0] if isinstance(self.key, tuple) else self.key
 
     @property
     def governed(self) -> bool:
@@ -131,46 +130,57 @@ class Correlator:
         self._emit_ungoverned = emit_ungoverned
         self._stats = stats
         self._runs: OrderedDict[RunKey, _Run] = OrderedDict()
-        self._first_root: dict[TraceKey, int] = {}
-        """The first local root seen starting, per trace, until it ends. Its run may be closed
-        early and continue; past twice ``max_pending_traces`` entries (roots that never end)
-        the oldest is forgotten."""
-        self._emitted_early: OrderedDict[RunKey, None] = OrderedDict()
+        self._emitted_early: OrderedDict[tuple[TraceKey, int | None], None] = OrderedDict()
+        """(trace, local root or None) of runs emitted early, to mark their continuations."""
 
     def __len__(self) -> int:
         return len(self._runs)
 
-    def _touch(self, key: RunKey, now: float, closed: list[ClosedRun]) -> _Run:
-        run = self._runs.get(key)
-        if run is None:
-            run = _Run(key=key, deadline=now + self._timeout)
-            if key in self._emitted_early:
-                run.continuation = True
-            self._runs[key] = run
-            while len(self._runs) > self._max_runs:
-                _, oldest = self._runs.popitem(last=False)
-                self._stats.traces_evicted += 1
-                self._close(oldest, Reason.EVICTED, closed)
-        else:
-            run.deadline = now + self._timeout
-            self._runs.move_to_end(key)
+    def _run_for(
+        self, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
+    ) -> _Run:
+        """The pending run a span or event of this trace belongs to, made when there is none.
+
+        A known local root has its own run; the first run of the trace takes what has no known
+        root, and the first local root to claim it (start or end) makes those records its own.
+        """
+        runs = self._runs
+        run = runs.get(trace)
+        if run is not None and local_root_id is not None and run.root_span_id not in (None, local_root_id):
+            run = runs.get((trace, local_root_id))
+            if run is None:
+                return self._new((trace, local_root_id), trace, local_root_id, now, closed)
+        elif run is None:
+            return self._new(trace, trace, local_root_id, now, closed)
+        elif run.root_span_id is None and local_root_id is not None:
+            run.root_span_id = local_root_id
+            run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
+        run.deadline = now + self._timeout
+        runs.move_to_end(run.key)
         return run
 
-    def _attributed(self, trace: TraceKey, local_root_id: int | None) -> RunKey:
-        """The run a record of this trace joins: its own local root, else the trace's first."""
-        return trace, local_root_id if local_root_id is not None else self._first_root.get(trace)
+    def _new(
+        self, key: RunKey, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
+    ) -> _Run:
+        run = _Run(key, now + self._timeout, local_root_id)
+        run.continuation = self._emitted_before(trace, local_root_id)
+        self._runs[key] = run
+        while len(self._runs) > self._max_runs:
+            _, oldest = self._runs.popitem(last=False)
+            self._stats.traces_evicted += 1
+            self._close(oldest, Reason.EVICTED, closed)
+        return run
+
+    def _emitted_before(self, trace: TraceKey, local_root_id: int | None) -> bool:
+        """Part of this run already went out early (its own, or its trace's unattributed records)."""
+        early = self._emitted_early
+        return (trace, local_root_id) in early or (local_root_id is not None and (trace, None) in early)
 
     def root_started(
         self, trace_id: int, span_id: int, remote_parent: bool, now: float
     ) -> list[ClosedRun]:
         closed: list[ClosedRun] = []
-        run = self._touch((trace_id, span_id), now, closed)
-        run.root_remote = remote_parent
-        first_root = self._first_root
-        if trace_id not in first_root:
-            first_root[trace_id] = span_id
-            if len(first_root) > 2 * self._max_runs:
-                del first_root[next(iter(first_root))]
+        self._run_for(trace_id, span_id, now, closed).root_remote = remote_parent
         return closed
 
     def span_ended(self, span: SpanFacts, now: float) -> list[ClosedRun]:
@@ -178,11 +188,8 @@ class Correlator:
         records, root = span.records, span.root
         if not records and root is None:
             return closed
-        if root is None:
-            run = self._touch(self._attributed(span.trace_id, span.local_root_id), now, closed)
-        else:
-            run = self._touch((span.trace_id, root.span_id), now, closed)
-            self._take_unattributed(run, span.trace_id)
+        local_root_id = root.span_id if root is not None else span.local_root_id
+        run = self._run_for(span.trace_id, local_root_id, now, closed)
         for record in records:
             self._add(run, record)
         if records and run.first_span_name is None:
@@ -205,8 +212,7 @@ class Correlator:
     ) -> list[ClosedRun]:
         """A full AIGP event: it joins the local root of its span when the front door knew it."""
         closed: list[ClosedRun] = []
-        run = self._touch(self._attributed(key, local_root_id), now, closed)
-        self._add(run, record)
+        self._add(self._run_for(key, local_root_id, now, closed), record)
         return closed
 
     def expire(self, now: float) -> list[ClosedRun]:
@@ -230,71 +236,47 @@ class Correlator:
             self._close(run, Reason.SHUTDOWN, closed)
         return closed
 
-    def _take_unattributed(self, run: _Run, trace: TraceKey) -> None:
-        """A local root ends: records of its trace not yet attributed to any root become its own."""
-        unattributed: RunKey = (trace, None)
-        if unattributed in self._emitted_early:  # such records went out early: close that run too
-            del self._emitted_early[unattributed]
-            run.continuation = True
-        waiting = self._runs.pop(unattributed, None)
-        if waiting is None:
-            return
-        run.continuation = run.continuation or waiting.continuation
-        for record in waiting.records.values():
-            self._add(run, record, counted=True)
-        if waiting.overflow is not None:
-            if run.overflow is None:
-                run.overflow = Overflow()
-            run.overflow.absorb(waiting.overflow)
-        run.first_span_name = run.first_span_name or waiting.first_span_name
-        run.resource = run.resource or waiting.resource
-        run.first_start_ns = _earliest(run.first_start_ns, waiting.first_start_ns)
-        run.last_end_ns = _latest(run.last_end_ns, waiting.last_end_ns)
-
-    def _add(self, run: _Run, record: GovernanceRecord, *, counted: bool = False) -> None:
-        if not counted:
-            self._stats.records += 1
-            self._stats.invalid_values += record.invalid
+    def _add(self, run: _Run, record: GovernanceRecord) -> None:
+        self._stats.records += 1
+        self._stats.invalid_values += record.invalid
+        records = run.records
         if record.event_id is None:
-            run.anonymous += 1
-            key = f"#{run.anonymous}"
+            key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
         else:
             key = record.event_id
-            known = run.records.get(key)
+            known = records.get(key)
             if known is not None:
                 self._stats.duplicate_records += 1
-                run.records[key] = join_duplicate(known, record)
+                records[key] = join_duplicate(known, record)
                 return
-        if len(run.records) >= self._max_records:
+        if len(records) >= self._max_records:
             self._stats.records_left_out += 1
             if run.overflow is None:
                 run.overflow = Overflow()
             run.overflow.add(record)
             return
-        run.records[key] = record
+        records[key] = record
 
     def _close(self, run: _Run, reason: Reason, closed: list[ClosedRun]) -> None:
-        trace, root_span_id = run.key
-        ended = reason is Reason.ROOT_ENDED
-        if ended and root_span_id is not None and self._first_root.get(trace) == root_span_id:
-            del self._first_root[trace]
         # A run emitted early is closed by a terminal event when its root ends, even without
         # new records, so that no lineage backend shows it running for ever.
         closes_early_run = run.continuation and reason is Reason.ROOT_ENDED
         wanted_ungoverned = self._emit_ungoverned and reason is Reason.ROOT_ENDED
         if not (run.governed or closes_early_run or wanted_ungoverned):
             return
+        trace = run.trace
         early = reason is not Reason.ROOT_ENDED
         if early:
-            self._emitted_early[run.key] = None
+            self._emitted_early[(trace, run.root_span_id)] = None
             while len(self._emitted_early) > self._max_runs:
                 self._emitted_early.popitem(last=False)
         else:
-            self._emitted_early.pop(run.key, None)
+            self._emitted_early.pop((trace, run.root_span_id), None)
+            self._emitted_early.pop((trace, None), None)
         closed.append(
             ClosedRun(
                 key=trace,
-                root_span_id=root_span_id,
+                root_span_id=run.root_span_id,
                 root_remote=run.root_remote,
                 records=tuple(run.records.values()),
                 overflow=run.overflow or Overflow(),
@@ -307,11 +289,3 @@ class Correlator:
                 last_end_ns=run.last_end_ns,
             )
         )
-
-
-def _earliest(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else min(a, b)
-
-
-def _latest(a: int | None, b: int | None) -> int | None:
-    return b if a is None else a if b is None else max(a, b)

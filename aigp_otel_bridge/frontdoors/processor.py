@@ -15,7 +15,7 @@ from aigp_otel_bridge.frontdoors.core import BridgeCore
 
 _MAX_OPEN_SPANS = 65_536
 """Open spans whose local root is remembered; past it the map is cleared, and the records of spans
-then open join their trace's first local root, as a front door without starts does."""
+then open join their trace's first run, as a front door without starts does."""
 
 
 class AIGPLineageSpanProcessor(SpanProcessor):
