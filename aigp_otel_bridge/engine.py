@@ -219,7 +219,7 @@ class Engine:
                 run = name_run(closed_run, summary, self.config)
             except Exception:
                 self.stats.build_failures += 1
-                self.log.log(logging.ERROR, "decide", "could not summarise a governed run", exc_info=True)
+                self.log.log(logging.ERROR, "hand_over", "could not summarise a governed run", exc_info=True)
                 continue
             self.stats.runs_decided += 1
             self._deliverer.submit(run)

@@ -20,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from aigp_otel_bridge import RootInfo, __version__
 from aigp_otel_bridge.build import run_id_for_remote_root
+from aigp_otel_bridge.frontdoors import processor as processor_module
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
@@ -663,6 +664,27 @@ def test_caller_and_callee_in_one_process_are_two_runs_each_with_its_own_records
         validate_run_event(event)
         assert facet(event)["complete"] is True
         assert facet(event)["traceId"] == trace_hex
+
+
+def test_spans_open_past_the_tracking_bound_still_reach_their_run(
+    make_bridge: Any, transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the bound on tracked open spans the map starts afresh: records of spans then open
+    join their trace's first run, nothing is lost."""
+    monkeypatch.setattr(processor_module, "_MAX_OPEN_SPANS", 3)
+    aigp = new_instrumentor()
+    _, processor, tracer = governed_bridge(make_bridge, aigp)
+    with tracer.start_as_current_span("invoke") as root:
+        with tracer.start_as_current_span("step"):
+            others = [tracer.start_span(f"other-{i}", context=_remote_context(1 + i, 0x99)) for i in range(3)]
+            aigp.inject_success("policy.trading-limits", 4, "limits")
+        for other in others:
+            other.end()
+    events = [e for e in flushed(processor, transport) if facet(e)["traceId"] == hex_trace(root)]
+    (event,) = events
+    assert set(inputs_by_key(event)) == {("policy", "policy.trading-limits")}
+    assert event["run"]["runId"] == trace_run_id(hex_trace(root))
+    assert processor._local_root_of == {}
 
 
 # ---- governed or not ----
