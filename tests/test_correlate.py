@@ -10,6 +10,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import aggregate
@@ -523,3 +525,64 @@ def test_first_start_and_last_end_cover_every_span(stats: Stats) -> None:
     (run,) = _end(correlator, _root(start_ns=100, end_ns=8_000), [], now=2.0)
     assert isinstance(run, ClosedRun)
     assert (run.first_start_ns, run.last_end_ns) == (100, 9_000)
+
+
+# --- whatever the order: nothing lost, nothing in the wrong run ---------------------------
+
+_TRACES = st.sampled_from([TRACE, OTHER])
+_ROOTS = st.sampled_from([ROOT, 0x1111, 0x2222])
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("start"), _TRACES, _ROOTS, st.booleans()),
+        st.tuples(st.just("child"), _TRACES, st.none() | _ROOTS, st.booleans()),
+        st.tuples(st.just("event"), _TRACES, st.none() | _ROOTS, st.booleans()),
+        st.tuples(st.just("end"), _TRACES, _ROOTS, st.booleans()),
+        st.tuples(st.just("wait"), _TRACES, _ROOTS, st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS, max_pending=st.integers(1, 4))
+def test_every_record_reaches_exactly_one_run_and_a_named_root_is_respected(
+    ops: list[tuple[str, int, int | None, bool]], max_pending: int
+) -> None:
+    stats = Stats()
+    correlator = _correlator(stats, max_pending_traces=max_pending)
+    closed: list[ClosedRun] = []
+    wanted_root: dict[str, int] = {}
+    now = 0.0
+    for position, (kind, trace, root, governed_root) in enumerate(ops):
+        now += 1.0
+        event_id = f"r{position}"
+        if kind == "start":
+            assert root is not None
+            closed += correlator.root_started(trace, root, False, now)
+        elif kind == "child":
+            child = _note(trace, 0x5000 + position, local_root_id=root)
+            closed += _end(correlator, child, [_governed(event_id)], now)
+        elif kind == "event":
+            event = {**_full_event(event_id), "trace_id": f"{trace:032x}"}
+            closed += correlator.event_ingested(trace, record_from_aigp_event(event), now, root)
+        elif kind == "end":
+            assert root is not None
+            records = [_governed(event_id)] if governed_root else []
+            closed += _end(correlator, _root(trace, root), records, now)
+            if governed_root:
+                wanted_root[event_id] = root
+        else:
+            closed += correlator.expire(now + TIMEOUT)
+        if kind in ("child", "event") and root is not None:
+            wanted_root[event_id] = root
+    closed += correlator.drain()
+
+    seen = [(r.event_id, run) for run in closed for r in run.records]
+    added = stats.records
+    assert len(seen) == added == len({event_id for event_id, _ in seen})
+    assert stats.records_left_out == sum(run.overflow.count for run in closed) == 0
+    for event_id, run in seen:
+        if event_id in wanted_root:
+            assert run.root_span_id == wanted_root[event_id]
+            assert run.key in (TRACE, OTHER)
+    assert len(correlator) == 0
