@@ -1,6 +1,6 @@
 """Correlation: records grouped by local root until the root's run is closed.
 
-A run is keyed by (trace id, local root span id), so every local root of a trace (a caller and
+A run belongs to (trace id, local root span id), so every local root of a trace (a caller and
 its callee in one process, every service a gateway sees) gets its own run. A run is closed when
 its local root ends, when it has been quiet for ``trace_timeout_s``, when the pending-run bound
 evicts it (least recently active first), or at shutdown. Modelled on the Collector's

@@ -4,8 +4,8 @@ Front doors (the span processor, the exporter, later the OTLP receiver) call ``p
 any thread; each call is an append to a deque refused past ``max_intake_size``, nothing more.
 One correlation worker owns the ``Extractor`` and the ``Correlator``: it parses, correlates,
 aggregates and names runs, then hands them to the ``Deliverer``, whose own thread builds and
-emits them. A slow lineage backend therefore
-never stalls correlation, and neither ever blocks the application.
+emits them. A slow lineage backend therefore never stalls correlation, and neither ever blocks
+the application.
 """
 
 from __future__ import annotations
