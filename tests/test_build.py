@@ -210,13 +210,13 @@ def _records() -> tuple[GovernanceRecord, ...]:
     )
 
 
-def _decide(finished: ClosedRun, **config: Any) -> Any:
+def _named(finished: ClosedRun, **config: Any) -> Any:
     config.setdefault("job_namespace", "finco.trading")
     return name_run(finished, aggregate(finished.records, finished.overflow), resolve(config))
 
 
-def test_decide_complete() -> None:
-    run = _decide(_finished(_records()))
+def test_name_run_complete() -> None:
+    run = _named(_finished(_records()))
     assert run.event_type is RunState.COMPLETE
     assert run.event_time_ns == END_NS
     assert run.run_id == "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
@@ -228,15 +228,15 @@ def test_decide_complete() -> None:
     assert run.resource_namespace == "finco.trading"
 
 
-def test_decide_fail_carries_the_error() -> None:
+def test_name_run_fail_carries_the_error() -> None:
     root = _root(error=True, status_description="backend down")
-    run = _decide(_finished(_records(), roots=(root,)))
+    run = _named(_finished(_records(), roots=(root,)))
     assert run.event_type is RunState.FAIL
     assert run.error is not None
     assert run.error.message == "backend down"
 
 
-def test_decide_fail_from_the_recorded_exception() -> None:
+def test_name_run_fail_from_the_recorded_exception() -> None:
     exception = NoteEvent(
         "exception",
         END_NS,
@@ -246,15 +246,15 @@ def test_decide_fail_from_the_recorded_exception() -> None:
             sc.EXCEPTION_STACKTRACE: "tb",
         },
     )
-    run = _decide(_finished(_records(), roots=(_root(error=True, exception=exception),)))
+    run = _named(_finished(_records(), roots=(_root(error=True, exception=exception),)))
     assert run.event_type is RunState.FAIL
     assert (run.error.message, run.error.stack_trace) == ("RuntimeError: no quota", "tb")
 
 
 @pytest.mark.parametrize("reason", [Reason.TIMEOUT, Reason.EVICTED, Reason.SHUTDOWN])
-def test_decide_running_for_early_runs(reason: Reason) -> None:
+def test_name_run_running_for_early_runs(reason: Reason) -> None:
     finished = _finished(_records(), reason=reason, roots=())
-    run = _decide(finished)
+    run = _named(finished)
     assert run.event_type is RunState.RUNNING
     assert run.complete is False
     assert run.event_time_ns == finished.last_end_ns
@@ -262,13 +262,13 @@ def test_decide_running_for_early_runs(reason: Reason) -> None:
     assert run.error is None
 
 
-def test_decide_remote_parent_root_gets_its_own_run_id() -> None:
-    run = _decide(_finished(_records(), roots=(_root(remote_parent=True),)))
+def test_name_run_remote_parent_root_gets_its_own_run_id() -> None:
+    run = _named(_finished(_records(), roots=(_root(remote_parent=True),)))
     assert run.run_id == run_id_for_remote_root(TRACE_HEX, f"{ROOT:016x}")
 
 
-def test_decide_text_trace_key() -> None:
-    run = _decide(_finished(_records(), key="trace-abc", roots=(), reason=Reason.TIMEOUT))
+def test_name_run_text_trace_key() -> None:
+    run = _named(_finished(_records(), key="trace-abc", roots=(), reason=Reason.TIMEOUT))
     assert run.trace_id == "trace-abc"
     assert run.run_id == str(uuid.uuid5(RUN_ID_NAMESPACE, "trace-abc"))
 
@@ -291,21 +291,21 @@ def test_agent_id_precedence(
     root_attributes: dict[str, Any], resource: dict[str, Any], records: bool, expected: str
 ) -> None:
     root = _root(attributes=root_attributes, resource=resource)
-    run = _decide(_finished(_records() if records else (), roots=(root,), resource=resource))
+    run = _named(_finished(_records() if records else (), roots=(root,), resource=resource))
     assert run.agent_id == expected
 
 
 def test_default_job_name_uses_agent_and_root_span() -> None:
     root = _root(attributes={sc.AGENT_ID: "agent.trading-bot-v2"})
-    assert _decide(_finished(_records(), roots=(root,))).job_name == "trading-bot-v2.invoke"
+    assert _named(_finished(_records(), roots=(root,))).job_name == "trading-bot-v2.invoke"
 
 
 def test_default_job_name_without_agent_uses_service_name() -> None:
-    assert _decide(_finished((), roots=(_root(),))).job_name == "svc.invoke"
+    assert _named(_finished((), roots=(_root(),))).job_name == "svc.invoke"
 
 
 def test_job_name_string_setting_wins() -> None:
-    assert _decide(_finished(_records()), job_name="fixed.job").job_name == "fixed.job"
+    assert _named(_finished(_records()), job_name="fixed.job").job_name == "fixed.job"
 
 
 def test_job_name_callable_receives_root_info() -> None:
@@ -319,7 +319,7 @@ def test_job_name_callable_receives_root_info() -> None:
         attributes={sc.AGENT_ID: "agent.trading-bot-v2", "http.route": "/invoke"},
         resource={"service.name": "svc", "deployment.environment": "prod"},
     )
-    run = _decide(_finished(_records(), roots=(root,)), job_name=name)
+    run = _named(_finished(_records(), roots=(root,)), job_name=name)
     assert run.job_name == "custom.invoke"
     (info,) = seen
     assert info.name == "invoke"
@@ -335,7 +335,7 @@ def test_raising_job_name_callable_falls_back_to_the_default(caplog: pytest.LogC
 
     root = _root(attributes={sc.AGENT_ID: "agent.trading-bot-v2"})
     with caplog.at_level(logging.WARNING):
-        run = _decide(_finished(_records(), roots=(root,)), job_name=broken)
+        run = _named(_finished(_records(), roots=(root,)), job_name=broken)
     assert run.job_name == "trading-bot-v2.invoke"
     assert caplog.records
 
@@ -343,40 +343,40 @@ def test_raising_job_name_callable_falls_back_to_the_default(caplog: pytest.LogC
 @pytest.mark.parametrize("returned", ["", None, 42])
 def test_job_name_callable_returning_no_name_falls_back(returned: object) -> None:
     root = _root(attributes={sc.AGENT_ID: "agent.trading-bot-v2"})
-    run = _decide(_finished(_records(), roots=(root,)), job_name=lambda _root: returned)
+    run = _named(_finished(_records(), roots=(root,)), job_name=lambda _root: returned)
     assert run.job_name == "trading-bot-v2.invoke"
 
 
 def test_job_namespace_config_wins_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "from-env")
     resource = {"service.name": "svc", "service.namespace": "from-resource"}
-    run = _decide(_finished(_records(), roots=(_root(resource=resource),)), job_namespace="explicit")
+    run = _named(_finished(_records(), roots=(_root(resource=resource),)), job_namespace="explicit")
     assert run.job_namespace == "explicit"
 
 
 def test_job_namespace_from_openlineage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "from-env")
     resource = {"service.name": "svc", "service.namespace": "from-resource"}
-    run = _decide(_finished(_records(), roots=(_root(resource=resource),)), job_namespace=None)
+    run = _named(_finished(_records(), roots=(_root(resource=resource),)), job_namespace=None)
     assert run.job_namespace == "from-env"
 
 
 def test_job_namespace_from_service_namespace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENLINEAGE_NAMESPACE", raising=False)
     resource = {"service.name": "svc", "service.namespace": "from-resource"}
-    run = _decide(_finished(_records(), roots=(_root(resource=resource),)), job_namespace=None)
+    run = _named(_finished(_records(), roots=(_root(resource=resource),)), job_namespace=None)
     assert run.job_namespace == "from-resource"
     assert run.resource_namespace == "from-resource"
 
 
 def test_job_namespace_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENLINEAGE_NAMESPACE", raising=False)
-    run = _decide(_finished(_records()), job_namespace=None)
+    run = _named(_finished(_records()), job_namespace=None)
     assert run.job_namespace == "default"
 
 
 def test_resource_namespace_setting() -> None:
-    run = _decide(_finished(_records()), resource_namespace="aigp.resources")
+    run = _named(_finished(_records()), resource_namespace="aigp.resources")
     assert run.job_namespace == "finco.trading"
     assert run.resource_namespace == "aigp.resources"
 
@@ -391,7 +391,7 @@ def _event(run: Any) -> dict[str, Any]:
 
 
 def test_complete_run_event_is_schema_valid_and_carries_the_proof() -> None:
-    run = _decide(_finished(_records(), roots=(_root(attributes={sc.AGENT_ID: "agent.trading-bot-v2"}),)))
+    run = _named(_finished(_records(), roots=(_root(attributes={sc.AGENT_ID: "agent.trading-bot-v2"}),)))
     event = _event(run)
     assert event["eventType"] == "COMPLETE"
     assert event["eventTime"] == "2026-02-15T10:30:00.456Z"
@@ -430,7 +430,7 @@ def test_complete_run_event_is_schema_valid_and_carries_the_proof() -> None:
 
 
 def test_fail_run_event_has_an_error_message() -> None:
-    run = _decide(_finished(_records(), roots=(_root(error=True, status_description="backend down"),)))
+    run = _named(_finished(_records(), roots=(_root(error=True, status_description="backend down"),)))
     event = _event(run)
     assert event["eventType"] == "FAIL"
     error = event["run"]["facets"]["errorMessage"]
@@ -439,14 +439,14 @@ def test_fail_run_event_has_an_error_message() -> None:
 
 
 def test_running_run_event_is_incomplete_and_valid() -> None:
-    event = _event(_decide(_finished(_records(), reason=Reason.TIMEOUT, roots=())))
+    event = _event(_named(_finished(_records(), reason=Reason.TIMEOUT, roots=())))
     assert event["eventType"] == "RUNNING"
     assert event["run"]["facets"]["aigp_governance"]["complete"] is False
     assert event["eventTime"] == iso_millis(END_NS + 5_000_000_000)
 
 
 def test_ungoverned_run_event_uses_the_empty_hash_and_is_valid() -> None:
-    event = _event(_decide(_finished(())))
+    event = _event(_named(_finished(())))
     facet = event["run"]["facets"]["aigp_governance"]
     assert facet["governanceHash"] == EMPTY_SHA256
     assert facet["hashType"] == "sha256"
@@ -466,7 +466,7 @@ def test_merkle_run_event_with_leaf_hashes_and_several_agents_is_valid() -> None
             "governance_merkle_tree": {"algorithm": "sha256", "leaf_count": 2, "leaves": leaves},
         }
     )
-    event = _event(_decide(_finished((*_records(), full))))
+    event = _event(_named(_finished((*_records(), full))))
     facet = event["run"]["facets"]["aigp_governance"]
     assert facet["hashType"] == "merkle-sha256"
     assert facet["leafCount"] == 2
@@ -486,7 +486,7 @@ def test_several_observed_versions_are_valid() -> None:
             {sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 3}, event_name="aigp.inject.success"
         ),
     )
-    event = _event(_decide(_finished(records)))
+    event = _event(_named(_finished(records)))
     resource = event["inputs"][0]["inputFacets"]["aigp_resource"]
     assert resource["resourceVersion"] == 3
     assert resource["observedVersions"] == [1, 3]
