@@ -20,7 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from aigp_otel_bridge import RootInfo, __version__
 from aigp_otel_bridge.build import run_id_for_remote_root
-from aigp_otel_bridge.frontdoors import processor as processor_module
+from aigp_otel_bridge.frontdoors.processor import OPEN_SPANS_PER_PENDING_RUN
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
@@ -667,13 +667,14 @@ def test_caller_and_callee_in_one_process_are_two_runs_each_with_its_own_records
 
 
 def test_spans_open_past_the_tracking_bound_still_reach_their_run(
-    make_bridge: Any, transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch
+    make_bridge: Any, transport: CaptureTransport
 ) -> None:
     """Past the bound on tracked open spans the map starts afresh: records of spans then open
     join their trace's first run, nothing is lost."""
-    monkeypatch.setattr(processor_module, "_MAX_OPEN_SPANS", 3)
     aigp = new_instrumentor()
     _, processor, tracer = governed_bridge(make_bridge, aigp)
+    assert processor._max_open_spans == OPEN_SPANS_PER_PENDING_RUN * processor.config.max_pending_traces
+    processor._max_open_spans = 3
     with tracer.start_as_current_span("invoke") as root:
         with tracer.start_as_current_span("step"):
             others = [tracer.start_span(f"other-{i}", context=_remote_context(1 + i, 0x99)) for i in range(3)]

@@ -13,9 +13,10 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
 
-_MAX_OPEN_SPANS = 65_536
-"""Open spans whose local root is remembered; past it the map is cleared, and the records of spans
-then open join their trace's first run, as a front door without starts does."""
+OPEN_SPANS_PER_PENDING_RUN = 4
+"""Open spans whose local root is remembered, per ``max_pending_traces``: past it (spans that
+never end) the map is cleared, and the records of spans then open join their trace's first
+run, as a front door without starts does; the usual single-root trace loses nothing by that."""
 
 
 class AIGPLineageSpanProcessor(SpanProcessor):
@@ -38,6 +39,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         self._engine = self._core.engine
         self._local_root_of: dict[int, int] = {}
         """Open span id -> span id of its local root: each span inherits its local parent's."""
+        self._max_open_spans = OPEN_SPANS_PER_PENDING_RUN * self.config.max_pending_traces
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -50,7 +52,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         try:
             local_root_of = self._local_root_of
             if parent is None or parent.is_remote:
-                if len(local_root_of) >= _MAX_OPEN_SPANS:
+                if len(local_root_of) >= self._max_open_spans:
                     local_root_of.clear()
                 local_root_of[context.span_id] = context.span_id
                 self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
