@@ -1,0 +1,1 @@
+"""Front doors: the ways spans reach the bridge's engine."""

@@ -1,0 +1,330 @@
+"""OTLP traces in: request decoding, the OTLP span -> span note adapter, and the gateway's intake.
+
+Both receivers (``otlp_http``, ``otlp_grpc``) decode a request into an ``ExportTraceServiceRequest``
+and hand it to ``TraceIntake.export``, which turns every span into the same ``SpanNote`` the
+in-process span processor makes (``capture_span`` reads an OTLP span through a small view with
+the SDK span's shape), then queues the whole request or none of it: a request is acknowledged
+only once its spans are in the engine's intake.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry import metrics
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+from opentelemetry.trace import SpanContext, Status, StatusCode
+
+from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.records import SpanNote, capture_span
+from aigp_otel_bridge.version import __version__
+
+MEDIA_PROTOBUF = "application/x-protobuf"
+MEDIA_JSON = "application/json"
+
+FLAG_PARENT_REMOTE_KNOWN = 0x100
+"""``Span.flags`` bit 8: the sender knows whether the parent is remote."""
+FLAG_PARENT_REMOTE = 0x200
+"""``Span.flags`` bit 9: the parent is remote (meaningful only with bit 8)."""
+
+_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+_STATUS_UNSET = Status(StatusCode.UNSET)
+_STATUS_ERROR_CODE = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
+
+
+class OtlpDecodeError(ValueError):
+    """The request body is not an OTLP ``ExportTraceServiceRequest`` in the stated encoding."""
+
+
+# ---- decoding ----
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as error:
+        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
+    return request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: the protobuf JSON mapping, except that ids are hex strings, not base64.
+
+    ``json_format`` already accepts both lowerCamelCase and snake_case field names, 64-bit
+    integers as strings or numbers and enums as integers; unknown fields are ignored, as the
+    OTLP specification asks of receivers.
+    """
+    try:
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise OtlpDecodeError("an OTLP/JSON request is a JSON object")
+        for span in _json_spans(document):
+            _hex_ids_to_base64(span)
+            for link in _json_list(span, "links"):
+                _hex_ids_to_base64(link)
+        request = ExportTraceServiceRequest()
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except OtlpDecodeError:
+        raise
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {error}") from None
+    return request
+
+
+def decode(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+    return decode_json(body) if media_type == MEDIA_JSON else decode_protobuf(body)
+
+
+def _json_list(node: Mapping[str, Any], camel: str) -> list[Any]:
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    value = node.get(camel, node.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpDecodeError(f"{camel} must be a list")
+    return [item for item in value if isinstance(item, dict)]
+
+
+def _json_spans(document: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    for resource_spans in _json_list(document, "resourceSpans"):
+        for scope_spans in _json_list(resource_spans, "scopeSpans"):
+            yield from _json_list(scope_spans, "spans")
+
+
+def _hex_ids_to_base64(node: dict[str, Any]) -> None:
+    for key in _ID_KEYS:
+        value = node.get(key)
+        if isinstance(value, str):
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raise OtlpDecodeError(f"{key} is not a hex string: {value[:40]!r}") from None
+            node[key] = base64.b64encode(raw).decode("ascii")
+
+
+# ---- the adapter: OTLP values in the SDK's plain Python shapes ----
+
+
+def plain_value(value: AnyValue) -> Any:
+    """An ``AnyValue`` as the SDK holds attribute values: str, bool, int, float, tuples for arrays.
+
+    Key-value lists and bytes, which the SDK never produces, come through as a dict and bytes;
+    extraction treats them as it treats any value of the wrong type (left out and counted).
+    """
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(plain_value(item) for item in value.array_value.values)
+    if kind == "kvlist_value":
+        return plain_attributes(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def plain_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: plain_value(kv.value) for kv in key_values}
+
+
+class OtlpEvent:
+    """A span event with the SDK ``Event``'s fields (``name``, ``attributes``, ``timestamp``)."""
+
+    __slots__ = ("attributes", "name", "timestamp")
+
+    def __init__(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.timestamp = timestamp
+
+
+class _Resource:
+    __slots__ = ("attributes",)
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+
+
+class _SpanView:
+    """An OTLP span with the fields ``capture_span`` reads from a finished SDK span."""
+
+    __slots__ = ("_attributes", "_events", "_parent", "context", "end_time", "name", "resource",
+                 "start_time", "status")
+
+    def __init__(self, span: Span, resource: _Resource, parent: SpanContext | None) -> None:
+        trace_id = int.from_bytes(span.trace_id, "big")
+        self._parent = parent
+        self._events = [
+            OtlpEvent(event.name, plain_attributes(event.attributes), event.time_unix_nano)
+            for event in span.events
+        ]
+        self._attributes = plain_attributes(span.attributes)
+        self.context = SpanContext(trace_id, int.from_bytes(span.span_id, "big"), is_remote=False)
+        if span.status.code == _STATUS_ERROR_CODE:
+            self.status = Status(StatusCode.ERROR, span.status.message or None)
+        else:
+            self.status = _STATUS_UNSET
+        self.name = span.name
+        self.start_time = span.start_time_unix_nano
+        self.end_time = span.end_time_unix_nano
+        self.resource = resource
+
+
+def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) -> SpanNote | None:
+    """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
+
+    ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
+    ``local_root_parents`` decides it from the request.
+    """
+    parent = None
+    if span.parent_span_id:
+        parent = SpanContext(
+            int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"),
+            is_remote=parent_remote,
+        )
+    return capture_span(_SpanView(span, resource, parent))
+
+
+def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
+    """Whether a span's parent is remote: the sender's flags when it sets them (bits 8 and 9),
+    else whether the parent is missing from the spans of the span's own resource in this request.
+
+    The fallback is a heuristic for senders that leave the flags 0: a parent that belongs to
+    the same service but was exported in an earlier request also counts as remote.
+    """
+    if span.flags & FLAG_PARENT_REMOTE_KNOWN:
+        return bool(span.flags & FLAG_PARENT_REMOTE)
+    return (span.trace_id, span.parent_span_id) not in local_spans
+
+
+def _malformed(span: Span) -> str | None:
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span.span_id) != 8 or not any(span.span_id):
+        return "span_id must be 8 bytes, not all zero"
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    return None
+
+
+@dataclass
+class Converted:
+    """What one request holds for the engine."""
+
+    notes: list[SpanNote]
+    spans: int
+    rejected: int
+    reason: str
+
+
+def notes_from_request(request: ExportTraceServiceRequest, log: Any = None) -> Converted:
+    """Every span of a request as a note (or nothing), malformed spans counted and left out."""
+    converted = Converted([], 0, 0, "")
+    for resource_spans in request.resource_spans:
+        _convert_resource_spans(resource_spans, converted, log)
+    return converted
+
+
+def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted, log: Any) -> None:
+    resource = _Resource(plain_attributes(resource_spans.resource.attributes))
+    spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+    local_spans = {(span.trace_id, span.span_id) for span in spans}
+    for span in spans:
+        converted.spans += 1
+        problem = _malformed(span)
+        if problem is not None:
+            converted.rejected += 1
+            converted.reason = problem
+            continue
+        try:
+            note = note_from_otlp_span(
+                span, resource, bool(span.parent_span_id) and parent_is_remote(span, local_spans)
+            )
+        except Exception as error:  # a value no span could hold: leave the span out, say so
+            converted.rejected += 1
+            converted.reason = f"unreadable span: {type(error).__name__}"
+            if log is not None:
+                log.log(logging.WARNING, "otlp", "could not read an OTLP span", exc_info=True)
+            continue
+        if note is not None:
+            converted.notes.append(note)
+
+
+# ---- the intake both receivers share ----
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    BUSY = "busy"
+    """The engine's intake is full: the sender should retry shortly."""
+    STOPPED = "stopped"
+    """The gateway is shutting down."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    rejected_spans: int = 0
+    error_message: str = ""
+
+    def response(self) -> ExportTraceServiceResponse:
+        """The success answer; ``partial_success`` only when spans were rejected."""
+        if not self.rejected_spans:
+            return ExportTraceServiceResponse()
+        return ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(
+                rejected_spans=self.rejected_spans, error_message=self.error_message
+            )
+        )
+
+
+class TraceIntake:
+    """Turns decoded requests into notes and queues them all-or-nothing into the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
+        self._requests = meter.create_counter(
+            "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
+        )
+        self._spans = meter.create_counter(
+            "aigp_bridge.gateway.spans", description="Spans received over OTLP, by protocol and outcome"
+        )
+
+    def export(self, request: ExportTraceServiceRequest, protocol: str) -> Outcome:
+        engine = self.engine
+        if engine.stopped:
+            return self._count(Outcome(Verdict.STOPPED), protocol, 0)
+        converted = notes_from_request(request, engine.log)
+        if not engine.offer(converted.notes):
+            return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
+        outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
+        return self._count(outcome, protocol, converted.spans)
+
+    def refused(self, protocol: str, reason: str) -> None:
+        """Count a request refused before decoding (bad body, auth, size, media type)."""
+        self._requests.add(1, {"protocol": protocol, "outcome": reason})
+
+    def _count(self, outcome: Outcome, protocol: str, spans: int) -> Outcome:
+        verdict = outcome.verdict.value
+        self._requests.add(1, {"protocol": protocol, "outcome": verdict})
+        if outcome.verdict is Verdict.ACCEPTED:
+            self._spans.add(spans - outcome.rejected_spans, {"protocol": protocol, "outcome": "accepted"})
+            if outcome.rejected_spans:
+                self._spans.add(outcome.rejected_spans, {"protocol": protocol, "outcome": "rejected"})
+        elif spans:
+            self._spans.add(spans, {"protocol": protocol, "outcome": verdict})
+        return outcome
