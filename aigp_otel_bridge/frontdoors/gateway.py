@@ -254,7 +254,8 @@ def serve(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
         complete = gateway.stop()
         stats = gateway.core.stats()
         print(f"aigp-otel-bridge serve: stopped; {stats['runs_emitted']} runs emitted,"
-              f" {stats['runs_stored']} stored in the outbox, {stats['runs_dropped']} dropped", file=out,
+              f" {stats['runs_stored']} stored in the outbox, {stats['runs_dropped']} dropped;"
+              f" {gateway.intake.busy_refusals} requests refused while the intake was full", file=out,
               flush=True)
         if not complete:
             print("aigp-otel-bridge serve: some runs could not be delivered or stored (see the log)",

@@ -296,6 +296,8 @@ class TraceIntake:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self.busy_refusals = 0
+        """Requests refused because the intake was full (each one retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
         self._requests = meter.create_counter(
             "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
@@ -310,6 +312,7 @@ class TraceIntake:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
         converted = notes_from_request(request, engine.log)
         if not engine.offer(converted.notes):
+            self.busy_refusals += 1
             return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
