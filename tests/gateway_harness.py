@@ -49,7 +49,8 @@ class GatewayProcess:
         self.grpc_port = free_port() if grpc else None
         self.http_port = free_port() if http else None
         self.lineage_path = lineage_path or directory / f"lineage-{self.grpc_port or self.http_port}.jsonl"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENLINEAGE", "AIGP_BRIDGE"))}
+        own = ("OPENLINEAGE", "AIGP_BRIDGE", "OTEL_")
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(own)}
         environment.update({
             "OPENLINEAGE__TRANSPORT__TYPE": "file",
             "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(self.lineage_path),
