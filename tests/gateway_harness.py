@@ -44,6 +44,7 @@ class GatewayProcess:
         grpc: bool = True,
         http: bool = True,
         lineage_path: Path | None = None,
+        transport_env: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
         self.grpc_port = free_port() if grpc else None
@@ -51,13 +52,12 @@ class GatewayProcess:
         self.lineage_path = lineage_path or directory / f"lineage-{self.grpc_port or self.http_port}.jsonl"
         own = ("OPENLINEAGE", "AIGP_BRIDGE", "OTEL_")
         environment = {k: v for k, v in os.environ.items() if not k.startswith(own)}
-        environment.update({
+        lineage_env = transport_env if transport_env is not None else {
             "OPENLINEAGE__TRANSPORT__TYPE": "file",
             "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(self.lineage_path),
             "OPENLINEAGE__TRANSPORT__APPEND": "true",
-            "AIGP_BRIDGE_JOB_NAMESPACE": "test.ns",
-            "PYTHONUNBUFFERED": "1",
-        })
+        }
+        environment.update({**lineage_env, "AIGP_BRIDGE_JOB_NAMESPACE": "test.ns", "PYTHONUNBUFFERED": "1"})
         environment.update(env or {})
         command = [
             *_command(), "serve",
