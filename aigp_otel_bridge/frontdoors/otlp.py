@@ -13,7 +13,7 @@ import base64
 import enum
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,15 +140,68 @@ def plain_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: plain_value(kv.value) for kv in key_values}
 
 
+class OtlpAttributes(Mapping[str, Any]):
+    """A ``KeyValue`` list as a read-only mapping whose values are converted on first use.
+
+    ``capture_span`` decides from the keys alone whether a span matters; most spans do not, and
+    their values are then never converted. The first value access converts them all (the last
+    duplicate key wins, as in the SDK).
+    """
+
+    __slots__ = ("_key_values", "_plain")
+
+    def __init__(self, key_values: Sequence[KeyValue]) -> None:
+        self._key_values = key_values
+        self._plain: dict[str, Any] | None = None
+
+    def _values(self) -> dict[str, Any]:
+        if self._plain is None:
+            self._plain = plain_attributes(self._key_values)
+        return self._plain
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._plain is not None:
+            return iter(self._plain)
+        return (key_value.key for key_value in self._key_values)
+
+    def __len__(self) -> int:  # consistent with __iter__, which yields a duplicate key twice until converted
+        return len(self._plain) if self._plain is not None else len(self._key_values)
+
+    def __bool__(self) -> bool:
+        return bool(self._plain) if self._plain is not None else len(self._key_values) > 0
+
+    def detach(self) -> None:
+        """Convert every value now and let go of the request (a note may outlive it by minutes)."""
+        self._values()
+        self._key_values = ()
+
+
 class OtlpEvent:
     """A span event with the SDK ``Event``'s fields (``name``, ``attributes``, ``timestamp``)."""
 
     __slots__ = ("attributes", "name", "timestamp")
 
-    def __init__(self, name: str, attributes: dict[str, Any], timestamp: int) -> None:
+    def __init__(self, name: str, attributes: Mapping[str, Any], timestamp: int) -> None:
         self.name = name
         self.attributes = attributes
         self.timestamp = timestamp
+
+
+class OtlpParent:
+    """The parent of a span as ``capture_span`` reads it (``SpanContext``'s fields, unvalidated)."""
+
+    __slots__ = ("is_remote", "span_id", "trace_id")
+
+    def __init__(self, trace_id: int, span_id: int, is_remote: bool) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.is_remote = is_remote
 
 
 class _Resource:
@@ -159,28 +212,44 @@ class _Resource:
 
 
 class _SpanView:
-    """An OTLP span with the fields ``capture_span`` reads from a finished SDK span."""
+    """An OTLP span with the fields ``capture_span`` reads from a finished SDK span; what it reads
+    only for spans that matter (context, status, times) is computed when read."""
 
-    __slots__ = ("_attributes", "_events", "_parent", "context", "end_time", "name", "resource",
-                 "start_time", "status")
+    __slots__ = ("_attributes", "_events", "_parent", "_span", "resource")
 
-    def __init__(self, span: Span, resource: _Resource, parent: SpanContext | None) -> None:
-        trace_id = int.from_bytes(span.trace_id, "big")
+    def __init__(self, span: Span, resource: _Resource, parent: OtlpParent | None) -> None:
+        self._span = span
         self._parent = parent
         self._events = [
-            OtlpEvent(event.name, plain_attributes(event.attributes), event.time_unix_nano)
+            OtlpEvent(event.name, OtlpAttributes(event.attributes), event.time_unix_nano)
             for event in span.events
         ]
-        self._attributes = plain_attributes(span.attributes)
-        self.context = SpanContext(trace_id, int.from_bytes(span.span_id, "big"), is_remote=False)
-        if span.status.code == _STATUS_ERROR_CODE:
-            self.status = Status(StatusCode.ERROR, span.status.message or None)
-        else:
-            self.status = _STATUS_UNSET
-        self.name = span.name
-        self.start_time = span.start_time_unix_nano
-        self.end_time = span.end_time_unix_nano
+        self._attributes = OtlpAttributes(span.attributes)
         self.resource = resource
+
+    @property
+    def context(self) -> SpanContext:
+        span = self._span
+        return SpanContext(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"), False)
+
+    @property
+    def status(self) -> Status:
+        status = self._span.status
+        if status.code == _STATUS_ERROR_CODE:
+            return Status(StatusCode.ERROR, status.message or None)
+        return _STATUS_UNSET
+
+    @property
+    def name(self) -> str:
+        return self._span.name
+
+    @property
+    def start_time(self) -> int:
+        return self._span.start_time_unix_nano
+
+    @property
+    def end_time(self) -> int:
+        return self._span.end_time_unix_nano
 
 
 def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) -> SpanNote | None:
@@ -191,11 +260,18 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
     """
     parent = None
     if span.parent_span_id:
-        parent = SpanContext(
-            int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"),
-            is_remote=parent_remote,
+        parent = OtlpParent(
+            int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"), parent_remote
         )
-    return capture_span(_SpanView(span, resource, parent))
+    note = capture_span(_SpanView(span, resource, parent))
+    if note is not None:
+        kept = [note.attributes, *(event.attributes for event in note.governance_events)]
+        if note.exception is not None:
+            kept.append(note.exception.attributes)
+        for attributes in kept:
+            if isinstance(attributes, OtlpAttributes):
+                attributes.detach()
+    return note
 
 
 def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
@@ -241,7 +317,7 @@ def notes_from_request(request: ExportTraceServiceRequest, log: Any = None) -> C
 def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted, log: Any) -> None:
     resource = _Resource(plain_attributes(resource_spans.resource.attributes))
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
-    local_spans = {(span.trace_id, span.span_id) for span in spans}
+    local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
     for span in spans:
         converted.spans += 1
         problem = _malformed(span)
@@ -249,10 +325,13 @@ def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted,
             converted.rejected += 1
             converted.reason = problem
             continue
+        remote = False
+        if span.parent_span_id:
+            if local_spans is None and not span.flags & FLAG_PARENT_REMOTE_KNOWN:
+                local_spans = {(span.trace_id, span.span_id) for span in spans}
+            remote = parent_is_remote(span, local_spans or set())
         try:
-            note = note_from_otlp_span(
-                span, resource, bool(span.parent_span_id) and parent_is_remote(span, local_spans)
-            )
+            note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so
             converted.rejected += 1
             converted.reason = f"unreadable span: {type(error).__name__}"

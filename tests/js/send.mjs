@@ -7,7 +7,7 @@ import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 
 const [protocol, endpoint, token] = process.argv.slice(2);
 const headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -23,8 +23,9 @@ if (!(protocol in exporters)) {
 
 const provider = new TracerProvider({
   resource: resourceFromAttributes({ 'service.name': 'trading-bot', 'aigp.agent.id': 'agent.trading-bot-v2' }),
-  // One export per span: the gateway must tell children from local roots across requests.
-  spanProcessors: [new SimpleSpanProcessor({ exporter: exporters[protocol]() })],
+  // Batches, as services export: a SimpleSpanProcessor's concurrent one-span requests may reach
+  // the gateway after their root (see docs/gateway.md, "Same runs as in process").
+  spanProcessors: [new BatchSpanProcessor({ exporter: exporters[protocol]() })],
 });
 const tracer = provider.getTracer('tests.gateway.js');
 
