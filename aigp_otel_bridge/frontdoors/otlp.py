@@ -43,6 +43,8 @@ FLAG_PARENT_REMOTE = 0x200
 
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _STATUS_UNSET = Status(StatusCode.UNSET)
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
 _STATUS_ERROR_CODE = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
 
 
@@ -168,7 +170,7 @@ class OtlpAttributes(Mapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         if self._plain is not None:
             return iter(self._plain)
-        return (key_value.key for key_value in self._key_values)
+        return iter([key_value.key for key_value in self._key_values])
 
     def __len__(self) -> int:  # consistent with __iter__, which yields a duplicate key twice until converted
         return len(self._plain) if self._plain is not None else len(self._key_values)
@@ -287,11 +289,12 @@ def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
 
 
 def _malformed(span: Span) -> str | None:
-    if len(span.trace_id) != 16 or not any(span.trace_id):
+    trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
         return "trace_id must be 16 bytes, not all zero"
-    if len(span.span_id) != 8 or not any(span.span_id):
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
         return "span_id must be 8 bytes, not all zero"
-    if span.parent_span_id and len(span.parent_span_id) != 8:
+    if parent_span_id and len(parent_span_id) != 8:
         return "parent_span_id must be empty or 8 bytes"
     return None
 
