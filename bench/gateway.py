@@ -36,6 +36,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import set_span_in_context
 
 from bench import workloads
 from bench.setups import RESOURCE
@@ -91,6 +92,52 @@ def decode_and_visit(bodies: list[bytes]) -> int:
                         if kind is not None and getattr(key_value.value, kind) is not None:
                             values += 1
     return values
+
+
+def pending_trace_memory(traces: int) -> float:
+    """Bytes the engine keeps per pending governed trace received over OTLP (``tracemalloc``).
+
+    Each trace is one governed child span (one AIGP event) whose root never arrives; requests of
+    100 spans are encoded beforehand, then decoded, converted and queued inside the measured
+    section, so what a note keeps of its request counts.
+    """
+    import gc
+    import tracemalloc
+
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.engine import Engine
+    from aigp_otel_bridge.frontdoors.otlp import TraceIntake, decode_protobuf
+
+    def children(tracer: Any, count: int) -> None:
+        for _ in range(count):
+            name, attributes = workloads.governance_event("aigp.inject.success")
+            root = tracer.start_span("agent.session", attributes=workloads.ROOT_ATTRIBUTES)
+            child = tracer.start_span("policy.inject", context=set_span_in_context(root),
+                                      attributes=workloads.ORDINARY_ATTRIBUTES)
+            child.add_event(name, attributes)
+            child.end()  # the root never ends: only the child is exported
+
+    bodies = [encode_spans(_spans(lambda tracer: children(tracer, 100))).SerializeToString()
+              for _ in range(max(1, traces // 100))]
+    count = 100 * len(bodies)
+    config = BridgeConfig(trace_timeout_s=3600.0, max_pending_traces=2 * count + 16)
+    engine = Engine(config, emit=lambda _: None)
+    intake = TraceIntake(engine)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for body in bodies:
+        if intake.export(decode_protobuf(body), "bench").verdict.value != "accepted":
+            raise RuntimeError("the intake refused a request")
+    engine.flush(60.0)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    stats = engine.stats.snapshot()
+    engine.shutdown(60.0)
+    if stats["records"] != count or stats["runs_decided"] != 0:
+        raise RuntimeError(f"expected {count} pending traces, got {stats}")
+    return kept / count
 
 
 class GatewayUnderTest:
@@ -210,6 +257,7 @@ def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) ->
             "decode_and_visit"],
         "sessions_vs_openlineage": hand_s / sessions_s,
     }
+    figures["pending_trace_bytes"] = pending_trace_memory(sessions * 5)
     figures["settings"] = {"rounds": rounds, "requests": requests, "spans_per_request": spans_per_request,
                            "sessions": sessions, "sessions_per_request": 50, "statistic": "best window"}
     return figures
@@ -219,6 +267,7 @@ def table(figures: dict[str, Any]) -> str:
     spans = figures["ungoverned_spans_per_s"]
     sessions = figures["governed_sessions_per_s"]
     ratios = figures["ratios"]
+    memory = figures["pending_trace_bytes"]
 
     def verdict(ratio: float) -> str:
         return "met" if ratio >= 0.5 else "not met"
@@ -233,6 +282,8 @@ def table(figures: dict[str, Any]) -> str:
         f"governed sessions/s, OTLP/HTTP      {sessions['gateway_http']:>12,.0f}   "
         f"{ratios['sessions_vs_openlineage']:>6.2f}  {verdict(ratios['sessions_vs_openlineage'])}",
         f"  openlineage-python alone, same transport {sessions['openlineage_alone']:>6,.0f}",
+        f"memory per pending trace (bytes)    {memory:>12,.0f}   {memory / 1024:>6.2f}  "
+        f"{'met' if memory < 1024 else 'not met'} (target < 1 KiB)",
     ])
 
 

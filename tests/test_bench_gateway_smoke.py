@@ -17,4 +17,5 @@ def test_bench_gateway_quick(tmp_path: Path) -> None:
     rates = [*figures["ungoverned_spans_per_s"].values(), *figures["governed_sessions_per_s"].values(),
              *figures["ratios"].values()]
     assert len(rates) == 8
+    rates.append(figures["pending_trace_bytes"])
     assert all(math.isfinite(rate) and rate > 0 for rate in rates)

@@ -13,6 +13,7 @@ import base64
 import enum
 import json
 import logging
+import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ FLAG_PARENT_REMOTE = 0x200
 
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
 _STATUS_UNSET = Status(StatusCode.UNSET)
+_INTERN_MAX = 40
+"""Strings up to this length (names, versions, enforcement results, classifications) are interned:
+decoded afresh from every request, they would otherwise be kept once per pending trace."""
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 _STATUS_ERROR_CODE = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
@@ -129,6 +133,9 @@ def plain_value(value: AnyValue) -> Any:
     extraction treats them as it treats any value of the wrong type (left out and counted).
     """
     kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text: str = value.string_value
+        return sys.intern(text) if len(text) <= _INTERN_MAX else text
     if kind is None:
         return None
     if kind == "array_value":
@@ -178,6 +185,10 @@ class OtlpAttributes(Mapping[str, Any]):
     def __bool__(self) -> bool:
         return bool(self._plain) if self._plain is not None else len(self._key_values) > 0
 
+    def plain(self) -> dict[str, Any]:
+        """Every value converted, as a plain dict."""
+        return self._values()
+
     def detach(self) -> None:
         """Convert every value now and let go of the request (a note may outlive it by minutes)."""
         self._values()
@@ -223,7 +234,7 @@ class _SpanView:
         self._span = span
         self._parent = parent
         self._events = [
-            OtlpEvent(event.name, OtlpAttributes(event.attributes), event.time_unix_nano)
+            OtlpEvent(sys.intern(event.name), OtlpAttributes(event.attributes), event.time_unix_nano)
             for event in span.events
         ]
         self._attributes = OtlpAttributes(span.attributes)
@@ -243,7 +254,7 @@ class _SpanView:
 
     @property
     def name(self) -> str:
-        return self._span.name
+        return sys.intern(self._span.name)
 
     @property
     def start_time(self) -> int:
@@ -266,13 +277,12 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
             int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"), parent_remote
         )
     note = capture_span(_SpanView(span, resource, parent))
-    if note is not None:
-        kept = [note.attributes, *(event.attributes for event in note.governance_events)]
-        if note.exception is not None:
-            kept.append(note.exception.attributes)
-        for attributes in kept:
-            if isinstance(attributes, OtlpAttributes):
-                attributes.detach()
+    if note is not None:  # what the note keeps must not keep the request alive
+        if isinstance(note.attributes, OtlpAttributes):
+            note.attributes.detach()
+        for event in (*note.governance_events, note.exception):
+            if isinstance(event, OtlpEvent) and isinstance(event.attributes, OtlpAttributes):
+                event.attributes = event.attributes.plain()
     return note
 
 
