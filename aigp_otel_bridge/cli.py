@@ -128,6 +128,52 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from aigp_otel_bridge.frontdoors.gateway import GatewayError, gateway_settings, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = gateway_settings(
+            grpc_endpoint=args.grpc_endpoint, http_endpoint=args.http_endpoint,
+            auth_token_file=args.auth_token_file, tls_cert_file=args.tls_cert_file,
+            tls_key_file=args.tls_key_file, max_request_bytes=args.max_request_bytes,
+        )
+    except GatewayError as error:
+        print(f"aigp-otel-bridge serve: {error}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def _add_serve(commands: Any) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway: OTLP traces in (gRPC and HTTP), OpenLineage RunEvents out",
+        description=(
+            "Receives OTLP traces over gRPC and HTTP (protobuf or JSON, optionally gzip) and emits one"
+            " RunEvent per governed local root, as the span processor does in process. Lineage goes"
+            " wherever the OpenLineage client is configured to send it (openlineage.yml,"
+            " OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*); every AIGP_BRIDGE_* setting applies."
+            " SIGTERM or SIGINT stops intake, decides pending traces, delivers them or stores them in"
+            " the outbox, and exits 0. See docs/gateway.md."
+        ),
+    )
+    serve.add_argument("--grpc-endpoint", metavar="HOST:PORT",
+                       help="OTLP/gRPC listen address or 'none' (env AIGP_BRIDGE_GRPC_ENDPOINT;"
+                            " default 127.0.0.1:4317)")
+    serve.add_argument("--http-endpoint", metavar="HOST:PORT",
+                       help="OTLP/HTTP listen address or 'none' (env AIGP_BRIDGE_HTTP_ENDPOINT;"
+                            " default 127.0.0.1:4318)")
+    serve.add_argument("--auth-token-file", metavar="FILE",
+                       help="require 'Authorization: Bearer <token>' with the token in FILE"
+                            " (env AIGP_BRIDGE_AUTH_TOKEN)")
+    serve.add_argument("--tls-cert-file", metavar="PEM", help="serve TLS with this certificate (chain)")
+    serve.add_argument("--tls-key-file", metavar="PEM", help="the certificate's private key")
+    serve.add_argument("--max-request-bytes", type=int, metavar="N",
+                       help="largest request body, also after decompression (env"
+                            " AIGP_BRIDGE_MAX_REQUEST_BYTES; default 16 MiB)")
+    serve.set_defaults(handler=_serve)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigp-otel-bridge",
@@ -212,6 +258,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--dir", required=True, metavar="D", help="the outbox folder")
     replay.set_defaults(handler=_outbox_replay)
+    _add_serve(commands)
     return parser
 
 

@@ -109,6 +109,17 @@ class BridgeConfig:
 
 SETTINGS: dict[str, Kind] = {f.name: f.metadata["kind"] for f in fields(BridgeConfig)}
 """Every setting and what it accepts, from the one declaration above."""
+ENV_GRPC_ENDPOINT = ENV_PREFIX + "GRPC_ENDPOINT"
+ENV_HTTP_ENDPOINT = ENV_PREFIX + "HTTP_ENDPOINT"
+ENV_AUTH_TOKEN = ENV_PREFIX + "AUTH_TOKEN"
+ENV_MAX_REQUEST_BYTES = ENV_PREFIX + "MAX_REQUEST_BYTES"
+GATEWAY_VARIABLES: dict[str, str] = {
+    ENV_GRPC_ENDPOINT: "OTLP/gRPC HOST:PORT, or none (default 127.0.0.1:4317)",
+    ENV_HTTP_ENDPOINT: "OTLP/HTTP HOST:PORT, or none (default 127.0.0.1:4318)",
+    ENV_AUTH_TOKEN: "bearer token every request must carry",
+    ENV_MAX_REQUEST_BYTES: "largest request body, also after decompression",
+}
+"""The gateway's own variables (``aigp-otel-bridge serve``; its command-line options win over them)."""
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(BridgeConfig)}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

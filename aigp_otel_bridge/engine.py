@@ -127,6 +127,19 @@ class Engine:
     def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
         self._put((_EVENT, key, record, local_root_id), wake=False)
 
+    def offer(self, notes: list[SpanNote]) -> bool:
+        """Queue all of ``notes`` or none (False: stopped, or no room), for front doors that can
+        refuse a batch before acknowledging it. An empty intake takes any batch, so none is refused
+        forever; concurrent offers may overshoot the capacity by their own sizes, never drop."""
+        if self._stopped:
+            return False
+        depth = len(self._intake)
+        if depth and depth + len(notes) > self._capacity:
+            return False
+        self._intake.extend((_SPAN, note) for note in notes)
+        self._wake.set()
+        return True
+
     def _put(self, item: tuple[Any, ...], *, wake: bool) -> None:
         if self._stopped:
             return

@@ -145,6 +145,11 @@ def run(sizes: Sizes, *, quick: bool = False) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["gateway"]:
+        from bench import gateway
+
+        return gateway.main(arguments[1:])
     sizes, out, quick = parse_args(argv)
     if sizes.rounds < MIN_ROUNDS:
         print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",

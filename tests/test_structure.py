@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import aigp_otel_bridge
-from aigp_otel_bridge.config import DEFAULT_PRODUCER, ENV_PREFIX, SETTINGS, BridgeConfig
+from aigp_otel_bridge.config import DEFAULT_PRODUCER, ENV_PREFIX, GATEWAY_VARIABLES, SETTINGS, BridgeConfig
 from aigp_otel_bridge.telemetry import COUNTERS, GAUGES
 
 PACKAGE = Path(aigp_otel_bridge.__file__).parent
@@ -176,7 +176,7 @@ def test_readme_lists_every_setting() -> None:
 
 
 def test_every_bridge_variable_named_in_the_docs_exists() -> None:
-    variables = {ENV_PREFIX + name.upper() for name in SETTINGS}
+    variables = {ENV_PREFIX + name.upper() for name in SETTINGS} | set(GATEWAY_VARIABLES)
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         named = set(re.findall(rf"\b{ENV_PREFIX}[A-Z_]*[A-Z]\b", path.read_text()))
         assert named <= variables, f"{path.name}: {sorted(named - variables)}"

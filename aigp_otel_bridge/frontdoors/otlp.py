@@ -1,0 +1,426 @@
+"""OTLP traces in: request decoding, the OTLP span -> span note adapter, and the gateway's intake.
+
+Both receivers (``otlp_http``, ``otlp_grpc``) decode a request into an ``ExportTraceServiceRequest``
+and hand it to ``TraceIntake.export``, which turns every span into the same ``SpanNote`` the
+in-process span processor makes (``capture_span`` reads an OTLP span through a small view with
+the SDK span's shape), then queues the whole request or none of it: a request is acknowledged
+only once its spans are in the engine's intake.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry import metrics
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+from opentelemetry.trace import SpanContext, Status, StatusCode
+
+from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.version import __version__
+
+MEDIA_PROTOBUF = "application/x-protobuf"
+MEDIA_JSON = "application/json"
+
+FLAG_PARENT_REMOTE_KNOWN = 0x100
+"""``Span.flags`` bit 8: the sender knows whether the parent is remote."""
+FLAG_PARENT_REMOTE = 0x200
+"""``Span.flags`` bit 9: the parent is remote (meaningful only with bit 8)."""
+
+_ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+_STATUS_UNSET = Status(StatusCode.UNSET)
+_INTERN_MAX = 40
+"""Strings up to this length (names, versions, enforcement results, classifications) are interned:
+decoded afresh from every request, they would otherwise be kept once per pending trace."""
+_ZERO_TRACE_ID = bytes(16)
+_ZERO_SPAN_ID = bytes(8)
+_STATUS_ERROR_CODE = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
+
+
+class OtlpDecodeError(ValueError):
+    """The request body is not an OTLP ``ExportTraceServiceRequest`` in the stated encoding."""
+
+
+# ---- decoding ----
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as error:
+        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
+    return request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """OTLP/JSON: the protobuf JSON mapping, except that ids are hex strings, not base64.
+
+    ``json_format`` already accepts both lowerCamelCase and snake_case field names, 64-bit
+    integers as strings or numbers and enums as integers; unknown fields are ignored, as the
+    OTLP specification asks of receivers.
+    """
+    try:
+        document = json.loads(body)
+        if not isinstance(document, dict):
+            raise OtlpDecodeError("an OTLP/JSON request is a JSON object")
+        for span in _json_spans(document):
+            _hex_ids_to_base64(span)
+            for link in _json_list(span, "links"):
+                _hex_ids_to_base64(link)
+        request = ExportTraceServiceRequest()
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except OtlpDecodeError:
+        raise
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {error}") from None
+    return request
+
+
+def decode(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+    return decode_json(body) if media_type == MEDIA_JSON else decode_protobuf(body)
+
+
+def _json_list(node: Mapping[str, Any], camel: str) -> list[Any]:
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    value = node.get(camel, node.get(snake))
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OtlpDecodeError(f"{camel} must be a list")
+    return [item for item in value if isinstance(item, dict)]
+
+
+def _json_spans(document: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
+    for resource_spans in _json_list(document, "resourceSpans"):
+        for scope_spans in _json_list(resource_spans, "scopeSpans"):
+            yield from _json_list(scope_spans, "spans")
+
+
+def _hex_ids_to_base64(node: dict[str, Any]) -> None:
+    for key in _ID_KEYS:
+        value = node.get(key)
+        if isinstance(value, str):
+            try:
+                raw = bytes.fromhex(value)
+            except ValueError:
+                raise OtlpDecodeError(f"{key} is not a hex string: {value[:40]!r}") from None
+            node[key] = base64.b64encode(raw).decode("ascii")
+
+
+# ---- the adapter: OTLP values in the SDK's plain Python shapes ----
+
+
+def plain_value(value: AnyValue) -> Any:
+    """An ``AnyValue`` as the SDK holds attribute values: str, bool, int, float, tuples for arrays.
+
+    Key-value lists and bytes, which the SDK never produces, come through as a dict and bytes;
+    extraction treats them as it treats any value of the wrong type (left out and counted).
+    """
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        text: str = value.string_value
+        return sys.intern(text) if len(text) <= _INTERN_MAX else text
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return tuple(plain_value(item) for item in value.array_value.values)
+    if kind == "kvlist_value":
+        return plain_attributes(value.kvlist_value.values)
+    return getattr(value, kind)
+
+
+def plain_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: plain_value(kv.value) for kv in key_values}
+
+
+class OtlpAttributes(Mapping[str, Any]):
+    """A ``KeyValue`` list as a read-only mapping whose values are converted on first use.
+
+    ``capture_span`` decides from the keys alone whether a span matters; most spans do not, and
+    their values are then never converted. The first value access converts them all (the last
+    duplicate key wins, as in the SDK).
+    """
+
+    __slots__ = ("_key_values", "_plain")
+
+    def __init__(self, key_values: Sequence[KeyValue]) -> None:
+        self._key_values = key_values
+        self._plain: dict[str, Any] | None = None
+
+    def _values(self) -> dict[str, Any]:
+        if self._plain is None:
+            self._plain = plain_attributes(self._key_values)
+        return self._plain
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values().get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._plain is not None:
+            return iter(self._plain)
+        return iter([key_value.key for key_value in self._key_values])
+
+    def __len__(self) -> int:  # consistent with __iter__, which yields a duplicate key twice until converted
+        return len(self._plain) if self._plain is not None else len(self._key_values)
+
+    def __bool__(self) -> bool:
+        return bool(self._plain) if self._plain is not None else len(self._key_values) > 0
+
+    def plain(self) -> dict[str, Any]:
+        """Every value converted, as a plain dict."""
+        return self._values()
+
+    def detach(self) -> None:
+        """Convert every value now and let go of the request (a note may outlive it by minutes)."""
+        self._values()
+        self._key_values = ()
+
+
+class OtlpEvent:
+    """A span event with the SDK ``Event``'s fields (``name``, ``attributes``, ``timestamp``)."""
+
+    __slots__ = ("attributes", "name", "timestamp")
+
+    def __init__(self, name: str, attributes: Mapping[str, Any], timestamp: int) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.timestamp = timestamp
+
+
+class OtlpParent:
+    """The parent of a span as ``capture_span`` reads it (``SpanContext``'s fields, unvalidated)."""
+
+    __slots__ = ("is_remote", "span_id", "trace_id")
+
+    def __init__(self, trace_id: int, span_id: int, is_remote: bool) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.is_remote = is_remote
+
+
+class _Resource:
+    __slots__ = ("attributes",)
+
+    def __init__(self, attributes: dict[str, Any]) -> None:
+        self.attributes = attributes
+
+
+class _SpanView:
+    """An OTLP span with the fields ``capture_span`` reads from a finished SDK span; what it reads
+    only for spans that matter (context, status, times) is computed when read."""
+
+    __slots__ = ("_attributes", "_events", "_parent", "_span", "resource")
+
+    def __init__(self, span: Span, resource: _Resource, parent: OtlpParent | None) -> None:
+        self._span = span
+        self._parent = parent
+        self._events = [
+            OtlpEvent(sys.intern(event.name), OtlpAttributes(event.attributes), event.time_unix_nano)
+            for event in span.events
+        ]
+        self._attributes = OtlpAttributes(span.attributes)
+        self.resource = resource
+
+    @property
+    def context(self) -> SpanContext:
+        span = self._span
+        return SpanContext(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"), False)
+
+    @property
+    def status(self) -> Status:
+        status = self._span.status
+        if status.code == _STATUS_ERROR_CODE:
+            return Status(StatusCode.ERROR, status.message or None)
+        return _STATUS_UNSET
+
+    @property
+    def name(self) -> str:
+        return sys.intern(self._span.name)
+
+    @property
+    def start_time(self) -> int:
+        return self._span.start_time_unix_nano
+
+    @property
+    def end_time(self) -> int:
+        return self._span.end_time_unix_nano
+
+
+def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) -> SpanNote | None:
+    """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
+
+    ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
+    ``local_root_parents`` decides it from the request.
+    """
+    parent = None
+    if span.parent_span_id:
+        parent = OtlpParent(
+            int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"), parent_remote
+        )
+    note = capture_span(_SpanView(span, resource, parent))
+    if note is not None:  # what the note keeps must not keep the request alive
+        if isinstance(note.attributes, OtlpAttributes):
+            note.attributes.detach()
+        for event in (*note.governance_events, note.exception):
+            if event is not None and isinstance(event.attributes, OtlpAttributes):
+                event.attributes = event.attributes.plain()
+    return note
+
+
+def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
+    """Whether a span's parent is remote: the sender's flags when it sets them (bits 8 and 9),
+    else whether the parent is missing from the spans of the span's own resource in this request.
+
+    The fallback is a heuristic for senders that leave the flags 0: a parent that belongs to
+    the same service but was exported in an earlier request also counts as remote.
+    """
+    if span.flags & FLAG_PARENT_REMOTE_KNOWN:
+        return bool(span.flags & FLAG_PARENT_REMOTE)
+    return (span.trace_id, span.parent_span_id) not in local_spans
+
+
+def _malformed(span: Span) -> str | None:
+    trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+    if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
+        return "trace_id must be 16 bytes, not all zero"
+    if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
+        return "span_id must be 8 bytes, not all zero"
+    if parent_span_id and len(parent_span_id) != 8:
+        return "parent_span_id must be empty or 8 bytes"
+    return None
+
+
+@dataclass
+class Converted:
+    """What one request holds for the engine."""
+
+    notes: list[SpanNote]
+    spans: int
+    rejected: int
+    reason: str
+
+
+def notes_from_request(request: ExportTraceServiceRequest, log: Any = None) -> Converted:
+    """Every span of a request as a note (or nothing), malformed spans counted and left out."""
+    converted = Converted([], 0, 0, "")
+    for resource_spans in request.resource_spans:
+        _convert_resource_spans(resource_spans, converted, log)
+    return converted
+
+
+def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted, log: Any) -> None:
+    resource = _Resource(plain_attributes(resource_spans.resource.attributes))
+    spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
+    local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
+    for span in spans:
+        converted.spans += 1
+        problem = _malformed(span)
+        if problem is not None:
+            converted.rejected += 1
+            converted.reason = problem
+            continue
+        remote = False
+        if span.parent_span_id:
+            if local_spans is None and not span.flags & FLAG_PARENT_REMOTE_KNOWN:
+                local_spans = {(span.trace_id, span.span_id) for span in spans}
+            remote = parent_is_remote(span, local_spans or set())
+        try:
+            note = note_from_otlp_span(span, resource, remote)
+        except Exception as error:  # a value no span could hold: leave the span out, say so
+            converted.rejected += 1
+            converted.reason = f"unreadable span: {type(error).__name__}"
+            if log is not None:
+                log.log(logging.WARNING, "otlp", "could not read an OTLP span", exc_info=True)
+            continue
+        if note is not None:
+            converted.notes.append(note)
+
+
+# ---- the intake both receivers share ----
+
+
+class Verdict(enum.Enum):
+    ACCEPTED = "accepted"
+    BUSY = "busy"
+    """The engine's intake is full: the sender should retry shortly."""
+    STOPPED = "stopped"
+    """The gateway is shutting down."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: Verdict
+    rejected_spans: int = 0
+    error_message: str = ""
+
+    def response(self) -> ExportTraceServiceResponse:
+        """The success answer; ``partial_success`` only when spans were rejected."""
+        if not self.rejected_spans:
+            return ExportTraceServiceResponse()
+        return ExportTraceServiceResponse(
+            partial_success=ExportTracePartialSuccess(
+                rejected_spans=self.rejected_spans, error_message=self.error_message
+            )
+        )
+
+
+class TraceIntake:
+    """Turns decoded requests into notes and queues them all-or-nothing into the engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.busy_refusals = 0
+        """Requests refused because the intake was full (each one retried by its sender)."""
+        meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
+        self._requests = meter.create_counter(
+            "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
+        )
+        self._spans = meter.create_counter(
+            "aigp_bridge.gateway.spans", description="Spans received over OTLP, by protocol and outcome"
+        )
+
+    def export(self, request: ExportTraceServiceRequest, protocol: str) -> Outcome:
+        engine = self.engine
+        if engine.stopped:
+            return self._count(Outcome(Verdict.STOPPED), protocol, 0)
+        converted = notes_from_request(request, engine.log)
+        if not engine.offer(converted.notes):
+            self.busy_refusals += 1
+            return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
+        outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
+        return self._count(outcome, protocol, converted.spans)
+
+    def refused(self, protocol: str, reason: str) -> None:
+        """Count a request refused before decoding (bad body, auth, size, media type)."""
+        self._requests.add(1, {"protocol": protocol, "outcome": reason})
+
+    def _count(self, outcome: Outcome, protocol: str, spans: int) -> Outcome:
+        verdict = outcome.verdict.value
+        self._requests.add(1, {"protocol": protocol, "outcome": verdict})
+        if outcome.verdict is Verdict.ACCEPTED:
+            self._spans.add(spans - outcome.rejected_spans, {"protocol": protocol, "outcome": "accepted"})
+            if outcome.rejected_spans:
+                self._spans.add(outcome.rejected_spans, {"protocol": protocol, "outcome": "rejected"})
+        elif spans:
+            self._spans.add(spans, {"protocol": protocol, "outcome": verdict})
+        return outcome

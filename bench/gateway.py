@@ -1,0 +1,303 @@
+"""``python -m bench gateway``: the gateway's throughput against two ceilings, in one run.
+
+(a) Ungoverned spans/s received over OTLP/HTTP and OTLP/gRPC, against merely decoding the same
+    request bodies with ``opentelemetry-proto`` and visiting every span's attributes (target
+    >= 0.5x of that ceiling).
+(b) Governed sessions/s (a root, seven children, three AIGP events; the RunEvent written by the
+    OpenLineage file transport), against openlineage-python alone building and emitting the
+    equivalent RunEvents on the same file transport (target >= 0.5x).
+
+Method: the gateway runs as ``aigp-otel-bridge serve`` in its own process, as users run it; the
+requests are encoded before timing by the SDK's own OTLP encoder, and one sender in this process
+posts them back to back on one connection. A window runs from the first request to the last
+answer for (a), and to the last RunEvent written for (b). The best of ``--rounds`` windows
+counts, for every figure alike. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from openlineage.client import OpenLineageClient
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import set_span_in_context
+
+from bench import workloads
+from bench.setups import RESOURCE
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+PRODUCER = "https://github.com/aigp-otel-bridge/aigp-otel-bridge/bench"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _spans(make: Any) -> list[Any]:
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    make(provider.get_tracer("bench.gateway"))
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def ungoverned_bodies(requests: int, spans_per_request: int) -> list[bytes]:
+    """Requests of ungoverned child spans (six ordinary attributes) under one root each."""
+    bodies = []
+    for _ in range(requests):
+        spans = _spans(lambda tracer: workloads.run_spans(tracer, spans_per_request - 1, None))
+        bodies.append(encode_spans(spans).SerializeToString())
+    return bodies
+
+
+def session_bodies(sessions: int, sessions_per_request: int) -> list[bytes]:
+    bodies = []
+    for start in range(0, sessions, sessions_per_request):
+        count = min(sessions_per_request, sessions - start)
+        events = workloads.session_events(count)
+        spans = _spans(lambda tracer, events=events: workloads.run_sessions(tracer, events))
+        bodies.append(encode_spans(spans).SerializeToString())
+    return bodies
+
+
+def decode_and_visit(bodies: list[bytes]) -> int:
+    """The ceiling: parse each request and touch every attribute value of every span."""
+    values = 0
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    for key_value in span.attributes:
+                        kind = key_value.value.WhichOneof("value")
+                        if kind is not None and getattr(key_value.value, kind) is not None:
+                            values += 1
+    return values
+
+
+def pending_trace_memory(traces: int) -> float:
+    """Bytes the engine keeps per pending governed trace received over OTLP (``tracemalloc``).
+
+    Each trace is one governed child span (one AIGP event) whose root never arrives; requests of
+    100 spans are encoded beforehand, then decoded, converted and queued inside the measured
+    section, so what a note keeps of its request counts.
+    """
+    import gc
+    import tracemalloc
+
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.engine import Engine
+    from aigp_otel_bridge.frontdoors.otlp import TraceIntake, decode_protobuf
+
+    def children(tracer: Any, count: int) -> None:
+        for _ in range(count):
+            name, attributes = workloads.governance_event("aigp.inject.success")
+            root = tracer.start_span("agent.session", attributes=workloads.ROOT_ATTRIBUTES)
+            child = tracer.start_span("policy.inject", context=set_span_in_context(root),
+                                      attributes=workloads.ORDINARY_ATTRIBUTES)
+            child.add_event(name, attributes)
+            child.end()  # the root never ends: only the child is exported
+
+    bodies = [encode_spans(_spans(lambda tracer: children(tracer, 100))).SerializeToString()
+              for _ in range(max(1, traces // 100))]
+    count = 100 * len(bodies)
+    config = BridgeConfig(trace_timeout_s=3600.0, max_pending_traces=2 * count + 16)
+    engine = Engine(config, emit=lambda _: None)
+    intake = TraceIntake(engine)
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for body in bodies:
+        if intake.export(decode_protobuf(body), "bench").verdict.value != "accepted":
+            raise RuntimeError("the intake refused a request")
+    engine.flush(60.0)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    stats = engine.stats.snapshot()
+    engine.shutdown(60.0)
+    if stats["records"] != count or stats["runs_decided"] != 0:
+        raise RuntimeError(f"expected {count} pending traces, got {stats}")
+    return kept / count
+
+
+class GatewayUnderTest:
+    def __init__(self, lineage: Path) -> None:
+        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.lineage = lineage
+        self._read = 0
+        self._lines = 0
+        own = ("OPENLINEAGE", "AIGP_BRIDGE", "OTEL_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+        env.update({
+            "OPENLINEAGE__TRANSPORT__TYPE": "file", "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(lineage),
+            "OPENLINEAGE__TRANSPORT__APPEND": "true", "AIGP_BRIDGE_JOB_NAMESPACE": "bench",
+        })
+        command = [sys.executable, "-m", "aigp_otel_bridge.cli", "serve", "--grpc-endpoint",
+                   f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        text=True)
+        assert self.process.stdout is not None
+        if " serving " not in self.process.stdout.readline():
+            self.process.kill()
+            raise RuntimeError("the gateway did not start")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+    def lines(self) -> int:
+        """RunEvents written so far (reads only what was appended since the last call)."""
+        if not self.lineage.exists():
+            return 0
+        with self.lineage.open("rb") as lineage:
+            lineage.seek(self._read)
+            added = lineage.read()
+        self._read += len(added)
+        self._lines += added.count(b"\n")
+        return self._lines
+
+
+def post_all(port: int, bodies: list[bytes]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": "application/x-protobuf"}
+    for body in bodies:
+        connection.request("POST", "/v1/traces", body=body, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise RuntimeError(f"the gateway answered {response.status}")
+    connection.close()
+
+
+def call_all(port: int, bodies: list[bytes]) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        export: Any = channel.unary_unary(EXPORT_METHOD)
+        for body in bodies:
+            export(body, timeout=60)
+
+
+def _timed(window: Any) -> float:
+    began = time.perf_counter()
+    window()
+    return time.perf_counter() - began
+
+
+def _wait_lines(gateway: GatewayUnderTest, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while gateway.lines() < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {gateway.lines()} of {count} RunEvents were written")
+        time.sleep(0.002)
+
+
+def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) -> dict[str, Any]:
+    spans = requests * spans_per_request
+    ungoverned = ungoverned_bodies(requests, spans_per_request)
+    with tempfile.TemporaryDirectory() as directory:
+        gateway = GatewayUnderTest(Path(directory) / "gateway.jsonl")
+        try:
+            post_all(gateway.http_port, ungoverned[:2])  # warm-up
+            call_all(gateway.grpc_port, ungoverned[:2])
+            names = ("http", "grpc", "decode", "sessions", "hand")
+            windows: dict[str, list[float]] = {name: [] for name in names}
+            hand_path = Path(directory) / "hand.jsonl"
+            client = OpenLineageClient(
+                config={"transport": {"type": "file", "log_file_path": str(hand_path), "append": True}}
+            )
+            for _ in range(rounds):  # interleaved, so that a busy moment of the machine hits all alike
+                windows["http"].append(_timed(lambda: post_all(gateway.http_port, ungoverned)))
+                windows["grpc"].append(_timed(lambda: call_all(gateway.grpc_port, ungoverned)))
+                windows["decode"].append(_timed(lambda: decode_and_visit(ungoverned)))
+                fresh = session_bodies(sessions, 50)  # new trace ids: each round makes new runs
+                expected = gateway.lines() + sessions
+
+                def governed_window(fresh: list[bytes] = fresh, expected: int = expected) -> None:
+                    post_all(gateway.http_port, fresh)
+                    _wait_lines(gateway, expected)
+
+                windows["sessions"].append(_timed(governed_window))
+                hand = workloads.hand_sessions(workloads.session_events(sessions))
+                windows["hand"].append(
+                    _timed(lambda hand=hand: workloads.run_hand_built(client, hand, PRODUCER))
+                )
+        finally:
+            gateway.stop()
+    http_s, grpc_s, ceiling_s, sessions_s, hand_s = (min(windows[k]) for k in
+                                                       ("http", "grpc", "decode", "sessions", "hand"))
+    figures: dict[str, Any] = {
+        "ungoverned_spans_per_s": {"http": spans / http_s, "grpc": spans / grpc_s,
+                                   "decode_and_visit": spans / ceiling_s},
+        "governed_sessions_per_s": {"gateway_http": sessions / sessions_s,
+                                    "openlineage_alone": sessions / hand_s},
+    }
+    figures["ratios"] = {
+        "http_vs_decode": figures["ungoverned_spans_per_s"]["http"] / figures["ungoverned_spans_per_s"][
+            "decode_and_visit"],
+        "grpc_vs_decode": figures["ungoverned_spans_per_s"]["grpc"] / figures["ungoverned_spans_per_s"][
+            "decode_and_visit"],
+        "sessions_vs_openlineage": hand_s / sessions_s,
+    }
+    figures["pending_trace_bytes"] = pending_trace_memory(sessions * 5)
+    figures["settings"] = {"rounds": rounds, "requests": requests, "spans_per_request": spans_per_request,
+                           "sessions": sessions, "sessions_per_request": 50, "statistic": "best window"}
+    return figures
+
+
+def table(figures: dict[str, Any]) -> str:
+    spans = figures["ungoverned_spans_per_s"]
+    sessions = figures["governed_sessions_per_s"]
+    ratios = figures["ratios"]
+    memory = figures["pending_trace_bytes"]
+
+    def verdict(ratio: float) -> str:
+        return "met" if ratio >= 0.5 else "not met"
+
+    return "\n".join([
+        "gateway                                   rate        ratio  target 0.5x",
+        f"ungoverned spans/s, OTLP/HTTP       {spans['http']:>12,.0f}   {ratios['http_vs_decode']:>6.2f}  "
+        f"{verdict(ratios['http_vs_decode'])}",
+        f"ungoverned spans/s, OTLP/gRPC       {spans['grpc']:>12,.0f}   {ratios['grpc_vs_decode']:>6.2f}  "
+        f"{verdict(ratios['grpc_vs_decode'])}",
+        f"  decode + visit attributes (ceiling) {spans['decode_and_visit']:>10,.0f}",
+        f"governed sessions/s, OTLP/HTTP      {sessions['gateway_http']:>12,.0f}   "
+        f"{ratios['sessions_vs_openlineage']:>6.2f}  {verdict(ratios['sessions_vs_openlineage'])}",
+        f"  openlineage-python alone, same transport {sessions['openlineage_alone']:>6,.0f}",
+        f"memory per pending trace (bytes)    {memory:>12,.0f}   {memory / 1024:>6.2f}  "
+        f"{'met' if memory < 1024 else 'not met'} (target < 1 KiB)",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench gateway", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness only")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    sizes = dict(rounds=2, requests=2, spans_per_request=50, sessions=20) if args.quick else dict(
+        rounds=args.rounds, requests=20, spans_per_request=500, sessions=400)
+    figures = run(**sizes)
+    print(table(figures))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
