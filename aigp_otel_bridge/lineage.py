@@ -228,6 +228,7 @@ def build_governance_facet(run: DecidedRun, producer: str) -> AIGPGovernanceRunF
         deniedEventCount=summary.denied_count,
         complete=run.complete,
         agentIds=agent_ids if len(agent_ids) > 1 else None,
+        ungovernedResourceCount=summary.ungoverned_count,
         producer=producer,
     )
 
@@ -246,6 +247,8 @@ def build_inputs(run: DecidedRun, producer: str) -> list[InputDataset]:
             leafHashes=list(leaf) if len(leaf) > 1 else None,
             contentHash=content[0] if len(content) == 1 else None,
             contentHashes=list(content) if len(content) > 1 else None,
+            enforcementResult=sc.DENIED if resource.denied else sc.ALLOWED,
+            governed=resource.governed,
             producer=producer,
         )
         inputs.append(
