@@ -96,6 +96,7 @@ RESOURCE_TYPE_PATTERN: Final = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 # OpenTelemetry keys the bridge reads.
 SERVICE_NAME: Final = "service.name"
 SERVICE_NAMESPACE: Final = "service.namespace"
+GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 EXCEPTION_EVENT: Final = "exception"
 EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"

@@ -61,6 +61,8 @@ class Stats:
     """Span notes or ingested events refused because the intake queue was full."""
     ingest_rejected: int = 0
     """``ingest_aigp_event`` calls with something that is not an AIGP event with a trace id."""
+    lineage_context_rejected: int = 0
+    """Malformed propagated ``aigp-lineage`` values or ``OPENLINEAGE_CONTEXT`` ignored."""
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -83,6 +85,7 @@ _COUNTERS = {
     "traces_evicted": "Pending traces evicted by the bound",
     "traces_timed_out": "Governed traces emitted by timeout",
     "intake_dropped": "Spans or events refused by a full intake queue",
+    "lineage_context_rejected": "Malformed propagated lineage contexts ignored",
 }
 
 
