@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from openlineage.client.constants import __version__ as openlineage_version
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
@@ -37,7 +37,8 @@ from aigp_otel_bridge.facets import (
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
 )
-from aigp_otel_bridge.records import ErrorInfo, RootInfo, SpanNote, error_of
+from aigp_otel_bridge.links import RUN_LINKS, RunParent, parent_run_facet
+from aigp_otel_bridge.records import ErrorInfo, RootInfo, error_of, plain
 from aigp_otel_bridge.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -93,6 +94,8 @@ class DecidedRun:
     nominal_end_ns: int | None
     summary: RunSummary
     error: ErrorInfo | None = None
+    parent: RunParent | None = None
+    """The caller's run and the chain's root (section 8); None for a top-level run."""
 
 
 def job_name_for(agent_id: str | None, service_name: str | None, span_name: str) -> str:
@@ -140,6 +143,9 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
     )
     job_name = _job_name(config, first_root, resource, agent_id, trace_hex, span_name)
     job_namespace = config.job_namespace or _text(resource, sc.SERVICE_NAMESPACE) or "default"
+    (job_namespace, job_name), parent = RUN_LINKS.run_link(
+        finished.key, root_span_id, (job_namespace, job_name)
+    )
     error = None
     if finished.reason is Reason.ROOT_ENDED:
         error = next((e for e in (error_of(r, config.limits) for r in roots) if e is not None), None)
@@ -162,12 +168,42 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
         nominal_end_ns=event_time if roots else None,
         summary=summary,
         error=error,
+        parent=parent,
     )
+
+
+class _Root(Protocol):
+    """What job naming reads of a local root: a captured ``SpanNote`` or the live SDK span."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attributes(self) -> Mapping[str, Any] | None: ...
+
+
+def job_at_start(config: BridgeConfig, span: Any) -> tuple[str, str]:
+    """The job ``(namespace, name)`` of a local root from what is known while it runs (section 6):
+    the setting, else ``<agent>.<task>`` with the agent from the root or its resource and the task
+    from the root's ``gen_ai.agent.name``, else its name. ``RunLinks`` calls it when a running
+    root's identity is first propagated, and fixes the result for the run."""
+    attributes = plain(span.attributes)
+    resource = plain(getattr(span.resource, "attributes", None))
+    agent_id = (
+        _text(attributes, sc.AGENT_ID)
+        or _text(resource, sc.AGENT_ID)
+        or _text(resource, sc.SERVICE_NAME)
+        or "unknown_service"
+    )
+    task = _text(attributes, sc.GEN_AI_AGENT_NAME) or sc.clean_text(span.name)
+    trace_hex = f"{span.get_span_context().trace_id:032x}"
+    name = _job_name(config, span, resource, agent_id, trace_hex, task)
+    return config.job_namespace or _text(resource, sc.SERVICE_NAMESPACE) or "default", name
 
 
 def _job_name(
     config: BridgeConfig,
-    root: SpanNote | None,
+    root: _Root | None,
     resource: Mapping[str, Any] | None,
     agent_id: str,
     trace_hex: str,
@@ -309,6 +345,8 @@ def build_run_event(run: DecidedRun, producer: str, *, with_error: bool = True) 
             nominalEndTime=iso_millis(run.nominal_end_ns) if run.nominal_end_ns is not None else None,
             producer=producer,
         )
+    if run.parent is not None:
+        run_facets["parent"] = parent_run_facet(run.parent, producer)
     if with_error and run.error is not None:
         run_facets["errorMessage"] = ErrorMessageRunFacet(
             message=run.error.message,

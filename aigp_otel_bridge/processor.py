@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoor import BridgeCore
+from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
 
 
 class AIGPLineageSpanProcessor(SpanProcessor):
@@ -32,6 +33,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         self.config = self._core.config
         self.client = self._core.client
         self._engine = self._core.engine
+        self._links = LocalRootRecorder(self.config)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -42,11 +44,14 @@ class AIGPLineageSpanProcessor(SpanProcessor):
             if parent is None or parent.is_remote:
                 context = span.get_span_context()
                 self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
+                if not self._engine.stopped:  # so that calls under it can propagate its run
+                    self._links.root_started(span, parent is not None, parent_context)
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
         self._core.take_span(span)
+        self._links.on_end(span)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
         """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``."""

@@ -682,7 +682,8 @@ def test_root_that_stays_open_is_emitted_running_then_completed(
     assert facet(running)["complete"] is False
     assert facet(running)["eventCount"] == 1
     assert running["eventTime"] == iso_ms(step.end_time)  # the last span end seen
-    assert running["job"]["name"] == "trading-bot-v2.step"  # no root known yet: first governed span
+    # the root is still open, but it started in this process: its job is fixed from it, once
+    assert running["job"]["name"] == "trading-bot-v2.invoke"
 
     events = transport.wait_for(2, timeout_s=10)
     assert len(events) == 2
@@ -690,6 +691,7 @@ def test_root_that_stays_open_is_emitted_running_then_completed(
     validate_run_event(completed)
     assert completed["eventType"] == "COMPLETE"
     assert completed["run"]["runId"] == run_id
+    assert completed["job"] == running["job"]  # one job name for one run id
     assert facet(completed)["complete"] is False
     assert facet(completed)["eventCount"] == 1  # only the later record
     assert facet(completed)["governanceHash"] == later["governance_hash"]

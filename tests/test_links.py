@@ -1,0 +1,445 @@
+"""Links between runs (bridge contract, section 8): the propagator, its header, the registry of
+local roots, ``OPENLINEAGE_CONTEXT`` and the ``parent`` facet, end to end with the reference SDK."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import subprocess
+import sys
+import uuid
+from importlib.metadata import entry_points
+from typing import Any
+
+import pytest
+from aigp import AIGPInstrumentor
+from hypothesis import given
+from hypothesis import strategies as st
+from openlineage.client.serde import Serde
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from aigp_otel_bridge import AIGPLineagePropagator
+from aigp_otel_bridge.frontdoors.propagator import propagated_parent
+from aigp_otel_bridge.lineage import run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.links import (
+    HEADER,
+    MAX_NAME_LENGTH,
+    OPENLINEAGE_CONTEXT,
+    RUN_LINKS,
+    RunIdentity,
+    RunLinks,
+    RunParent,
+    decode_header,
+    encode_header,
+    parent_run_facet,
+    parse_openlineage_context,
+)
+from tests.conftest import CaptureTransport
+from tests.schemas import _validator, require_shared
+
+CALLER = RunIdentity(str(uuid.uuid4()), "finco.trading", "trading-bot.plan")
+TOP = RunIdentity(str(uuid.uuid4()), "scheduler", "nightly.dag")
+W3C_AND_LINEAGE = CompositePropagator([TraceContextTextMapPropagator(), AIGPLineagePropagator()])
+
+
+def rejected() -> int:
+    return RUN_LINKS.stats.lineage_context_rejected
+
+
+# ---- the parent facet ----
+
+
+@pytest.mark.parametrize("root", [TOP, CALLER], ids=["chain", "caller-is-root"])
+def test_parent_facet_is_the_official_parent_run_facet_with_root(root: RunIdentity) -> None:
+    require_shared()
+    facet = Serde.to_dict(parent_run_facet(RunParent(CALLER, root), "https://example.com/p"))
+    _validator(facet["_schemaURL"]).validate(facet)
+    assert facet["_schemaURL"].endswith("/ParentRunFacet.json#/$defs/ParentRunFacet")
+    assert facet["run"]["runId"] == CALLER.run_id
+    assert (facet["job"]["namespace"], facet["job"]["name"]) == ("finco.trading", "trading-bot.plan")
+    assert facet["root"]["run"]["runId"] == root.run_id
+    assert (facet["root"]["job"]["namespace"], facet["root"]["job"]["name"]) == (root.namespace, root.name)
+
+
+# ---- the header ----
+
+names = st.text(min_size=1, max_size=60).filter(lambda t: t.encode("utf-8", "ignore").decode() == t)
+identities = st.builds(RunIdentity, st.uuids().map(str), names, names)
+
+
+@given(identities, identities | st.none())
+def test_header_round_trips_and_is_url_safe(parent: RunIdentity, root: RunIdentity | None) -> None:
+    link = RunParent(parent, root or parent)
+    value = encode_header(link)
+    assert decode_header(value) == link
+    assert value.startswith("1.")
+    assert all(c.isascii() and (c.isalnum() or c in "._~-%") for c in value)
+
+
+@given(st.text(max_size=300) | st.binary(max_size=100) | st.integers() | st.none())
+def test_header_decoder_never_raises(value: Any) -> None:
+    result = decode_header(value)
+    assert result is None or isinstance(result, RunParent)
+
+
+@given(identities, st.integers(0, 200), st.characters())
+def test_a_damaged_header_is_rejected_or_still_well_formed(identity: RunIdentity, at: int, c: str) -> None:
+    value = encode_header(RunParent(identity, identity))
+    damaged = value[:at] + c + value[at + 1 :]
+    result = decode_header(damaged)
+    assert result is None or encode_header(result) == damaged
+
+
+HEX = "0" * 28 + "abcd"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "2." + HEX + ".ns.job",  # an unknown version
+        "1." + HEX + ".ns",  # too few fields
+        "1." + HEX + ".ns.job." + HEX + ".ns",  # a root cut short
+        "1." + HEX.upper() + ".ns.job",  # run ids are lowercase hex
+        "1." + HEX[:-1] + ".ns.job",
+        "1." + HEX + "..job",  # an empty namespace
+        "1." + HEX + ".ns.a%2",  # a broken escape
+        "1." + HEX + ".ns.%FF%FE",  # not UTF-8
+        "1." + HEX + ".ns.a b",  # an unescaped character
+        "1." + HEX + ".ns." + "a" * (MAX_NAME_LENGTH + 1),
+        "1." + HEX + ".ns." + "j" * 9000,
+    ],
+)
+def test_malformed_headers_are_rejected(value: str) -> None:
+    assert decode_header(value) is None
+
+
+def test_names_are_percent_encoded_and_dots_escaped() -> None:
+    link = RunParent(RunIdentity(str(uuid.UUID(int=1)), "ns with space", "bot.plan/é"), TOP)
+    value = encode_header(link)
+    assert value.split(".")[2:4] == ["ns%20with%20space", "bot%2Eplan%2F%C3%A9"]
+    assert len(value.split(".")) == 7
+    assert decode_header(value) == link
+
+
+# ---- OPENLINEAGE_CONTEXT ----
+
+
+def context_json(parent: RunIdentity, root: RunIdentity | None = None) -> str:
+    def part(identity: RunIdentity) -> dict[str, Any]:
+        return {
+            "run": {"runId": identity.run_id},
+            "job": {"namespace": identity.namespace, "name": identity.name},
+        }
+
+    document = part(parent)
+    if root is not None:
+        document["root"] = part(root)
+    return json.dumps({"parent": document})
+
+
+def test_openlineage_context_with_and_without_root() -> None:
+    assert parse_openlineage_context(context_json(CALLER, TOP)) == RunParent(CALLER, TOP)
+    assert parse_openlineage_context(context_json(CALLER)) == RunParent(CALLER, CALLER)
+    upper = context_json(RunIdentity(CALLER.run_id.upper(), "a", "b"))
+    assert parse_openlineage_context(upper) == RunParent(
+        RunIdentity(CALLER.run_id, "a", "b"), RunIdentity(CALLER.run_id, "a", "b")
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"parent": null}',
+        '{"parent": {"run": {"runId": "not-a-uuid"}, "job": {"namespace": "a", "name": "b"}}}',
+        '{"parent": {"run": RUN, "job": {"namespace": "", "name": "b"}}}',
+        '{"parent": {"run": RUN, "job": {"namespace": "a", "name": 3}}}',
+        '{"parent": {"run": RUN, "job": {"namespace": "a"}}}',
+        '{"parent": {"run": RUN, "job": {"namespace": "a", "name": "b"}, "root": 1}}',
+        '{"parent": {"run": RUN, "job": {"namespace": "a", "name": "b"}, "root": {"run": {}}}}',
+        context_json(RunIdentity(CALLER.run_id, "a", "b" * (MAX_NAME_LENGTH + 1))),
+    ],
+)
+def test_malformed_openlineage_context_is_rejected(text: str) -> None:
+    text = text.replace("RUN", json.dumps({"runId": CALLER.run_id}))
+    assert parse_openlineage_context(text) is None
+
+
+@given(st.text(max_size=200) | st.recursive(st.none() | st.text() | st.integers(), st.lists).map(json.dumps))
+def test_openlineage_context_parser_never_raises(text: str) -> None:
+    result = parse_openlineage_context(text)
+    assert result is None or isinstance(result, RunParent)
+
+
+# ---- the registry ----
+
+
+def test_registry_propagates_the_local_root_of_the_current_span() -> None:
+    links = RunLinks()
+    tracer = TracerProvider().get_tracer("t")
+    root = tracer.start_span("root")
+    links.root_started(7, 1, CALLER.run_id, None, root, lambda span: ("ns", f"svc.{span.name}"))
+    expected = RunParent(
+        RunIdentity(CALLER.run_id, "ns", "svc.root"), RunIdentity(CALLER.run_id, "ns", "svc.root")
+    )
+    assert links.propagated(7, 1) == expected  # the root itself
+    assert links.propagated(7, 99) == expected  # a span under it
+    assert links.propagated(8, 1) is None  # another trace
+    root.update_name("renamed")  # the job was fixed the first time it was needed
+    assert links.propagated(7, 99) == expected
+    assert links.run_link(7, 1, ("other", "other.job")) == (("ns", "svc.root"), None)
+
+
+def test_registry_prefers_the_innermost_open_root_of_a_trace_that_re_entered() -> None:
+    links = RunLinks()
+    tracer = TracerProvider().get_tracer("t")
+    outer, inner = tracer.start_span("outer"), tracer.start_span("inner")
+    links.root_started(7, 1, CALLER.run_id, None, outer, lambda span: ("ns", span.name))
+    callee_run = str(uuid.uuid4())
+    links.root_started(7, 2, callee_run, RunParent(CALLER, TOP), inner, lambda span: ("ns", span.name))
+    assert links.propagated(7, 50) == RunParent(RunIdentity(callee_run, "ns", "inner"), TOP)
+    assert links.propagated(7, 1).parent.run_id == CALLER.run_id  # type: ignore[union-attr]
+    links.root_ended(7, 2)
+    assert links.propagated(7, 50).parent.run_id == CALLER.run_id  # type: ignore[union-attr]
+    assert links.run_link(7, 2, ("ns", "from-spans")) == (("ns", "inner"), RunParent(CALLER, TOP))
+
+
+def test_registry_fixes_the_job_at_naming_when_nothing_propagated() -> None:
+    links = RunLinks()
+    span = TracerProvider().get_tracer("t").start_span("root")
+    links.root_started(7, 1, CALLER.run_id, RunParent(CALLER, TOP), span, lambda s: ("ns", "at-start"))
+    span.end()
+    links.root_ended(7, 1)
+    assert links.run_link(7, 1, ("ns", "from-spans")) == (("ns", "from-spans"), RunParent(CALLER, TOP))
+    assert links.run_link(7, 1, ("ns", "later")) == (("ns", "from-spans"), RunParent(CALLER, TOP))
+    assert links.run_link("not-otel", 1, ("a", "b")) == (("a", "b"), None)
+
+
+def test_registry_is_bounded_and_forgets_roots_dropped_without_ending() -> None:
+    links = RunLinks(max_roots=3)
+    tracer = TracerProvider().get_tracer("t")
+    kept = [tracer.start_span(f"r{i}") for i in range(5)]
+    for i, span in enumerate(kept):
+        links.root_started(i, 1, CALLER.run_id, None, span, lambda s: ("ns", s.name))
+    assert [links.propagated(i, 1) is not None for i in range(5)] == [False, False, True, True, True]
+    del span, kept  # never ended, dropped by the application
+    gc.collect()
+    links.root_started(9, 1, CALLER.run_id, None, tracer.start_span("new"), lambda s: ("ns", s.name))
+    assert links.propagated(3, 1) is None and links.propagated(4, 1) is None
+    assert len(links._open) <= 1  # the dropped roots are gone, not only hidden
+
+
+# ---- the propagator's bad input ----
+
+
+def test_malformed_header_is_ignored_counted_and_warned(caplog: pytest.LogCaptureFixture) -> None:
+    before = rejected()
+    RUN_LINKS.log._last.clear()
+    base = otel_context.set_value("k", "v")
+    with caplog.at_level(logging.WARNING, logger="aigp_otel_bridge"):
+        context = AIGPLineagePropagator().extract({HEADER: "1.zz.ns.job"}, base)
+    assert context is base
+    assert propagated_parent(context) is None
+    assert rejected() == before + 1
+    assert "malformed aigp-lineage header" in caplog.text
+
+
+def test_the_propagator_never_raises_into_the_application() -> None:
+    class Exploding:
+        def get(self, carrier: Any, key: str) -> Any:
+            raise RuntimeError("broken getter")
+
+        def keys(self, carrier: Any) -> list[str]:
+            raise RuntimeError("broken getter")
+
+    class Refusing:
+        def set(self, carrier: Any, key: str, value: str) -> None:
+            raise RuntimeError("broken setter")
+
+    propagator = AIGPLineagePropagator()
+    assert propagator.extract({}, None, Exploding()) is not None  # type: ignore[arg-type]
+    tracer = TracerProvider().get_tracer("t")
+    span = tracer.start_span("r")
+    RUN_LINKS.root_started(
+        span.get_span_context().trace_id,
+        span.get_span_context().span_id,
+        CALLER.run_id,
+        None,
+        span,
+        lambda s: (_ for _ in ()).throw(RuntimeError("namer")),
+    )
+    with trace.use_span(span):
+        propagator.inject({}, setter=Refusing())  # type: ignore[arg-type]
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier)  # a namer that raises: a default name, never an exception
+    assert decode_header(carrier[HEADER]) is not None
+    carrier = {}
+    propagator.inject(carrier)  # no current span: nothing to say
+    assert carrier == {}
+    assert propagator.fields == {HEADER}
+
+
+# ---- end to end: caller and callee, W3C trace context + the bridge's propagator ----
+
+
+def _bridge(make_bridge: Any, aigp: AIGPInstrumentor, service: str) -> tuple[Any, Any]:
+    provider, processor = make_bridge(resource={**aigp.get_resource_attributes(), "service.name": service})
+    aigp.event_callback = processor.ingest_aigp_event
+    return provider.get_tracer(service), processor
+
+
+def _call_chain(make_bridge: Any) -> tuple[dict[str, str], dict[str, str], str]:
+    """Caller -> callee -> second callee, each a bridge of its own, one trace; returns the two
+    carriers and the denial reason the callee recorded."""
+    caller_sdk = AIGPInstrumentor(agent_id="agent.planner")
+    callee_sdk = AIGPInstrumentor(agent_id="agent.pricer")
+    caller_tracer, _ = _bridge(make_bridge, caller_sdk, "planner")
+    callee_tracer, _ = _bridge(make_bridge, callee_sdk, "pricer")
+    last_tracer, _ = _bridge(make_bridge, AIGPInstrumentor(agent_id="agent.ledger"), "ledger")
+    reason = "wire transfers need human approval"
+    outbound: dict[str, str] = {}
+    onward: dict[str, str] = {}
+    with caller_tracer.start_as_current_span("plan"):
+        caller_sdk.inject_success("policy.trading-limits", 4, "Max position: $10M per instrument.")
+        with caller_tracer.start_as_current_span("call pricer", kind=trace.SpanKind.CLIENT):
+            W3C_AND_LINEAGE.inject(outbound)
+        incoming = W3C_AND_LINEAGE.extract(outbound)  # the callee's side of the call
+        with callee_tracer.start_as_current_span("price", context=incoming, kind=trace.SpanKind.SERVER):
+            callee_sdk.prompt_used("prompt.pricer", 2, "Price it.")
+            callee_sdk.inject_denied("policy.wire", reason)
+            W3C_AND_LINEAGE.inject(onward)
+            with last_tracer.start_as_current_span("book", context=W3C_AND_LINEAGE.extract(onward)) as book:
+                book.add_event("aigp.tool.invoked", {"aigp.governance.hash": "a" * 64})
+    return outbound, onward, reason
+
+
+def _by_job(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {event["job"]["name"]: event for event in events}
+
+
+def test_callee_run_points_to_the_caller_run_and_the_chain_root(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    outbound, onward, reason = _call_chain(make_bridge)
+    events = _by_job(transport.wait_for(3))
+    caller, callee, last = events["planner.plan"], events["pricer.price"], events["ledger.book"]
+    assert "parent" not in caller["run"]["facets"]  # top-level, no OPENLINEAGE_CONTEXT
+    trace_hex = caller["run"]["facets"]["aigp_governance"]["traceId"]
+    assert caller["run"]["runId"] == run_id_for_trace(trace_hex)
+    parent = callee["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == caller["run"]["runId"]
+    assert parent["job"] == {"namespace": "test.ns", "name": "planner.plan", "facets": {}}
+    assert parent["root"]["run"]["runId"] == caller["run"]["runId"]
+    assert parent["root"]["job"]["name"] == "planner.plan"
+    callee_root_hex = onward["traceparent"].split("-")[2]  # injected directly under the callee's root
+    assert callee["run"]["runId"] == run_id_for_remote_root(trace_hex, callee_root_hex)
+    assert outbound["traceparent"].split("-")[1] == trace_hex  # one trace across the call
+    # the second hop: its parent is the callee, its root still the caller
+    last_parent = last["run"]["facets"]["parent"]
+    assert last_parent["run"]["runId"] == callee["run"]["runId"]
+    assert last_parent["job"]["name"] == "pricer.price"
+    assert last_parent["root"]["run"]["runId"] == caller["run"]["runId"]
+    # headers never carry governance content
+    for carrier in (outbound, onward):
+        assert set(carrier) == {"traceparent", HEADER}
+        hashes = [e["run"]["facets"]["aigp_governance"]["governanceHash"] for e in transport.events]
+        for secret in (reason, "policy.trading-limits", "policy.wire", "prompt.pricer", "a" * 64, *hashes):
+            assert secret not in carrier[HEADER]
+
+
+def test_openlineage_context_makes_top_level_runs_children_and_keeps_its_root(
+    make_bridge: Any, transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OPENLINEAGE_CONTEXT, context_json(CALLER, TOP))
+    _call_chain(make_bridge)
+    events = _by_job(transport.wait_for(3))
+    caller_parent = events["planner.plan"]["run"]["facets"]["parent"]
+    assert caller_parent["run"]["runId"] == CALLER.run_id
+    assert caller_parent["job"]["name"] == CALLER.name
+    assert caller_parent["root"]["run"]["runId"] == TOP.run_id
+    assert caller_parent["root"]["job"] == {"namespace": "scheduler", "name": "nightly.dag", "facets": {}}
+    for callee in ("pricer.price", "ledger.book"):
+        assert events[callee]["run"]["facets"]["parent"]["root"]["run"]["runId"] == TOP.run_id
+    assert (
+        events["pricer.price"]["run"]["facets"]["parent"]["run"]["runId"]
+        == events["planner.plan"]["run"]["runId"]
+    )
+
+
+def test_openlineage_context_without_root_makes_the_parent_the_root(
+    make_bridge: Any, transport: CaptureTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(OPENLINEAGE_CONTEXT, context_json(CALLER))
+    _call_chain(make_bridge)
+    events = _by_job(transport.wait_for(3))
+    for name in events:
+        assert events[name]["run"]["facets"]["parent"]["root"]["run"]["runId"] == CALLER.run_id
+
+
+def test_malformed_openlineage_context_is_ignored_counted_and_warned(
+    make_bridge: Any,
+    transport: CaptureTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(OPENLINEAGE_CONTEXT, '{"parent": {"run": {"runId": "nope"}}}')
+    before = rejected()
+    RUN_LINKS.log._last.clear()
+    with caplog.at_level(logging.WARNING, logger="aigp_otel_bridge"):
+        _call_chain(make_bridge)
+        events = _by_job(transport.wait_for(3))
+    assert "parent" not in events["planner.plan"]["run"]["facets"]
+    assert (
+        events["pricer.price"]["run"]["facets"]["parent"]["root"]["run"]["runId"]
+        == events["planner.plan"]["run"]["runId"]
+    )
+    assert rejected() == before + 1  # parsed once per value, however many runs start
+    assert "malformed OPENLINEAGE_CONTEXT" in caplog.text
+
+
+def test_the_propagated_job_name_is_the_job_name_emitted(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    """The caller's root changes after propagating; its run still emits the name it propagated."""
+    sdk = AIGPInstrumentor(agent_id="agent.planner")
+    tracer, _ = _bridge(make_bridge, sdk, "planner")
+    carrier: dict[str, str] = {}
+    with tracer.start_as_current_span("plan") as root:
+        W3C_AND_LINEAGE.inject(carrier)
+        root.update_name("renamed-later")
+        sdk.inject_success("policy.trading-limits", 4, "limits")
+    (event,) = transport.wait_for(1)
+    propagated = decode_header(carrier[HEADER])
+    assert propagated is not None
+    assert event["job"]["name"] == propagated.parent.name == "planner.plan"
+    assert event["run"]["runId"] == propagated.parent.run_id
+
+
+# ---- zero-code: the entry point ----
+
+
+def test_entry_point_registers_the_propagator() -> None:
+    (point,) = entry_points(group="opentelemetry_propagator", name="aigp_lineage")
+    assert point.load() is AIGPLineagePropagator
+
+
+def test_otel_propagators_names_it() -> None:
+    code = "from opentelemetry import propagate; print(sorted(propagate.get_global_textmap().fields))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"OTEL_PROPAGATORS": "tracecontext,baggage,aigp_lineage", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    fields = json.loads(result.stdout.replace("'", '"'))
+    assert fields == sorted(["traceparent", "tracestate", "baggage", HEADER])
