@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import subprocess
 import sys
 import uuid
@@ -40,7 +41,7 @@ from aigp_otel_bridge.links import (
     parse_openlineage_context,
 )
 from tests.conftest import CaptureTransport
-from tests.schemas import _validator, require_shared
+from tests.schemas import _validator, require_shared, validate_run_event
 
 CALLER = RunIdentity(str(uuid.uuid4()), "finco.trading", "trading-bot.plan")
 TOP = RunIdentity(str(uuid.uuid4()), "scheduler", "nightly.dag")
@@ -443,3 +444,61 @@ def test_otel_propagators_names_it() -> None:
     )
     fields = json.loads(result.stdout.replace("'", '"'))
     assert fields == sorted(["traceparent", "tracestate", "baggage", HEADER])
+
+
+AGENT_SCRIPT = """
+import json
+from opentelemetry import propagate, trace
+
+tracer = trace.get_tracer("agent")
+carrier = {}
+with tracer.start_as_current_span("plan") as plan:
+    plan.add_event("aigp.tool.invoked", {"aigp.governance.hash": "b" * 64})
+    with tracer.start_as_current_span("call"):
+        propagate.inject(carrier)
+    with tracer.start_as_current_span("price", context=propagate.extract(carrier)) as price:
+        price.add_event("aigp.tool.invoked", {"aigp.governance.hash": "c" * 64})
+print(json.dumps(carrier))
+"""
+
+
+def test_zero_code_propagation_under_opentelemetry_instrument(tmp_path: Any) -> None:
+    """The exporter alone (no processor in code) still lets calls carry the caller's run."""
+    events_file = tmp_path / "events.jsonl"
+    script = tmp_path / "agent.py"
+    script.write_text(AGENT_SCRIPT)
+    own = ("OTEL_", "OPENLINEAGE", "AIGP_BRIDGE_")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    environ.update(
+        HOME=str(tmp_path),
+        OTEL_TRACES_EXPORTER="aigp_openlineage",
+        OTEL_PROPAGATORS="tracecontext,baggage,aigp_lineage",
+        OTEL_SERVICE_NAME="planner",
+        OTEL_METRICS_EXPORTER="none",
+        OTEL_LOGS_EXPORTER="none",
+        OPENLINEAGE_CONTEXT=context_json(CALLER, TOP),
+        OPENLINEAGE__TRANSPORT__TYPE="file",
+        OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(events_file),
+        OPENLINEAGE__TRANSPORT__APPEND="true",
+    )
+    instrument = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    result = subprocess.run(
+        [instrument, sys.executable, str(script)],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    carrier = json.loads(result.stdout)
+    assert set(carrier) == {"traceparent", HEADER}
+    events = {e["job"]["name"]: e for e in map(json.loads, events_file.read_text().splitlines())}
+    for event in events.values():
+        validate_run_event(event)
+    plan, price = events["planner.plan"], events["planner.price"]
+    assert plan["run"]["facets"]["parent"]["run"]["runId"] == CALLER.run_id
+    assert price["run"]["facets"]["parent"]["run"]["runId"] == plan["run"]["runId"]
+    assert price["run"]["facets"]["parent"]["job"]["name"] == "planner.plan"
+    assert price["run"]["facets"]["parent"]["root"]["run"]["runId"] == TOP.run_id
