@@ -144,7 +144,7 @@ def decide(finished: FinishedTrace, summary: RunSummary, config: BridgeConfig) -
     job_name = _job_name(config, first_root, resource, agent_id, trace_hex, span_name)
     job_namespace = config.job_namespace or _text(resource, sc.SERVICE_NAMESPACE) or "default"
     (job_namespace, job_name), parent = RUN_LINKS.run_link(
-        finished.key, root_span_id, (job_namespace, job_name)
+        finished.key, root_span_id, remote, (job_namespace, job_name)
     )
     error = None
     if finished.reason is Reason.ROOT_ENDED:

@@ -200,12 +200,16 @@ class _SpanRef(weakref.ref):  # type: ignore[type-arg]
 class _Root:
     """One local root of this process, from its start until its run is decided."""
 
-    run_id: str
+    remote: bool
+    """Its parent is in another process (else it is a top-level run of this process)."""
     parent: RunParent | None
+    """The caller's identity the root was started with, when one was propagated."""
     span: _SpanRef | None
     """The root span while it is open (its name and attributes name the job); then None."""
     namer: JobNamer | None
     job: tuple[str, str] | None = None
+    run_id: str | None = None
+    """Computed the first time it is needed: most runs are never propagated."""
 
 
 class RunLinks:
@@ -233,9 +237,12 @@ class RunLinks:
     # -- the span processor, at a local root's start and end --
 
     def root_started(
-        self, trace_id: int, span_id: int, run_id: str, parent: RunParent | None, span: Any, namer: JobNamer
+        self, trace_id: int, span_id: int, remote: bool, parent: RunParent | None, span: Any, namer: JobNamer
     ) -> None:
-        """Note a local root that has just started (the first registration of a root wins)."""
+        """Note a local root that has just started (the first registration of a root wins).
+
+        On the application's thread for every local root: nothing is computed here that a run
+        may never need (run id, job name, ``OPENLINEAGE_CONTEXT``)."""
         key = (trace_id, span_id)
         reference = _SpanRef(span, self._dropped_root)
         reference.key = key
@@ -243,7 +250,7 @@ class RunLinks:
             self._forget_dropped()
             if key in self._open or key in self._ended:
                 return
-            self._open[key] = _Root(run_id, parent, reference, namer)
+            self._open[key] = _Root(remote, parent, reference, namer)
             self._open_by_trace.setdefault(trace_id, []).append(span_id)
             while len(self._open) > self._max:
                 (old_trace, old_span), _ = self._open.popitem(last=False)
@@ -300,29 +307,37 @@ class RunLinks:
                 spans = self._open_by_trace.get(trace_id)
                 if not spans:
                     return None
-                entry = self._open[(trace_id, spans[-1])]
+                span_id = spans[-1]
+                entry = self._open[(trace_id, span_id)]
             job = entry.job
         if job is None:
             job = self._fix_job(entry, None)
+        if entry.run_id is None:
+            entry.run_id = _run_id(trace_id, span_id, entry.remote)
         identity = RunIdentity(entry.run_id, *job)
-        return RunParent(identity, entry.parent.root if entry.parent is not None else identity)
+        parent = self._parent(entry.parent, entry.remote)
+        return RunParent(identity, parent.root if parent is not None else identity)
 
     # -- the run-naming code, on the bridge's worker --
 
     def run_link(
-        self, trace_id: int | str, span_id: int, job: tuple[str, str]
+        self, trace_id: int | str, span_id: int, remote: bool, job: tuple[str, str]
     ) -> tuple[tuple[str, str], RunParent | None]:
         """The job ``(namespace, name)`` of a local root's run and its parent. The first job fixed
         for the root wins (a propagated identity names the job later emitted); when none was
-        fixed yet, ``job`` is fixed now. Unknown roots get ``job`` and no parent."""
-        if not isinstance(trace_id, int):
-            return job, None
-        key = (trace_id, span_id)
-        with self._lock:
-            entry = self._open.get(key) or self._ended.get(key)
+        fixed yet, ``job`` is fixed now. The parent is the propagated caller, else, for a
+        top-level run (``remote`` False), the one ``OPENLINEAGE_CONTEXT`` names."""
+        entry = None
+        if isinstance(trace_id, int):
+            key = (trace_id, span_id)
+            with self._lock:
+                entry = self._open.get(key) or self._ended.get(key)
         if entry is None:
-            return job, None
-        return self._fix_job(entry, job), entry.parent
+            return job, self._parent(None, remote)
+        return self._fix_job(entry, job), self._parent(entry.parent, remote)
+
+    def _parent(self, propagated: RunParent | None, remote: bool) -> RunParent | None:
+        return propagated if propagated is not None or remote else self.environment_parent()
 
     def _fix_job(self, entry: _Root, fallback: tuple[str, str] | None) -> tuple[str, str]:
         if entry.job is not None:
@@ -362,6 +377,14 @@ class RunLinks:
         """Count a malformed lineage context and say so (rate-limited); it is ignored."""
         self.stats.lineage_context_rejected += 1
         self.log.log(logging.WARNING, "lineage-context", "ignored a malformed %s value", source)
+
+
+def _run_id(trace_id: int, span_id: int, remote: bool) -> str:
+    """The run id the bridge gives a local root's run (``lineage`` owns the rule)."""
+    from aigp_otel_bridge.lineage import run_id_for_remote_root, run_id_for_trace  # lineage imports us
+
+    trace_hex = f"{trace_id:032x}"
+    return run_id_for_remote_root(trace_hex, f"{span_id:016x}") if remote else run_id_for_trace(trace_hex)
 
 
 RUN_LINKS = RunLinks()

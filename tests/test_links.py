@@ -93,7 +93,11 @@ def test_a_damaged_header_is_rejected_or_still_well_formed(identity: RunIdentity
     value = encode_header(RunParent(identity, identity))
     damaged = value[:at] + c + value[at + 1 :]
     result = decode_header(damaged)
-    assert result is None or encode_header(result) == damaged
+    if result is not None:  # a lenient decoder, but only ever a well-formed identity
+        assert decode_header(encode_header(result)) == result
+        for part in (result.parent, result.root):
+            assert str(uuid.UUID(part.run_id)) == part.run_id
+            assert all(0 < len(text) <= MAX_NAME_LENGTH for text in (part.namespace, part.name))
 
 
 HEX = "0" * 28 + "abcd"
@@ -187,41 +191,54 @@ def test_registry_propagates_the_local_root_of_the_current_span() -> None:
     links = RunLinks()
     tracer = TracerProvider().get_tracer("t")
     root = tracer.start_span("root")
-    links.root_started(7, 1, CALLER.run_id, None, root, lambda span: ("ns", f"svc.{span.name}"))
-    expected = RunParent(
-        RunIdentity(CALLER.run_id, "ns", "svc.root"), RunIdentity(CALLER.run_id, "ns", "svc.root")
-    )
+    links.root_started(7, 1, False, None, root, lambda span: ("ns", f"svc.{span.name}"))
+    run_id = run_id_for_trace(f"{7:032x}")  # a top-level root: the trace's run
+    expected = RunParent(RunIdentity(run_id, "ns", "svc.root"), RunIdentity(run_id, "ns", "svc.root"))
     assert links.propagated(7, 1) == expected  # the root itself
     assert links.propagated(7, 99) == expected  # a span under it
     assert links.propagated(8, 1) is None  # another trace
     root.update_name("renamed")  # the job was fixed the first time it was needed
     assert links.propagated(7, 99) == expected
-    assert links.run_link(7, 1, ("other", "other.job")) == (("ns", "svc.root"), None)
+    assert links.run_link(7, 1, False, ("other", "other.job")) == (("ns", "svc.root"), None)
 
 
 def test_registry_prefers_the_innermost_open_root_of_a_trace_that_re_entered() -> None:
     links = RunLinks()
     tracer = TracerProvider().get_tracer("t")
     outer, inner = tracer.start_span("outer"), tracer.start_span("inner")
-    links.root_started(7, 1, CALLER.run_id, None, outer, lambda span: ("ns", span.name))
-    callee_run = str(uuid.uuid4())
-    links.root_started(7, 2, callee_run, RunParent(CALLER, TOP), inner, lambda span: ("ns", span.name))
+    links.root_started(7, 1, False, None, outer, lambda span: ("ns", span.name))
+    links.root_started(7, 2, True, RunParent(CALLER, TOP), inner, lambda span: ("ns", span.name))
+    callee_run = run_id_for_remote_root(f"{7:032x}", f"{2:016x}")  # its own, not the trace's
+    outer_run = run_id_for_trace(f"{7:032x}")
     assert links.propagated(7, 50) == RunParent(RunIdentity(callee_run, "ns", "inner"), TOP)
-    assert links.propagated(7, 1).parent.run_id == CALLER.run_id  # type: ignore[union-attr]
+    assert links.propagated(7, 1).parent.run_id == outer_run  # type: ignore[union-attr]
     links.root_ended(7, 2)
-    assert links.propagated(7, 50).parent.run_id == CALLER.run_id  # type: ignore[union-attr]
-    assert links.run_link(7, 2, ("ns", "from-spans")) == (("ns", "inner"), RunParent(CALLER, TOP))
+    assert links.propagated(7, 50).parent.run_id == outer_run  # type: ignore[union-attr]
+    assert links.run_link(7, 2, True, ("ns", "from-spans")) == (("ns", "inner"), RunParent(CALLER, TOP))
 
 
 def test_registry_fixes_the_job_at_naming_when_nothing_propagated() -> None:
     links = RunLinks()
     span = TracerProvider().get_tracer("t").start_span("root")
-    links.root_started(7, 1, CALLER.run_id, RunParent(CALLER, TOP), span, lambda s: ("ns", "at-start"))
+    links.root_started(7, 1, True, RunParent(CALLER, TOP), span, lambda s: ("ns", "at-start"))
     span.end()
     links.root_ended(7, 1)
-    assert links.run_link(7, 1, ("ns", "from-spans")) == (("ns", "from-spans"), RunParent(CALLER, TOP))
-    assert links.run_link(7, 1, ("ns", "later")) == (("ns", "from-spans"), RunParent(CALLER, TOP))
-    assert links.run_link("not-otel", 1, ("a", "b")) == (("a", "b"), None)
+    link = RunParent(CALLER, TOP)
+    assert links.run_link(7, 1, True, ("ns", "from-spans")) == (("ns", "from-spans"), link)
+    assert links.run_link(7, 1, True, ("ns", "later")) == (("ns", "from-spans"), link)
+    assert links.run_link("not-otel", 1, True, ("a", "b")) == (("a", "b"), None)
+
+
+def test_top_level_runs_take_openlineage_context_when_they_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    links = RunLinks()
+    monkeypatch.setenv(OPENLINEAGE_CONTEXT, context_json(CALLER, TOP))
+    assert links.run_link(7, 1, False, ("a", "b")) == (("a", "b"), RunParent(CALLER, TOP))
+    assert links.run_link("trace-text", 0, False, ("a", "b")) == (("a", "b"), RunParent(CALLER, TOP))
+    assert links.run_link(7, 1, True, ("a", "b")) == (("a", "b"), None)  # called from elsewhere
+    span = TracerProvider().get_tracer("t").start_span("root")
+    links.root_started(8, 1, False, None, span, lambda s: ("ns", "plan"))
+    top = RunIdentity(run_id_for_trace(f"{8:032x}"), "ns", "plan")
+    assert links.propagated(8, 1) == RunParent(top, TOP)  # its callees keep the scheduler's root
 
 
 def test_registry_is_bounded_and_forgets_roots_dropped_without_ending() -> None:
@@ -229,11 +246,11 @@ def test_registry_is_bounded_and_forgets_roots_dropped_without_ending() -> None:
     tracer = TracerProvider().get_tracer("t")
     kept = [tracer.start_span(f"r{i}") for i in range(5)]
     for i, span in enumerate(kept):
-        links.root_started(i, 1, CALLER.run_id, None, span, lambda s: ("ns", s.name))
+        links.root_started(i, 1, False, None, span, lambda s: ("ns", s.name))
     assert [links.propagated(i, 1) is not None for i in range(5)] == [False, False, True, True, True]
     del span, kept  # never ended, dropped by the application
     gc.collect()
-    links.root_started(9, 1, CALLER.run_id, None, tracer.start_span("new"), lambda s: ("ns", s.name))
+    links.root_started(9, 1, False, None, tracer.start_span("new"), lambda s: ("ns", s.name))
     assert links.propagated(3, 1) is None and links.propagated(4, 1) is None
     assert len(links._open) <= 1  # the dropped roots are gone, not only hidden
 
@@ -272,7 +289,7 @@ def test_the_propagator_never_raises_into_the_application() -> None:
     RUN_LINKS.root_started(
         span.get_span_context().trace_id,
         span.get_span_context().span_id,
-        CALLER.run_id,
+        False,
         None,
         span,
         lambda s: (_ for _ in ()).throw(RuntimeError("namer")),

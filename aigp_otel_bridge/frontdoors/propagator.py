@@ -32,7 +32,7 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.lineage import job_at_start, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.lineage import job_at_start
 from aigp_otel_bridge.links import HEADER, RUN_LINKS, RunParent, decode_header, encode_header
 
 _PARENT_KEY = otel_context.create_key("aigp-lineage-parent")
@@ -110,16 +110,8 @@ class LocalRootRecorder(SpanProcessor):
         else, for a top-level root, the process's ``OPENLINEAGE_CONTEXT``. Never raises."""
         try:
             context = span.get_span_context()
-            trace_hex = f"{context.trace_id:032x}"
-            run_id = (
-                run_id_for_remote_root(trace_hex, f"{context.span_id:016x}")
-                if remote
-                else run_id_for_trace(trace_hex)
-            )
             parent = propagated_parent(parent_context)
-            if parent is None and not remote:
-                parent = RUN_LINKS.environment_parent()
-            RUN_LINKS.root_started(context.trace_id, context.span_id, run_id, parent, span, self._name_job)
+            RUN_LINKS.root_started(context.trace_id, context.span_id, remote, parent, span, self._name_job)
         except Exception:
             RUN_LINKS.log.log(logging.ERROR, "on_start", "could not note a local root", exc_info=True)
 
