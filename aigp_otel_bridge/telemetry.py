@@ -62,7 +62,8 @@ class Stats:
     ingest_rejected: int = 0
     """``ingest_aigp_event`` calls with something that is not an AIGP event with a trace id."""
     lineage_context_rejected: int = 0
-    """Malformed propagated ``aigp-lineage`` values or ``OPENLINEAGE_CONTEXT`` ignored."""
+    """Malformed propagated ``aigp-lineage`` values or ``OPENLINEAGE_CONTEXT`` ignored (counted
+    process-wide, by the propagation's registry)."""
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

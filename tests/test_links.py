@@ -420,6 +420,8 @@ def test_malformed_openlineage_context_is_ignored_counted_and_warned(
         == events["planner.plan"]["run"]["runId"]
     )
     assert rejected() == before + 1  # parsed once per value, however many runs start
+    _, processor = make_bridge()
+    assert processor.stats()["lineage_context_rejected"] == rejected()  # also in every bridge's stats
     assert "malformed OPENLINEAGE_CONTEXT" in caplog.text
 
 
