@@ -185,8 +185,9 @@ class _Root(Protocol):
 def job_at_start(config: BridgeConfig, span: Any) -> tuple[str, str]:
     """The job ``(namespace, name)`` of a local root from what is known while it runs (section 6):
     the setting, else ``<agent>.<task>`` with the agent from the root or its resource and the task
-    from the root's ``gen_ai.agent.name``, else its name. ``RunLinks`` calls it when a running
-    root's identity is first propagated, and fixes the result for the run."""
+    from the root's ``gen_ai.agent.name``, else its name. ``RunLinks`` calls it the first time a
+    running root's job is needed (its identity propagated, or its run emitted early), and fixes the
+    result for the run."""
     attributes = plain(span.attributes)
     resource = plain(getattr(span.resource, "attributes", None))
     agent_id = (

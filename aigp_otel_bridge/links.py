@@ -233,6 +233,11 @@ class RunLinks:
         self.stats = Stats()
         self.log = RateLimitedLog(_log)
         register_metrics(self, self.stats, {})
+        if hasattr(os, "register_at_fork"):  # a fork while another thread held the lock
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     # -- the span processor, at a local root's start and end --
 
