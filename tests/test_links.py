@@ -521,3 +521,106 @@ def test_zero_code_propagation_under_opentelemetry_instrument(tmp_path: Any) -> 
     assert price["run"]["facets"]["parent"]["run"]["runId"] == plan["run"]["runId"]
     assert price["run"]["facets"]["parent"]["job"]["name"] == "planner.plan"
     assert price["run"]["facets"]["parent"]["root"]["run"]["runId"] == TOP.run_id
+
+
+# ---- two processes, one HTTP call ----
+
+_PROCESS_SETUP = """
+import json, sys
+from openlineage.client import OpenLineageClient
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from aigp import AIGPInstrumentor
+from aigp_otel_bridge import AIGPLineagePropagator, AIGPLineageSpanProcessor
+
+service, events_file = sys.argv[1], sys.argv[2]
+propagate.set_global_textmap(CompositePropagator([TraceContextTextMapPropagator(), AIGPLineagePropagator()]))
+transport = {"type": "file", "log_file_path": events_file, "append": True}
+client = OpenLineageClient(config={"transport": transport})
+processor = AIGPLineageSpanProcessor(client=client, job_namespace="agents")
+provider = TracerProvider(resource=Resource.create({"service.name": service}))
+provider.add_span_processor(processor)
+tracer = provider.get_tracer(service)
+aigp = AIGPInstrumentor(agent_id="agent." + service, event_callback=processor.ingest_aigp_event)
+"""
+
+CALLEE = (
+    _PROCESS_SETUP
+    + """
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        context = propagate.extract({k.lower(): v for k, v in self.headers.items()})
+        with tracer.start_as_current_span("price", context=context, kind=trace.SpanKind.SERVER):
+            aigp.inject_denied("policy.wire", "wire transfers need human approval")
+        self.send_response(200)
+        self.end_headers()
+
+server = HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.handle_request()
+provider.shutdown()
+"""
+)
+
+CALLER_SCRIPT = (
+    _PROCESS_SETUP
+    + """
+import urllib.request
+
+with tracer.start_as_current_span("plan"):
+    aigp.inject_success("policy.trading-limits", 4, "Max position: $10M per instrument.")
+    with tracer.start_as_current_span("call pricer", kind=trace.SpanKind.CLIENT):
+        headers = {}
+        propagate.inject(headers)
+        request = urllib.request.Request("http://127.0.0.1:" + sys.argv[3], data=b"{}", headers=headers)
+        urllib.request.urlopen(request, timeout=30).read()
+print(json.dumps(headers))
+provider.shutdown()
+"""
+)
+
+
+def test_two_agent_processes_joined_by_http(tmp_path: Any) -> None:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))}
+    environ["HOME"] = str(tmp_path)
+    caller_file, callee_file = tmp_path / "caller.jsonl", tmp_path / "callee.jsonl"
+    with subprocess.Popen(
+        [sys.executable, "-c", CALLEE, "pricer", str(callee_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environ,
+        cwd=tmp_path,
+    ) as callee:
+        assert callee.stdout is not None
+        port = callee.stdout.readline().strip()
+        assert port.isdigit(), callee.stderr.read() if callee.stderr else ""
+        caller = subprocess.run(
+            [sys.executable, "-c", CALLER_SCRIPT, "planner", str(caller_file), port],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=environ,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert caller.returncode == 0, caller.stderr
+        assert callee.wait(timeout=60) == 0
+    headers = json.loads(caller.stdout)
+    (plan,) = [json.loads(line) for line in caller_file.read_text().splitlines()]
+    (price,) = [json.loads(line) for line in callee_file.read_text().splitlines()]
+    for event in (plan, price):
+        validate_run_event(event)
+    assert "parent" not in plan["run"]["facets"]
+    parent = price["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == plan["run"]["runId"]
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("agents", plan["job"]["name"])
+    assert parent["root"]["run"]["runId"] == plan["run"]["runId"]
+    assert price["run"]["runId"] != plan["run"]["runId"]
+    assert price["run"]["facets"]["aigp_governance"]["enforcementResult"] == "denied"
+    assert "wire" not in headers[HEADER] and "approval" not in headers[HEADER]
