@@ -21,9 +21,10 @@ import re
 import threading
 import uuid
 import weakref
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -188,47 +189,53 @@ def parse_openlineage_context(text: str) -> RunParent | None:
 # ---- the registry ----
 
 
-class _SpanRef(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to an open root span that knows the root's key: a root that never ends
-    and is dropped by the application must not be kept alive, nor its entry, by the registry."""
+class _OpenRoot(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to an open local root span: everything else about the root (span id,
+    remote parent, name, attributes) is read from the span itself while it is alive, so an open
+    root costs one small object. A root the application drops without ending is not kept alive."""
 
-    __slots__ = ("key",)
-    key: tuple[int, int]
+    __slots__ = ("namer", "outer", "trace_id")
+    trace_id: int
+    namer: JobNamer
+    outer: _OpenRoot | None
+    """The trace's previously started open root in this process (a trace that re-entered it)."""
 
 
 @dataclass(slots=True)
-class _Root:
-    """One local root of this process, from its start until its run is decided."""
+class _Link:
+    """What a root's run must keep beyond its spans: its propagated caller, its fixed job."""
 
-    remote: bool
-    """Its parent is in another process (else it is a top-level run of this process)."""
-    parent: RunParent | None
-    """The caller's identity the root was started with, when one was propagated."""
-    span: _SpanRef | None
-    """The root span while it is open (its name and attributes name the job); then None."""
-    namer: JobNamer | None
+    parent: RunParent | None = None
     job: tuple[str, str] | None = None
-    run_id: str | None = None
-    """Computed the first time it is needed: most runs are never propagated."""
+
+
+def _span_id(span: Any) -> int:
+    return int(span.get_span_context().span_id)
+
+
+def _remote(span: Any) -> bool:
+    """A local root's parent is either absent or remote."""
+    return span.parent is not None
 
 
 class RunLinks:
-    """Open local roots by ``(trace id, span id)``, their parents and their fixed job names.
+    """Open local roots by trace id, and the links of their runs by ``(trace id, span id)``.
 
-    Bounded: at most ``max_roots`` open roots and as many ended ones are remembered, the oldest
-    forgotten first (a forgotten run is named from its spans, as without propagation). An open
-    root is held weakly and forgotten once the application drops it without ending it; an ended
-    root is remembered only when its run has something to keep (a fixed job or a parent).
+    Bounded: at most ``max_roots`` runs' links are remembered (the oldest forgotten first: its run
+    is then named from its spans, as without propagation, and loses a propagated parent). Open
+    roots are held weakly and cost one small object each; a run gets a ``_Link`` only when it was
+    called with a propagated identity or its job was fixed while its root was open.
     """
 
     def __init__(self, max_roots: int = 10_000) -> None:
         self._max = max_roots
         self._lock = threading.Lock()
-        self._open: OrderedDict[tuple[int, int], _Root] = OrderedDict()
-        self._open_by_trace: dict[int, list[int]] = {}
-        self._ended: OrderedDict[tuple[int, int], _Root] = OrderedDict()
-        self._dropped: deque[tuple[int, int]] = deque()
-        """Keys of open roots collected without ending (appended by weakref callbacks)."""
+        self._open: dict[int, _OpenRoot] = {}
+        """The latest started open root of each trace; earlier ones through ``outer``."""
+        self._links: dict[tuple[int, int], _Link] = {}
+        self._dropped: deque[int] = deque()
+        """Trace ids of open roots collected without ending (appended by weakref callbacks)."""
+        self._on_dropped = self._dropped_root  # one bound method for every reference
         self._environment: tuple[str | None, RunParent | None] | None = None
         self.stats = Stats()
         self.log = RateLimitedLog(_log)
@@ -242,59 +249,64 @@ class RunLinks:
     # -- the span processor, at a local root's start and end --
 
     def root_started(
-        self, trace_id: int, span_id: int, remote: bool, parent: RunParent | None, span: Any, namer: JobNamer
+        self, trace_id: int, span_id: int, parent: RunParent | None, span: Any, namer: JobNamer
     ) -> None:
         """Note a local root that has just started (the first registration of a root wins).
 
-        On the application's thread for every local root: nothing is computed here that a run
-        may never need (run id, job name, ``OPENLINEAGE_CONTEXT``)."""
-        key = (trace_id, span_id)
-        reference = _SpanRef(span, self._dropped_root)
-        reference.key = key
+        On the application's thread for every local root: nothing is computed or kept here that a
+        run may never need (run id, job name, ``OPENLINEAGE_CONTEXT``)."""
+        reference = _OpenRoot(span, self._on_dropped)
+        reference.trace_id, reference.namer = trace_id, namer
         with self._lock:
             self._forget_dropped()
-            if key in self._open or key in self._ended:
+            outer = self._open.get(trace_id)
+            if outer is not None and self._find(outer, span_id) is not None:
                 return
-            self._open[key] = _Root(remote, parent, reference, namer)
-            self._open_by_trace.setdefault(trace_id, []).append(span_id)
-            while len(self._open) > self._max:
-                (old_trace, old_span), _ = self._open.popitem(last=False)
-                self._forget_open(old_trace, old_span)
+            reference.outer = outer
+            self._open[trace_id] = reference
+            if parent is not None:
+                self._keep((trace_id, span_id), _Link(parent))
+            if len(self._open) > self._max:
+                del self._open[next(iter(self._open))]
 
     def root_ended(self, trace_id: int, span_id: int) -> None:
-        """The root ended: forget its span, keep its identity for the naming of its run."""
-        key = (trace_id, span_id)
+        """The root ended: it is no longer open (its run's link, if any, stays for naming)."""
         with self._lock:
-            entry = self._open.pop(key, None)
-            if entry is None:
+            latest = self._open.get(trace_id)
+            if latest is None:
                 return
-            self._forget_open(trace_id, span_id)
-            entry.span = entry.namer = None  # the reference goes, and with it its callback
-            if entry.job is None and entry.parent is None:
-                return  # nothing fixed, nothing to link: the run is named from its spans
-            self._ended[key] = entry
-            while len(self._ended) > self._max:
-                self._ended.popitem(last=False)
+            kept = [r for r in _chain(latest) if (s := r()) is not None and _span_id(s) != span_id]
+            self._relink(trace_id, kept)
 
-    def _dropped_root(self, reference: _SpanRef) -> None:
-        """A weakref callback (any thread, any moment): only queue the key, never take the lock."""
-        self._dropped.append(reference.key)
+    def _relink(self, trace_id: int, roots: list[_OpenRoot]) -> None:
+        """Make ``roots`` (latest first) the trace's open roots."""
+        for inner, outer in pairwise(roots):
+            inner.outer = outer
+        if roots:
+            roots[-1].outer = None
+            self._open[trace_id] = roots[0]
+        else:
+            del self._open[trace_id]
+
+    def _dropped_root(self, reference: _OpenRoot) -> None:
+        """A weakref callback (any thread, any moment): only queue the trace, never take the lock."""
+        self._dropped.append(reference.trace_id)
 
     def _forget_dropped(self) -> None:
         while self._dropped:
-            key = self._dropped.popleft()
-            entry = self._open.get(key)
-            if entry is not None and (entry.span is None or entry.span() is None):
-                del self._open[key]
-                self._forget_open(*key)
+            trace_id = self._dropped.popleft()
+            latest = self._open.get(trace_id)
+            if latest is not None:
+                self._relink(trace_id, [r for r in _chain(latest) if r() is not None])
 
-    def _forget_open(self, trace_id: int, span_id: int) -> None:
-        spans = self._open_by_trace.get(trace_id)
-        if spans is not None:
-            if span_id in spans:
-                spans.remove(span_id)
-            if not spans:
-                del self._open_by_trace[trace_id]
+    def _find(self, latest: _OpenRoot, span_id: int) -> _OpenRoot | None:
+        return next((r for r in _chain(latest) if (s := r()) is not None and _span_id(s) == span_id), None)
+
+    def _keep(self, key: tuple[int, int], link: _Link) -> _Link:
+        link = self._links.setdefault(key, link)
+        while len(self._links) > self._max:
+            del self._links[next(iter(self._links))]
+        return link
 
     # -- the propagator, on the application's thread --
 
@@ -307,20 +319,19 @@ class RunLinks:
         one that started last, i.e. the innermost of a chain of calls.
         """
         with self._lock:
-            entry = self._open.get((trace_id, span_id))
-            if entry is None:
-                spans = self._open_by_trace.get(trace_id)
-                if not spans:
-                    return None
-                span_id = spans[-1]
-                entry = self._open[(trace_id, span_id)]
-            job = entry.job
-        if job is None:
-            job = self._fix_job(entry, None)
-        if entry.run_id is None:
-            entry.run_id = _run_id(trace_id, span_id, entry.remote)
-        identity = RunIdentity(entry.run_id, *job)
-        parent = self._parent(entry.parent, entry.remote)
+            latest = self._open.get(trace_id)
+            if latest is None:
+                return None
+            found = self._find(latest, span_id) or next((r for r in _chain(latest) if r() is not None), None)
+            root = found() if found is not None else None
+        if found is None or root is None:
+            return None
+        root_span_id, remote = _span_id(root), _remote(root)
+        job = self._fix_job((trace_id, root_span_id), root, found.namer, None)
+        identity = RunIdentity(_run_id(trace_id, root_span_id, remote), *job)
+        with self._lock:
+            link = self._links.get((trace_id, root_span_id))
+        parent = self._parent(link.parent if link is not None else None, remote)
         return RunParent(identity, parent.root if parent is not None else identity)
 
     # -- the run-naming code, on the bridge's worker --
@@ -329,37 +340,44 @@ class RunLinks:
         self, trace_id: int | str, span_id: int, remote: bool, job: tuple[str, str]
     ) -> tuple[tuple[str, str], RunParent | None]:
         """The job ``(namespace, name)`` of a local root's run and its parent. The first job fixed
-        for the root wins (a propagated identity names the job later emitted); when none was
-        fixed yet, ``job`` is fixed now. The parent is the propagated caller, else, for a
-        top-level run (``remote`` False), the one ``OPENLINEAGE_CONTEXT`` names."""
-        entry = None
-        if isinstance(trace_id, int):
-            key = (trace_id, span_id)
-            with self._lock:
-                entry = self._open.get(key) or self._ended.get(key)
-        if entry is None:
+        for the root wins (a propagated identity names the job later emitted); a root still open
+        fixes its job now, from itself; otherwise ``job`` is the run's job. The parent is the
+        propagated caller, else, for a top-level run (``remote`` False), the one
+        ``OPENLINEAGE_CONTEXT`` names."""
+        if not isinstance(trace_id, int):
             return job, self._parent(None, remote)
-        return self._fix_job(entry, job), self._parent(entry.parent, remote)
+        key = (trace_id, span_id)
+        with self._lock:
+            link = self._links.get(key)
+            latest = self._open.get(trace_id)
+            found = self._find(latest, span_id) if latest is not None else None
+            root = found() if found is not None else None
+        if found is not None and root is not None:
+            job = self._fix_job(key, root, found.namer, job)
+        elif link is not None and link.job is not None:
+            job = link.job
+        return job, self._parent(link.parent if link is not None else None, remote)
+
+    def _fix_job(
+        self, key: tuple[int, int], root: Any, namer: JobNamer, fallback: tuple[str, str] | None
+    ) -> tuple[str, str]:
+        with self._lock:
+            link = self._links.get(key)
+            if link is not None and link.job is not None:
+                return link.job
+        job = fallback
+        try:
+            job = namer(root)
+        except Exception:
+            self.log.log(logging.ERROR, "job", "could not name a root's job", exc_info=True)
+        with self._lock:
+            link = self._keep(key, link or _Link())
+            if link.job is None:
+                link.job = job or ("default", "unknown_service.session")
+            return link.job
 
     def _parent(self, propagated: RunParent | None, remote: bool) -> RunParent | None:
         return propagated if propagated is not None or remote else self.environment_parent()
-
-    def _fix_job(self, entry: _Root, fallback: tuple[str, str] | None) -> tuple[str, str]:
-        if entry.job is not None:
-            return entry.job
-        job = fallback
-        span = entry.span() if entry.span is not None else None
-        namer = entry.namer
-        if span is not None and namer is not None:
-            try:
-                job = namer(span)
-            except Exception:
-                self.log.log(logging.ERROR, "job", "could not name a root's job", exc_info=True)
-        with self._lock:
-            if entry.job is None:
-                entry.job = job or ("default", "unknown_service.session")
-                entry.namer = None
-            return entry.job
 
     # -- OPENLINEAGE_CONTEXT --
 
@@ -382,6 +400,16 @@ class RunLinks:
         """Count a malformed lineage context and say so (rate-limited); it is ignored."""
         self.stats.lineage_context_rejected += 1
         self.log.log(logging.WARNING, "lineage-context", "ignored a malformed %s value", source)
+
+
+def _chain(latest: _OpenRoot) -> list[_OpenRoot]:
+    """A trace's open roots, latest first."""
+    roots = []
+    current: _OpenRoot | None = latest
+    while current is not None:
+        roots.append(current)
+        current = current.outer
+    return roots
 
 
 def _run_id(trace_id: int, span_id: int, remote: bool) -> str:

@@ -45,7 +45,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
                 context = span.get_span_context()
                 self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
                 if not self._engine.stopped:  # so that calls under it can propagate its run
-                    self._links.root_started(span, parent is not None, parent_context)
+                    self._links.root_started(span, parent_context)
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 

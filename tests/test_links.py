@@ -22,6 +22,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aigp_otel_bridge import AIGPLineagePropagator
@@ -187,45 +188,72 @@ def test_openlineage_context_parser_never_raises(text: str) -> None:
 # ---- the registry ----
 
 
+def _ids(span: Any) -> tuple[int, int]:
+    context = span.get_span_context()
+    return context.trace_id, context.span_id
+
+
+def _called_root(tracer: Any, trace_id: int, name: str) -> Any:
+    """A local root whose parent is remote: a span started from an extracted context."""
+    caller = SpanContext(trace_id, 0xCA11E5, is_remote=True, trace_flags=TraceFlags(1))
+    return tracer.start_span(name, context=trace.set_span_in_context(NonRecordingSpan(caller)))
+
+
+def _named(span: Any) -> tuple[str, str]:
+    return "ns", f"svc.{span.name}"
+
+
 def test_registry_propagates_the_local_root_of_the_current_span() -> None:
     links = RunLinks()
-    tracer = TracerProvider().get_tracer("t")
-    root = tracer.start_span("root")
-    links.root_started(7, 1, False, None, root, lambda span: ("ns", f"svc.{span.name}"))
-    run_id = run_id_for_trace(f"{7:032x}")  # a top-level root: the trace's run
+    root = TracerProvider().get_tracer("t").start_span("root")
+    trace_id, span_id = _ids(root)
+    links.root_started(trace_id, span_id, None, root, _named)
+    run_id = run_id_for_trace(f"{trace_id:032x}")  # a top-level root: the trace's run
     expected = RunParent(RunIdentity(run_id, "ns", "svc.root"), RunIdentity(run_id, "ns", "svc.root"))
-    assert links.propagated(7, 1) == expected  # the root itself
-    assert links.propagated(7, 99) == expected  # a span under it
-    assert links.propagated(8, 1) is None  # another trace
+    assert links.propagated(trace_id, span_id) == expected  # the root itself
+    assert links.propagated(trace_id, 99) == expected  # a span under it
+    assert links.propagated(trace_id + 1, span_id) is None  # another trace
     root.update_name("renamed")  # the job was fixed the first time it was needed
-    assert links.propagated(7, 99) == expected
-    assert links.run_link(7, 1, False, ("other", "other.job")) == (("ns", "svc.root"), None)
+    assert links.propagated(trace_id, 99) == expected
+    assert links.run_link(trace_id, span_id, False, ("other", "other.job")) == (("ns", "svc.root"), None)
+    root.end()
+    links.root_ended(trace_id, span_id)
+    assert links.propagated(trace_id, 99) is None  # nothing open any more
+    assert links.run_link(trace_id, span_id, False, ("other", "other.job")) == (("ns", "svc.root"), None)
 
 
 def test_registry_prefers_the_innermost_open_root_of_a_trace_that_re_entered() -> None:
     links = RunLinks()
     tracer = TracerProvider().get_tracer("t")
-    outer, inner = tracer.start_span("outer"), tracer.start_span("inner")
-    links.root_started(7, 1, False, None, outer, lambda span: ("ns", span.name))
-    links.root_started(7, 2, True, RunParent(CALLER, TOP), inner, lambda span: ("ns", span.name))
-    callee_run = run_id_for_remote_root(f"{7:032x}", f"{2:016x}")  # its own, not the trace's
-    outer_run = run_id_for_trace(f"{7:032x}")
-    assert links.propagated(7, 50) == RunParent(RunIdentity(callee_run, "ns", "inner"), TOP)
-    assert links.propagated(7, 1).parent.run_id == outer_run  # type: ignore[union-attr]
-    links.root_ended(7, 2)
-    assert links.propagated(7, 50).parent.run_id == outer_run  # type: ignore[union-attr]
-    assert links.run_link(7, 2, True, ("ns", "from-spans")) == (("ns", "inner"), RunParent(CALLER, TOP))
+    outer = tracer.start_span("outer")
+    trace_id, outer_id = _ids(outer)
+    inner = _called_root(tracer, trace_id, "inner")
+    _, inner_id = _ids(inner)
+    links.root_started(trace_id, outer_id, None, outer, _named)
+    links.root_started(trace_id, inner_id, RunParent(CALLER, TOP), inner, _named)
+    callee_run = run_id_for_remote_root(f"{trace_id:032x}", f"{inner_id:016x}")  # its own run
+    outer_run = run_id_for_trace(f"{trace_id:032x}")
+    assert links.propagated(trace_id, 50) == RunParent(RunIdentity(callee_run, "ns", "svc.inner"), TOP)
+    assert links.propagated(trace_id, outer_id).parent.run_id == outer_run  # type: ignore[union-attr]
+    inner.end()
+    links.root_ended(trace_id, inner_id)
+    assert links.propagated(trace_id, 50).parent.run_id == outer_run  # type: ignore[union-attr]
+    named = links.run_link(trace_id, inner_id, True, ("ns", "from-spans"))
+    assert named == (("ns", "svc.inner"), RunParent(CALLER, TOP))
 
 
-def test_registry_fixes_the_job_at_naming_when_nothing_propagated() -> None:
+def test_registry_fixes_nothing_for_a_run_nobody_asked_about_while_it_ran() -> None:
     links = RunLinks()
-    span = TracerProvider().get_tracer("t").start_span("root")
-    links.root_started(7, 1, True, RunParent(CALLER, TOP), span, lambda s: ("ns", "at-start"))
-    span.end()
-    links.root_ended(7, 1)
+    tracer = TracerProvider().get_tracer("t")
+    root = tracer.start_span("root")
+    trace_id, _ = _ids(root)
+    called = _called_root(tracer, trace_id, "called")
+    _, span_id = _ids(called)
+    links.root_started(trace_id, span_id, RunParent(CALLER, TOP), called, _named)
+    called.end()
+    links.root_ended(trace_id, span_id)
     link = RunParent(CALLER, TOP)
-    assert links.run_link(7, 1, True, ("ns", "from-spans")) == (("ns", "from-spans"), link)
-    assert links.run_link(7, 1, True, ("ns", "later")) == (("ns", "from-spans"), link)
+    assert links.run_link(trace_id, span_id, True, ("ns", "from-spans")) == (("ns", "from-spans"), link)
     assert links.run_link("not-otel", 1, True, ("a", "b")) == (("a", "b"), None)
 
 
@@ -235,24 +263,27 @@ def test_top_level_runs_take_openlineage_context_when_they_are_named(monkeypatch
     assert links.run_link(7, 1, False, ("a", "b")) == (("a", "b"), RunParent(CALLER, TOP))
     assert links.run_link("trace-text", 0, False, ("a", "b")) == (("a", "b"), RunParent(CALLER, TOP))
     assert links.run_link(7, 1, True, ("a", "b")) == (("a", "b"), None)  # called from elsewhere
-    span = TracerProvider().get_tracer("t").start_span("root")
-    links.root_started(8, 1, False, None, span, lambda s: ("ns", "plan"))
-    top = RunIdentity(run_id_for_trace(f"{8:032x}"), "ns", "plan")
-    assert links.propagated(8, 1) == RunParent(top, TOP)  # its callees keep the scheduler's root
+    span = TracerProvider().get_tracer("t").start_span("plan")
+    trace_id, span_id = _ids(span)
+    links.root_started(trace_id, span_id, None, span, _named)
+    top = RunIdentity(run_id_for_trace(f"{trace_id:032x}"), "ns", "svc.plan")
+    assert links.propagated(trace_id, 1) == RunParent(top, TOP)  # its callees keep the scheduler's root
 
 
 def test_registry_is_bounded_and_forgets_roots_dropped_without_ending() -> None:
     links = RunLinks(max_roots=3)
     tracer = TracerProvider().get_tracer("t")
     kept = [tracer.start_span(f"r{i}") for i in range(5)]
-    for i, span in enumerate(kept):
-        links.root_started(i, 1, False, None, span, lambda s: ("ns", s.name))
-    assert [links.propagated(i, 1) is not None for i in range(5)] == [False, False, True, True, True]
+    for span in kept:
+        links.root_started(*_ids(span), None, span, _named)
+    traces = [_ids(span)[0] for span in kept]
+    assert [links.propagated(t, 1) is not None for t in traces] == [False, False, True, True, True]
     del span, kept  # never ended, dropped by the application
     gc.collect()
-    links.root_started(9, 1, False, None, tracer.start_span("new"), lambda s: ("ns", s.name))
-    assert links.propagated(3, 1) is None and links.propagated(4, 1) is None
-    assert len(links._open) <= 1  # the dropped roots are gone, not only hidden
+    new = tracer.start_span("new")
+    links.root_started(*_ids(new), None, new, _named)
+    assert all(links.propagated(t, 1) is None for t in traces)
+    assert list(links._open) == [_ids(new)[0]]  # the dropped roots are gone, not only hidden
 
 
 # ---- the propagator's bad input ----
@@ -289,7 +320,6 @@ def test_the_propagator_never_raises_into_the_application() -> None:
     RUN_LINKS.root_started(
         span.get_span_context().trace_id,
         span.get_span_context().span_id,
-        False,
         None,
         span,
         lambda s: (_ for _ in ()).throw(RuntimeError("namer")),
@@ -532,6 +562,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from aigp import AIGPInstrumentor
 from aigp_otel_bridge import AIGPLineagePropagator, AIGPLineageSpanProcessor

@@ -103,15 +103,15 @@ class LocalRootRecorder(SpanProcessor):
         except AttributeError:
             parent = span.parent
         if parent is None or parent.is_remote:
-            self.root_started(span, parent is not None, parent_context)
+            self.root_started(span, parent_context)
 
-    def root_started(self, span: Any, remote: bool, parent_context: Context | None) -> None:
+    def root_started(self, span: Any, parent_context: Context | None) -> None:
         """Register a local root's run: its parent is the caller whose identity the context carries,
         else, for a top-level root, the process's ``OPENLINEAGE_CONTEXT``. Never raises."""
         try:
             context = span.get_span_context()
             parent = propagated_parent(parent_context)
-            RUN_LINKS.root_started(context.trace_id, context.span_id, remote, parent, span, self._name_job)
+            RUN_LINKS.root_started(context.trace_id, context.span_id, parent, span, self._name_job)
         except Exception:
             RUN_LINKS.log.log(logging.ERROR, "on_start", "could not note a local root", exc_info=True)
 
