@@ -237,6 +237,9 @@ class RunLinks:
         """Trace ids of open roots collected without ending (appended by weakref callbacks)."""
         self._on_dropped = self._dropped_root  # one bound method for every reference
         self._environment: tuple[str | None, RunParent | None] | None = None
+        self.active = False
+        """Set once a propagator exists: until then no call can carry a run's identity, so open
+        roots are not noted at all (no cost on the application's thread, no memory)."""
         self.stats = Stats()
         self.log = RateLimitedLog(_log)
         register_metrics(self, self.stats, {})

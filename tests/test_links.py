@@ -53,6 +53,12 @@ def rejected() -> int:
     return RUN_LINKS.stats.lineage_context_rejected
 
 
+@pytest.fixture(autouse=True)
+def propagation_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a process with an ``AIGPLineagePropagator`` (this module makes one at import)."""
+    monkeypatch.setattr(RUN_LINKS, "active", True)
+
+
 # ---- the parent facet ----
 
 
@@ -655,3 +661,40 @@ def test_two_agent_processes_joined_by_http(tmp_path: Any) -> None:
     assert price["run"]["runId"] != plan["run"]["runId"]
     assert price["run"]["facets"]["aigp_governance"]["enforcementResult"] == "denied"
     assert "wire" not in headers[HEADER] and "approval" not in headers[HEADER]
+
+
+def test_without_a_propagator_open_roots_are_not_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RUN_LINKS, "active", False)
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
+
+    recorder = LocalRootRecorder(BridgeConfig())
+    root = TracerProvider().get_tracer("t").start_span("root")
+    recorder.on_start(root)
+    assert RUN_LINKS.propagated(*_ids(root)) is None
+    AIGPLineagePropagator()  # a propagator exists from now on
+    recorder.on_start(root)
+    assert RUN_LINKS.propagated(*_ids(root)) is not None
+    root.end()
+    recorder.on_end(root)
+    assert RUN_LINKS.propagated(*_ids(root)) is None
+
+
+def test_an_open_root_emitted_early_keeps_its_job_name_when_it_completes(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    sdk = AIGPInstrumentor(agent_id="agent.planner")
+    provider, _ = make_bridge(
+        resource={**sdk.get_resource_attributes(), "service.name": "planner"}, trace_timeout_s=0.2
+    )
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("plan"):
+        with tracer.start_as_current_span("step"):
+            sdk.inject_success("policy.trading-limits", 4, "limits")
+        (running,) = transport.wait_for(1)
+        sdk.prompt_used("prompt.analyst", 3, "prompt")
+    running, completed = transport.wait_for(2)
+    assert (running["eventType"], completed["eventType"]) == ("RUNNING", "COMPLETE")
+    assert running["run"]["runId"] == completed["run"]["runId"]
+    assert running["job"] == completed["job"]
+    assert running["job"]["name"] == "planner.plan"  # the open root named it, once

@@ -47,6 +47,9 @@ def propagated_parent(context: Context | None = None) -> RunParent | None:
 class AIGPLineagePropagator(TextMapPropagator):
     """Propagates the caller's OpenLineage run identity and the chain's root (never governance)."""
 
+    def __init__(self) -> None:
+        RUN_LINKS.active = True  # from now on, local roots are noted so that calls can carry them
+
     def extract(
         self,
         carrier: CarrierT,
@@ -107,7 +110,10 @@ class LocalRootRecorder(SpanProcessor):
 
     def root_started(self, span: Any, parent_context: Context | None) -> None:
         """Register a local root's run: its parent is the caller whose identity the context carries,
-        else, for a top-level root, the process's ``OPENLINEAGE_CONTEXT``. Never raises."""
+        else, for a top-level root, the process's ``OPENLINEAGE_CONTEXT``. Nothing to do in a
+        process without an ``AIGPLineagePropagator``. Never raises."""
+        if not RUN_LINKS.active:
+            return
         try:
             context = span.get_span_context()
             parent = propagated_parent(parent_context)
