@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aigp import AIGPInstrumentor
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openlineage.client.serde import Serde
 from opentelemetry import context as otel_context
@@ -80,6 +80,7 @@ names = st.text(min_size=1, max_size=60).filter(lambda t: t.encode("utf-8", "ign
 identities = st.builds(RunIdentity, st.uuids().map(str), names, names)
 
 
+@settings(deadline=None)  # accounting, never timing
 @given(identities, identities | st.none())
 def test_header_round_trips_and_is_url_safe(parent: RunIdentity, root: RunIdentity | None) -> None:
     link = RunParent(parent, root or parent)
@@ -89,12 +90,14 @@ def test_header_round_trips_and_is_url_safe(parent: RunIdentity, root: RunIdenti
     assert all(c.isascii() and (c.isalnum() or c in "._~-%") for c in value)
 
 
+@settings(deadline=None)  # accounting, never timing
 @given(st.text(max_size=300) | st.binary(max_size=100) | st.integers() | st.none())
 def test_header_decoder_never_raises(value: Any) -> None:
     result = decode_header(value)
     assert result is None or isinstance(result, RunParent)
 
 
+@settings(deadline=None)  # accounting, never timing
 @given(identities, st.integers(0, 200), st.characters())
 def test_a_damaged_header_is_rejected_or_still_well_formed(identity: RunIdentity, at: int, c: str) -> None:
     value = encode_header(RunParent(identity, identity))
@@ -185,6 +188,7 @@ def test_malformed_openlineage_context_is_rejected(text: str) -> None:
     assert parse_openlineage_context(text) is None
 
 
+@settings(deadline=None)  # accounting, never timing
 @given(st.text(max_size=200) | st.recursive(st.none() | st.text() | st.integers(), st.lists).map(json.dumps))
 def test_openlineage_context_parser_never_raises(text: str) -> None:
     result = parse_openlineage_context(text)
