@@ -25,6 +25,10 @@ class ResourceSummary:
     observed_versions: tuple[int, ...] = ()
     leaf_hashes: tuple[str, ...] = ()
     content_hashes: tuple[str, ...] = ()
+    denied: bool = False
+    """Any record about this resource was denied."""
+    governed: bool = True
+    """Covered by at least one AIGP record (False: only observed on telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,8 @@ class RunSummary:
     earliest_time_ns: int | None
     invalid: int
     """Values left out as invalid, including resources past the inputs bound."""
+    ungoverned_count: int = 0
+    """Inputs observed without any AIGP record covering them."""
 
 
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
@@ -70,10 +76,13 @@ def _summarise_resources(
     versions: dict[tuple[str, str], set[int]] = {}
     leaves: dict[tuple[str, str], set[str]] = {}
     contents: dict[tuple[str, str], set[str]] = {}
+    denied: set[tuple[str, str]] = set()
     for record in records:
         for ref in record.resources:
             key = (ref.type, ref.name)
             versions.setdefault(key, set())
+            if record.denied:
+                denied.add(key)
             if ref.version is not None:
                 versions[key].add(ref.version)
             if ref.leaf_hash is not None:
@@ -89,6 +98,7 @@ def _summarise_resources(
             observed_versions=tuple(sorted(versions[key])) if len(versions[key]) > 1 else (),
             leaf_hashes=tuple(sorted(leaves.get(key, ()))),
             content_hashes=tuple(sorted(contents.get(key, ()))),
+            denied=key in denied,
         )
         for key in keys[:max_inputs]
     )
@@ -133,6 +143,7 @@ def aggregate(
         latest_time_ns=max(times, default=None),
         earliest_time_ns=min(times, default=None),
         invalid=sum(r.invalid for r in records) + overflow.invalid + inputs_left_out,
+        ungoverned_count=sum(not resource.governed for resource in resources),
     )
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -37,33 +35,19 @@ from aigp_otel_bridge.facets import (
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
 )
+from aigp_otel_bridge.links import (
+    RUN_LINKS,
+    RunParent,
+    parent_run_facet,
+    run_id_for_remote_root,
+    run_id_for_trace,
+)
 from aigp_otel_bridge.records import ErrorInfo, ResourceFacts, RootFacts, RootInfo
 from aigp_otel_bridge.version import __version__
 
 _log = logging.getLogger(__name__)
 
 ENGINE_NAME = "aigp-otel-bridge"
-
-RUN_ID_NAMESPACE = uuid.UUID("8c6b3c0e-5a7d-5d8e-9f0a-4b1c2d3e4f50")
-"""Namespace of the name-based (uuid5) run ids: trace ids that are neither 32 hex nor a UUID,
-and local roots whose parent is remote (``"<trace hex>/<span hex>"``)."""
-
-_UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def run_id_for_trace(trace_id: str) -> str:
-    """The run id of a trace: its id as a canonical UUID, else a uuid5 of the (UTF-8-safe) text."""
-    if sc.OTEL_TRACE_ID.fullmatch(trace_id):
-        return str(uuid.UUID(hex=trace_id))
-    if _UUID_FORM.fullmatch(trace_id):
-        return str(uuid.UUID(trace_id))
-    return str(uuid.uuid5(RUN_ID_NAMESPACE, sc.clean_text(trace_id)))
-
-
-def run_id_for_remote_root(trace_hex: str, span_hex: str) -> str:
-    """The run id of a local root whose parent is remote: its own, never the trace's."""
-    return str(uuid.uuid5(RUN_ID_NAMESPACE, f"{trace_hex}/{span_hex}"))
-
 
 def iso_millis(time_ns: int | None) -> str:
     """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably."""
@@ -93,6 +77,8 @@ class DecidedRun:
     nominal_end_ns: int | None
     summary: RunSummary
     error: ErrorInfo | None = None
+    parent: RunParent | None = None
+    """The caller's run and the chain's root (section 8); None for a top-level run."""
 
 
 def job_name_for(agent_id: str | None, service_name: str | None, span_name: str) -> str:
@@ -117,9 +103,10 @@ def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> De
         or (resource.service_name if resource is not None else None)
         or "unknown_service"
     )
-    job_name = _job_name(config, closed, agent_id, trace_hex)
-    namespace = resource.service_namespace if resource is not None else None
-    job_namespace = config.job_namespace or namespace or "default"
+    job = job_of(config, root, resource, agent_id, trace_hex, closed.first_span_name)
+    (job_namespace, job_name), parent = RUN_LINKS.run_link(
+        closed.key, closed.root_span_id or 0, closed.root_remote, job
+    )
     error = None
     if closed.reason is Reason.ROOT_ENDED:
         error = root.error if root is not None else None
@@ -142,17 +129,37 @@ def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> De
         nominal_end_ns=event_time if root is not None else None,
         summary=summary,
         error=error,
+        parent=parent,
     )
 
 
-def _job_name(config: BridgeConfig, closed: ClosedRun, agent_id: str, trace_hex: str) -> str:
+def job_of(
+    config: BridgeConfig,
+    root: RootFacts | None,
+    resource: ResourceFacts | None,
+    agent_id: str,
+    trace_hex: str,
+    first_span_name: str | None = None,
+) -> tuple[str, str]:
+    """A run's job ``(namespace, name)`` (contract section 6). One rule, whether it is fixed while
+    the root runs (its identity propagated) or when the run is named."""
+    namespace = config.job_namespace or (resource.service_namespace if resource is not None else None)
+    return namespace or "default", _job_name(config, root, resource, agent_id, trace_hex, first_span_name)
+
+
+def _job_name(
+    config: BridgeConfig,
+    root: RootFacts | None,
+    resource: ResourceFacts | None,
+    agent_id: str,
+    trace_hex: str,
+    first_span_name: str | None,
+) -> str:
     setting = config.job_name
     if isinstance(setting, str):
         return setting
-    root: RootFacts | None = closed.root
-    resource: ResourceFacts | None = closed.resource
-    span_name = root.name if root is not None else closed.first_span_name or "session"
-    default = job_name_for(agent_id, resource.service_name if resource is not None else None, span_name)
+    task = (root.gen_ai_agent_name or root.name) if root is not None else (first_span_name or "session")
+    default = job_name_for(agent_id, resource.service_name if resource is not None else None, task)
     if setting is None or root is None:
         return default
     info = RootInfo(  # read-only views: these are the span's and the Resource's own dicts
@@ -204,6 +211,7 @@ def build_governance_facet(run: DecidedRun, producer: str) -> AIGPGovernanceRunF
         deniedEventCount=summary.denied_count,
         complete=run.complete,
         agentIds=agent_ids if len(agent_ids) > 1 else None,
+        ungovernedResourceCount=summary.ungoverned_count,
         producer=producer,
     )
 
@@ -222,6 +230,8 @@ def build_inputs(run: DecidedRun, producer: str) -> list[InputDataset]:
             leafHashes=list(leaf) if len(leaf) > 1 else None,
             contentHash=content[0] if len(content) == 1 else None,
             contentHashes=list(content) if len(content) > 1 else None,
+            enforcementResult=sc.DENIED if resource.denied else sc.ALLOWED,
+            governed=resource.governed,
             producer=producer,
         )
         inputs.append(
@@ -282,6 +292,8 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
             nominalEndTime=iso_millis(run.nominal_end_ns) if run.nominal_end_ns is not None else None,
             producer=producer,
         )
+    if run.parent is not None:
+        run_facets["parent"] = parent_run_facet(run.parent, producer)
     if run.error is not None:
         run_facets["errorMessage"] = ErrorMessageRunFacet(
             message=run.error.message,

@@ -15,8 +15,9 @@ from openlineage.client import OpenLineageClient
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from aigp_otel_bridge.build import job_name_for, run_id_for_trace
+from aigp_otel_bridge.build import job_name_for
 from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
+from aigp_otel_bridge.links import run_id_for_trace
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class AIGPGovernanceRunFacet(RunFacet):
     deniedEventCount: int | None = attr.field(default=None)  # noqa: N815
     complete: bool = attr.field(default=True)
     agentIds: list[str] | None = attr.field(default=None)  # noqa: N815
+    ungovernedResourceCount: int = attr.field(default=0)  # noqa: N815
 
     @staticmethod
     def _get_schema() -> str:
@@ -50,6 +51,8 @@ class AIGPResourceInputFacet(InputDatasetFacet):
     contentHash: str | None = attr.field(default=None)  # noqa: N815
     leafHashes: list[str] | None = attr.field(default=None)  # noqa: N815
     contentHashes: list[str] | None = attr.field(default=None)  # noqa: N815
+    enforcementResult: str = attr.field(default="allowed")  # noqa: N815
+    governed: bool = attr.field(default=True)
 
     @staticmethod
     def _get_schema() -> str:

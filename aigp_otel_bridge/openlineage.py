@@ -19,9 +19,9 @@ from aigp_otel_bridge.build import (
     build_governance_facet,
     build_inputs,
     build_run_event,
-    run_id_for_trace,
 )
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
+from aigp_otel_bridge.links import run_id_for_trace
 from aigp_otel_bridge.records import records_from_aigp_events
 from aigp_otel_bridge.semconv import clean_text
 

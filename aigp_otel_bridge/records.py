@@ -116,6 +116,11 @@ class _Reader:
             self.invalid += 1
         return value
 
+    def version(self, value: object) -> int | None:
+        """A resource version: 0 is the reference SDK's "no version" and reads as absent, as from
+        a span event that leaves it out; negative or non-integer values are counted."""
+        return None if value == 0 and not isinstance(value, bool) else self.count(value, 1)
+
     def count(self, value: object, minimum: int) -> int | None:
         if value is None:
             return None
@@ -177,7 +182,7 @@ def _resources_from_attributes(attributes: Mapping[str, Any], read: _Reader) -> 
         if name_value is not None:
             name = read.name(name_value)
             if name is not None:
-                raw.append((resource_type, name, read.count(attributes.get(version_key), 0), None))
+                raw.append((resource_type, name, read.version(attributes.get(version_key)), None))
     if _ARRAY_KEYS.isdisjoint(attributes):
         return raw
     for resource_type, names_key, versions_key in sc.ARRAY_RESOURCES:
@@ -188,7 +193,7 @@ def _resources_from_attributes(attributes: Mapping[str, Any], read: _Reader) -> 
         for position, name_value in enumerate(read.array(names_value)):
             name = read.name(name_value)
             if name is not None:
-                version = read.count(versions[position], 0) if position < len(versions) else None
+                version = read.version(versions[position]) if position < len(versions) else None
                 raw.append((resource_type, name, version, None))
     return raw
 
@@ -287,13 +292,28 @@ def _resources_from_event(event: Mapping[str, Any], read: _Reader) -> list[_RawR
         name_value = event.get(f"{resource_type}_name")
         name = None if name_value in (None, "") else read.name(name_value)
         if name is not None:
-            version = read.count(event.get(f"{resource_type}_version"), 0)
+            version = read.version(event.get(f"{resource_type}_version"))
             resources.append((resource_type, name, version, None))
     annotations = event.get("annotations")
     if isinstance(annotations, Mapping):
+        resources.extend(_all_policies(annotations.get("all_policies"), read))
         otel_attributes = annotations.get("otel_attributes")
         if isinstance(otel_attributes, Mapping):
             resources.extend(_resources_from_attributes(otel_attributes, read))
+    return resources
+
+
+def _all_policies(value: object, read: _Reader) -> list[_RawResource]:
+    """The policies of a multi-policy inject, which the reference SDK lists in the full event's
+    ``annotations.all_policies`` (``policy_name`` holds only the first)."""
+    resources: list[_RawResource] = []
+    for entry in read.array(value):
+        if not isinstance(entry, Mapping):
+            read.invalid += 1
+            continue
+        name = read.name(entry.get("name"))
+        if name is not None:
+            resources.append(("policy", name, read.version(entry.get("version")), None))
     return resources
 
 
@@ -336,9 +356,12 @@ def merge_records(span_record: GovernanceRecord, full_record: GovernanceRecord) 
     merged["invalid"] = full_record.invalid
     merged["full"] = True
     versioned = {(r.type, r.name) for r in full_record.resources if r.version is not None}
-    merged["resources"] = full_record.resources + tuple(
+    resources = full_record.resources + tuple(
         replace(r, version=None) if (r.type, r.name) in versioned else r for r in span_record.resources
     )
+    if len({(r.type, r.name) for r in resources}) > 1:  # a combined hash is no one resource's own
+        resources = tuple(replace(r, content_hash=None) if r.content_hash else r for r in resources)
+    merged["resources"] = resources
     return GovernanceRecord(**merged)
 
 
@@ -431,9 +454,9 @@ class RootFacts:
     attributes: Mapping[str, Any]
     """The span's own attributes (for a ``job_name`` callable)."""
     gen_ai_agent_id: str | None = None
-    """The root's ``gen_ai.agent.id``; not read yet."""
+    """The root's ``gen_ai.agent.id``, when valid."""
     gen_ai_agent_name: str | None = None
-    """The root's ``gen_ai.agent.name``; not read yet."""
+    """The root's ``gen_ai.agent.name``, when valid: the task in the default job name."""
 
 
 @dataclass(slots=True)
@@ -512,6 +535,8 @@ def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
         agent_id=identity(attributes, sc.AGENT_ID, limits),
         error=error_of(note, limits),
         attributes=attributes,
+        gen_ai_agent_id=identity(attributes, sc.GEN_AI_AGENT_ID, limits),
+        gen_ai_agent_name=identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
     )
 
 

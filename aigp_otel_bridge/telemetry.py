@@ -58,6 +58,9 @@ class Stats:
     traces_timed_out: int = _counter("governed runs emitted early after trace_timeout_s of quiet")
     intake_dropped: int = _counter("span notes or ingested events refused by a full intake queue")
     ingest_rejected: int = _counter("ingest_aigp_event calls without an AIGP event with a trace id")
+    lineage_context_rejected: int = _counter(
+        "malformed propagated aigp-lineage values or OPENLINEAGE_CONTEXT ignored (process-wide)"
+    )
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

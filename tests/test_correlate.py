@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.build import name_run, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.build import name_run
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.links import run_id_for_remote_root, run_id_for_trace
 from aigp_otel_bridge.merkle import flat_hash, merkle_root
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.records import (

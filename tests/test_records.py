@@ -206,8 +206,9 @@ def test_single_policy_and_prompt_with_versions() -> None:
     )
     assert set(record.resources) == {
         ResourceRef("policy", "policy.trading-limits", 4),
-        ResourceRef("prompt", "prompt.analyst", 0),
+        ResourceRef("prompt", "prompt.analyst", None),  # 0: the SDK's "no version"
     }
+    assert record.invalid == 0
     assert record.invalid == 0
 
 
@@ -239,7 +240,7 @@ def test_array_resources_with_positional_versions() -> None:
     )
     assert set(record.resources) == {
         ResourceRef("policy", "policy.a", 2),
-        ResourceRef("policy", "policy.b", 0),
+        ResourceRef("policy", "policy.b", None),  # 0: the SDK's "no version"
         ResourceRef("policy", "policy.c", None),
         ResourceRef("prompt", "prompt.x", 7),
         ResourceRef("tool", "tool.search"),
@@ -447,7 +448,7 @@ def test_tree_that_is_not_a_mapping_is_counted() -> None:
     assert record.invalid == 1
 
 
-def test_full_event_policy_name_and_version_zero() -> None:
+def test_full_event_version_zero_reads_as_absent() -> None:
     record = record_from_aigp_event(
         {
             "event_type": "INJECT_SUCCESS",
@@ -459,7 +460,7 @@ def test_full_event_policy_name_and_version_zero() -> None:
             "hash_type": "sha256",
         }
     )
-    assert record.resources == (ResourceRef("policy", "policy.trading-limits", 0, content_hash=HASH_A),)
+    assert record.resources == (ResourceRef("policy", "policy.trading-limits", None, content_hash=HASH_A),)
     assert record.invalid == 0
 
 
@@ -551,7 +552,9 @@ def test_merge_full_event_fields_win_and_resources_are_united() -> None:
     assert merged.denied is True
     assert merged.time_ns == 5  # the full event had no time: the span's fills the gap
     assert {(r.type, r.name) for r in merged.resources} == {("policy", "policy.a"), ("tool", "tool.search")}
-    assert ResourceRef("policy", "policy.a", 2, content_hash=HASH_B) in merged.resources
+    assert ResourceRef("policy", "policy.a", 2) in merged.resources
+    # the action names two resources: its flat hash is their combination, no one's own content
+    assert all(r.content_hash is None for r in merged.resources)
 
 
 def test_merge_keeps_the_span_version_of_a_merkle_leaf() -> None:

@@ -18,6 +18,7 @@ from opentelemetry import context as otel_context
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.links import RUN_LINKS
 from aigp_otel_bridge.records import record_from_aigp_event, span_key_of, trace_key_of
 
 _log = logging.getLogger("aigp_otel_bridge")
@@ -120,4 +121,5 @@ class BridgeCore:
             _log.exception("shutdown failed")
 
     def stats(self) -> dict[str, int]:
-        return self.engine.stats.snapshot()
+        lineage = RUN_LINKS.stats.lineage_context_rejected  # counted by the process-wide propagation
+        return {**self.engine.stats.snapshot(), "lineage_context_rejected": lineage}

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
+from aigp_otel_bridge.frontdoors.propagator import record_roots_of_global_provider
 
 
 def sdk_disabled(environ: Mapping[str, str] | None = None) -> bool:
@@ -48,6 +49,8 @@ class AIGPOpenLineageSpanExporter(SpanExporter):
         if sdk_disabled():
             return
         self._core = BridgeCore(client, {"job_namespace": job_namespace, "job_name": job_name, **settings})
+        # It sees no span starts: a recorder on the SDK's provider lets calls propagate their run.
+        record_roots_of_global_provider(self._core.config)
 
     @property
     def enabled(self) -> bool:

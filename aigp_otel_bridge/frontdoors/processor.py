@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
+from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
 
 OPEN_SPANS_PER_PENDING_RUN = 4
 """Open spans whose local root is remembered, per ``max_pending_traces``: past it (spans that
@@ -40,6 +41,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         self._local_root_of: dict[int, int] = {}
         """Open span id -> span id of its local root: each span inherits its local parent's."""
         self._max_open_spans = OPEN_SPANS_PER_PENDING_RUN * self.config.max_pending_traces
+        self._links = LocalRootRecorder(self.config)
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
@@ -56,6 +58,8 @@ class AIGPLineageSpanProcessor(SpanProcessor):
                     local_root_of.clear()
                 local_root_of[context.span_id] = context.span_id
                 self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
+                if not self._engine.stopped:  # so that calls under it can propagate its run
+                    self._links.root_started(span, parent_context)
             else:
                 root = local_root_of.get(parent.span_id)
                 if root is not None:
@@ -65,6 +69,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         self._core.take_span(span, self._local_root_of)
+        self._links.on_end(span)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
         """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``, and to
