@@ -14,6 +14,7 @@ from typing import Any
 from openlineage.client import OpenLineageClient
 from opentelemetry import context as otel_context
 
+from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.records import capture_span, record_from_aigp_event, trace_key_of
@@ -53,7 +54,7 @@ class BridgeCore:
         # Settings first: a bad argument raises before any client or thread exists.
         self.config: BridgeConfig = resolve(arguments)
         self.owns_client = client is None
-        self.client: OpenLineageClient = client if client is not None else OpenLineageClient()
+        self.client: OpenLineageClient = client if client is not None else default_client()
         self.engine = Engine(self.config, _suppressed(self.client.emit))
 
     def take_span(self, span: Any) -> None:
