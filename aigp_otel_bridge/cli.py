@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,13 @@ def _show_console_events() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
     from aigp_otel_bridge.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_console_events()
-    result = run_demo(timeout_s=args.timeout, store_file=args.store, lineage_file=args.lineage)
+    left = max(0.0, args.timeout - (time.monotonic() - started))
+    result = run_demo(timeout_s=left, store_file=args.store, lineage_file=args.lineage)
     store = f", written to {args.store}" if args.store else ""
     lineage = f", copied to {args.lineage}" if args.lineage else ""
     print()
@@ -178,6 +182,17 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigp-otel-bridge",
@@ -197,7 +212,7 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument(
-        "--timeout", type=float, default=30.0,
+        "--timeout", type=_seconds, default=30.0,
         help="seconds the whole demo may take, delivery included (default 30)",
     )
     demo.add_argument(

@@ -119,8 +119,8 @@ def run_demo(
     client = default_client() if client is None else client
     if lineage_file is not None:
         client = OpenLineageClient(transport=_CopyToFile(client.transport, lineage_file))
-    processor = AIGPLineageSpanProcessor(
-        client=client, job_namespace="finco.trading", shutdown_timeout_s=timeout_s
+    processor = AIGPLineageSpanProcessor(  # the shutdown below is bounded by the deadline anyway
+        client=client, job_namespace="finco.trading", shutdown_timeout_s=max(timeout_s, 0.1)
     )
 
     def to_store(event: dict[str, Any]) -> None:
