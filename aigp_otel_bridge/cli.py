@@ -162,12 +162,18 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from aigp_otel_bridge.client import redact_credentials
     from aigp_otel_bridge.deliver import replay_outbox
 
     outbox = _open_outbox(args.dir)
     if outbox is None:
         return 2
-    client = OpenLineageClient()
+    try:  # replaying to the console fallback would be no replay: say what is wrong instead
+        client = OpenLineageClient()
+    except Exception as error:
+        print(f"aigp-otel-bridge outbox replay: the OpenLineage configuration is unusable"
+              f" ({type(error).__name__}: {redact_credentials(str(error))})", file=sys.stderr)
+        return 2
     total = outbox.depth()
     console = Console(stderr=True)
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:

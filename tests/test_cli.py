@@ -206,3 +206,15 @@ def test_an_instrumented_application_does_not_import_rich() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_outbox_replay_with_a_malformed_url_says_so_and_keeps_the_runs(tmp_path: Path) -> None:
+    _stored_run(tmp_path / "outbox")
+    malformed = "http://user:pw-s3cret@bad host"
+    env = _environ(tmp_path, OPENLINEAGE_URL=malformed, AIGP_BRIDGE_OUTBOX_DIR="outbox")
+    result = _cli("outbox", "replay", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "the OpenLineage configuration is unusable (ValueError: " in result.stderr
+    assert "http://***@bad host" in result.stderr and "pw-s3cret" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert Outbox(tmp_path / "outbox").depth() == 1
