@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +27,17 @@ class _PrettyJson(logging.Formatter):
             return message
 
 
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to stdout; a reader that went away (``| head``) is no error worth a traceback."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (the logging API's name)
+        if not isinstance(sys.exc_info()[1], BrokenPipeError):
+            super().handleError(record)
+
+
 def _show_console_events() -> None:
     """The client's console transport logs each event at INFO: make that visible on stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler(sys.stdout)
     handler.setFormatter(_PrettyJson())
     console = logging.getLogger("openlineage.client.transport.console")
     console.addHandler(handler)
@@ -35,21 +46,37 @@ def _show_console_events() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
     from aigp_otel_bridge.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_console_events()
-    result = run_demo(timeout_s=args.timeout)
+    left = max(0.0, args.timeout - (time.monotonic() - started))
+    result = run_demo(timeout_s=left, store_file=args.store, lineage_file=args.lineage)
+    store = f", written to {args.store}" if args.store else ""
+    lineage = f", copied to {args.lineage}" if args.lineage else ""
     print()
     print(f"trace id  {result.trace_id}")
-    print(f"  AIGP governance store : {result.aigp_events} AIGP events with trace_id {result.trace_id}")
+    print(f"  AIGP governance store : {result.aigp_events} AIGP events with trace_id {result.trace_id}"
+          f"{store}")
     print(f"  OpenTelemetry backend : {result.spans} spans of trace {result.trace_id}")
     print(f"  OpenLineage backend   : run {result.run_id} (job {result.job}), via the '{result.transport}'"
-          " transport")
+          f" transport{lineage}")
+    print(f"  the run was           : {_OUTCOMES[result.outcome]}")
+    if args.store and args.lineage:
+        print(f"\nprove it: aigp-otel-bridge verify --lineage {args.lineage} --aigp-events {args.store}")
     if not result.delivered:
-        print("the RunEvent was not delivered within the timeout; see the log above", file=sys.stderr)
+        print(f"the RunEvent was not delivered ({result.outcome}); see the log above", file=sys.stderr)
         return 1
     return 0
+
+
+_OUTCOMES = {
+    "delivered": "delivered",
+    "stored": "not delivered: stored in the outbox (aigp-otel-bridge outbox status / replay)",
+    "dropped": "not delivered: dropped (counted; see the log above)",
+    "undelivered": "not delivered within the timeout: still being retried when the demo ended, so lost",
+}
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -64,22 +91,49 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _pipe_safe_console() -> Any:
+    """A rich console that leaves a closed stdout to ``main`` (rich alone would exit with 1)."""
+    from rich.console import Console
+
+    class PipeSafeConsole(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError("the reader of stdout went away")
+
+    return PipeSafeConsole(highlight=False)
+
+
 def _explain(args: argparse.Namespace) -> int:
     from aigp_otel_bridge.explain import explain_file
     from aigp_otel_bridge.verify import InputFileError
 
     try:
-        explain_file(args.run_event_file, trace_id=args.trace_id)
+        explain_file(args.run_event_file, trace_id=args.trace_id, console=_pipe_safe_console())
     except InputFileError as error:
         print(f"aigp-otel-bridge explain: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def _open_outbox(directory: str) -> Any:
-    """The outbox in ``directory``; None (after saying why) when there is none to open."""
+def _outbox_dir(given: str | None) -> str | None:
+    """``--dir``, else ``AIGP_BRIDGE_OUTBOX_DIR``: the library's own resolution of ``outbox_dir``."""
+    from aigp_otel_bridge.config import resolve
+
+    try:
+        return resolve({"outbox_dir": given}).outbox_dir
+    except ValueError as error:
+        print(f"aigp-otel-bridge outbox: {error}", file=sys.stderr)
+        return None
+
+
+def _open_outbox(given: str | None) -> Any:
+    """The outbox named by ``--dir`` or the environment; None (after saying why) when there is none."""
     from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox
 
+    directory = _outbox_dir(given)
+    if directory is None:
+        print("aigp-otel-bridge outbox: no outbox folder: give --dir D or set AIGP_BRIDGE_OUTBOX_DIR",
+              file=sys.stderr)
+        return None
     if not (Path(directory) / DATABASE_NAME).is_file():
         print(f"aigp-otel-bridge outbox: no outbox in {directory} ({DATABASE_NAME} missing)", file=sys.stderr)
         return None
@@ -108,12 +162,18 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
+    from aigp_otel_bridge.client import redact_credentials
     from aigp_otel_bridge.deliver import replay_outbox
 
     outbox = _open_outbox(args.dir)
     if outbox is None:
         return 2
-    client = OpenLineageClient()
+    try:  # replaying to the console fallback would be no replay: say what is wrong instead
+        client = OpenLineageClient()
+    except Exception as error:
+        print(f"aigp-otel-bridge outbox replay: the OpenLineage configuration is unusable"
+              f" ({type(error).__name__}: {redact_credentials(str(error))})", file=sys.stderr)
+        return 2
     total = outbox.depth()
     console = Console(stderr=True)
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
@@ -174,6 +234,17 @@ def _add_serve(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aigp-otel-bridge",
@@ -192,7 +263,18 @@ def _parser() -> argparse.ArgumentParser:
             " to the console."
         ),
     )
-    demo.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    demo.add_argument(
+        "--timeout", type=_seconds, default=30.0,
+        help="seconds the whole demo may take, delivery included (default 30)",
+    )
+    demo.add_argument(
+        "--store", type=Path, metavar="FILE",
+        help="write the governance store (the session's full AIGP events) to FILE, as JSON lines",
+    )
+    demo.add_argument(
+        "--lineage", type=Path, metavar="FILE",
+        help="also write the RunEvent to FILE, as JSON lines (for verify --lineage FILE --aigp-events STORE)",
+    )
     demo.set_defaults(handler=_demo)
     verify = commands.add_parser(
         "verify",
@@ -245,7 +327,7 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="pending runs, age of the oldest, last error",
         description="Shows how many runs wait in the outbox, how old the oldest is and the last error.",
     )
-    status.add_argument("--dir", required=True, metavar="D", help="the outbox folder")
+    status.add_argument("--dir", metavar="D", help="the outbox folder (default: AIGP_BRIDGE_OUTBOX_DIR)")
     status.add_argument("--json", action="store_true", help="print a machine-readable status")
     status.set_defaults(handler=_outbox_status)
     replay = outbox_commands.add_parser(
@@ -256,15 +338,38 @@ def _parser() -> argparse.ArgumentParser:
             " Exit status 0 when every run was delivered, 1 when some failed, 2 without an outbox."
         ),
     )
-    replay.add_argument("--dir", required=True, metavar="D", help="the outbox folder")
+    replay.add_argument("--dir", metavar="D", help="the outbox folder (default: AIGP_BRIDGE_OUTBOX_DIR)")
     replay.set_defaults(handler=_outbox_replay)
     _add_serve(commands)
     return parser
 
 
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: what a shell reports for a command whose reader went away (``| head -1``)."""
+
+_EXTRAS = {"rich": "cli"}
+"""Packages only the tools use, and the extra that installs each."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped early: say nothing more, and let no flush at exit fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except ModuleNotFoundError as missing:
+        package = (missing.name or "").partition(".")[0]
+        if package not in _EXTRAS:
+            raise
+        print(
+            f"aigp-otel-bridge {args.command}: needs {package}, which is not installed:"
+            f' pip install "aigp-otel-bridge[{_EXTRAS[package]}]"',
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

@@ -3,19 +3,27 @@
 The governance actions are made with the reference AIGP SDK (``pip install
 "aigp-otel-bridge[demo]"``), exactly as an instrumented agent makes them: span events on the
 current span, and full AIGP events handed to the governance store (here a list, joined to the
-spans through ``ingest_aigp_event``).
+spans through ``ingest_aigp_event``). The store and the RunEvents can be written to JSON-lines
+files, the inputs of ``aigp-otel-bridge verify``.
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from openlineage.client import OpenLineageClient
+from openlineage.client.serde import Serde
+from openlineage.client.transport.transport import Transport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge.build import job_name_for
+from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
 from aigp_otel_bridge.links import run_id_for_trace
 
@@ -28,7 +36,57 @@ class DemoResult:
     spans: int
     aigp_events: int
     transport: str
-    delivered: bool
+    outcome: str
+    """Where the run went: ``delivered``, ``stored`` (in the outbox), ``dropped``, or ``undelivered``
+    (still being retried when the timeout ran out; lost when the demo ends)."""
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome == "delivered"
+
+
+class _CopyToFile(Transport):
+    """Writes each RunEvent once to a JSON-lines file, then hands it to the configured transport.
+
+    The copy is written before delivery, so that the lineage file holds the run even when the
+    backend refuses it; a retried emit is not written twice.
+    """
+
+    def __init__(self, inner: Transport, path: Path) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.name = inner.name
+        self._path = path
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+        path.write_text("", encoding="utf-8")
+
+    def emit(self, event: Any) -> Any:
+        line = Serde.to_json(event)
+        key = f"{event.run.runId}/{event.eventType}"
+        with self._lock:
+            if key not in self._written:
+                with self._path.open("a", encoding="utf-8") as out:
+                    out.write(line + "\n")
+                self._written.add(key)
+        return self.inner.emit(event)
+
+    def close(self, timeout: float = -1) -> bool:
+        return self.inner.close(timeout)
+
+
+def _outcome(stats: dict[str, int]) -> str:
+    if stats["runs_emitted"]:
+        return "delivered"
+    if stats["runs_stored"]:
+        return "stored"
+    if stats["runs_dropped"] or stats["build_failures"]:
+        return "dropped"
+    return "undelivered"
+
+
+def _write_json_lines(path: Path, documents: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in documents), encoding="utf-8")
 
 
 def _instrumentor_class() -> Any:
@@ -41,13 +99,30 @@ def _instrumentor_class() -> Any:
     return AIGPInstrumentor
 
 
-def run_demo(timeout_s: float = 30.0, client: OpenLineageClient | None = None) -> DemoResult:
-    """Run one governed session; the client defaults to the OpenLineage configuration in effect."""
+def run_demo(
+    timeout_s: float = 30.0,
+    client: OpenLineageClient | None = None,
+    store_file: Path | None = None,
+    lineage_file: Path | None = None,
+) -> DemoResult:
+    """Run one governed session, within ``timeout_s`` seconds in all.
+
+    The client defaults to the OpenLineage configuration in effect. ``store_file`` receives the
+    governance store (full AIGP events), ``lineage_file`` a copy of every RunEvent emitted, both as
+    JSON lines.
+    """
+    deadline = time.monotonic() + timeout_s
     instrumentor = _instrumentor_class()(
         agent_id="agent.trading-bot-v2", agent_name="Trading Bot", org_id="org.finco"
     )
     governance_store: list[dict[str, Any]] = []
-    processor = AIGPLineageSpanProcessor(client=client, job_namespace="finco.trading")
+    own_client = client is None
+    client = default_client() if client is None else client
+    if lineage_file is not None:
+        client = OpenLineageClient(transport=_CopyToFile(client.transport, lineage_file))
+    processor = AIGPLineageSpanProcessor(  # the shutdown below is bounded by the deadline anyway
+        client=client, job_namespace="finco.trading", shutdown_timeout_s=max(timeout_s, 0.1)
+    )
 
     def to_store(event: dict[str, Any]) -> None:
         governance_store.append(event)
@@ -55,7 +130,7 @@ def run_demo(timeout_s: float = 30.0, client: OpenLineageClient | None = None) -
 
     instrumentor.event_callback = to_store
     resource = Resource.create({**instrumentor.get_resource_attributes(), "service.name": "trading-bot"})
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(processor)
     tracer = provider.get_tracer("aigp_otel_bridge.demo")
     spans = 0
@@ -92,9 +167,20 @@ def run_demo(timeout_s: float = 30.0, client: OpenLineageClient | None = None) -
         with tracer.start_as_current_span("http-get"):
             spans += 1
 
-    delivered = processor.force_flush(int(timeout_s * 1000))
-    transport = processor.client.transport.kind or type(processor.client.transport).__name__
-    provider.shutdown()
+    if store_file is not None:
+        _write_json_lines(store_file, governance_store)
+    processor.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000))
+    transport = client.transport.kind or type(client.transport).__name__
+
+    def shut_down() -> None:
+        provider.shutdown()
+        if own_client:
+            client.close(timeout=max(0.0, deadline - time.monotonic()))
+
+    # Shutdown waits for delivery and closes the client: bounded by what is left of the timeout.
+    closing = threading.Thread(target=shut_down, name="aigp-demo-shutdown", daemon=True)
+    closing.start()
+    closing.join(max(0.0, deadline - time.monotonic()))
     return DemoResult(
         trace_id=trace_id,
         run_id=run_id_for_trace(trace_id),
@@ -102,5 +188,5 @@ def run_demo(timeout_s: float = 30.0, client: OpenLineageClient | None = None) -
         spans=spans,
         aigp_events=len(governance_store),
         transport=str(transport),
-        delivered=delivered,
+        outcome=_outcome(processor.stats()),
     )

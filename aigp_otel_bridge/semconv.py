@@ -104,7 +104,7 @@ EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
 GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
 
-# Version of the AIGP facet schemas the bridge emits (shared/schemas/aigp).
+# Version of the AIGP facet schemas the bridge emits (copies in tests/data/schemas/aigp).
 AIGP_FACET_SPEC_VERSION: Final = "0.8.0"
 AIGP_FACET_SCHEMA_BASE: Final = (
     "https://github.com/sandarb-ai/aigp/blob/v0.8.0/integrations/openlineage/facets/"

@@ -28,8 +28,8 @@ Measurements:
   ``OpenLineageClient`` on the same null transport;
 - ``pending_trace_memory``: ``tracemalloc`` bytes the bridge keeps per pending governed trace;
 - ``flood_rss``: resident set of a fresh process under a flood of governed sessions;
-- ``builder_throughput``: ``build_openlineage_run_event`` on ``$AIGP_SHARED_DIR/examples/
-  aigp-events/*.json`` (default ``../shared``; skipped with a note if absent).
+- ``builder_throughput``: ``build_openlineage_run_event`` on the example AIGP events in
+  ``tests/data/examples/aigp-events/*.json`` (skipped with a note if absent).
 
 Prints a table with the targets (met / not met) and writes JSON to ``bench/results/latest.json``
 (or ``--out``). See docs/performance.md.

@@ -1,16 +1,16 @@
-"""Throughput of the builder API on the shared example AIGP events.
+"""Throughput of the builder API on the example AIGP events the project carries.
 
 ``build_openlineage_run_event`` is called once per example event (each event a session of its
-own), in a loop, in several rounds; the least disturbed round counts. The examples come
-from ``$AIGP_SHARED_DIR/examples/aigp-events/*.json`` (default: ``../shared`` beside the
-project); without that folder the measurement is skipped with a note.
+own), in a loop, in several rounds; the least disturbed round counts. The examples are the
+copies in ``tests/data/examples/aigp-events/*.json`` (origin and license in
+``tests/data/README.md``); without that folder (an installed package, not a clone) the
+measurement is skipped with a note.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def examples_dir() -> Path:
-    shared = os.environ.get("AIGP_SHARED_DIR") or str(PROJECT_ROOT.parent / "shared")
-    return Path(shared) / "examples" / "aigp-events"
+    return PROJECT_ROOT / "tests" / "data" / "examples" / "aigp-events"
 
 
 def _build_all(events: list[dict[str, Any]], loops: int) -> int:
@@ -38,7 +37,7 @@ def measure_builder(loops: int, rounds: int) -> dict[str, Any]:
     folder = examples_dir()
     files = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not files:
-        return {"skipped": f"no example AIGP events in {folder} (set AIGP_SHARED_DIR)"}
+        return {"skipped": f"no example AIGP events in {folder}"}
     events: list[dict[str, Any]] = []
     refused: dict[str, str] = {}
     for path in files:

@@ -1,29 +1,22 @@
-"""Validation of emitted events against the official schemas in ``shared/schemas``.
+"""Validation of emitted events against the official schemas the project carries.
 
-The folder is found through ``AIGP_SHARED_DIR`` (default: ``../shared`` beside the project).
-Every facet is validated against the schema its ``_schemaURL`` names, resolved locally; a facet
-whose schema is not in the folder fails the test.
+The schemas and example events are copies kept in ``tests/data`` (origin, version and license in
+``tests/data/README.md``), so that a clone anywhere checks every event. Every facet is validated
+against the schema its ``_schemaURL`` names, resolved locally; a facet whose schema is not in the
+folder fails the test.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-SHARED_DIR = Path(os.environ.get("AIGP_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
-SCHEMAS_DIR = SHARED_DIR / "schemas"
-EXAMPLES_DIR = SHARED_DIR / "examples"
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SCHEMAS_DIR = DATA_DIR / "schemas"
+EXAMPLES_DIR = DATA_DIR / "examples"
 RUN_EVENT_REF = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-
-
-def require_shared() -> None:
-    if not SCHEMAS_DIR.is_dir():
-        pytest.skip(f"official schemas not found at {SCHEMAS_DIR} (set AIGP_SHARED_DIR)")
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +47,6 @@ def _facets(event: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def validate_run_event(event: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` unless the event and each facet are valid."""
-    require_shared()
     _validator(RUN_EVENT_REF).validate(event)
     for key, facet in _facets(event):
         url = facet.get("_schemaURL")
@@ -63,6 +55,5 @@ def validate_run_event(event: dict[str, Any]) -> None:
 
 
 def load_examples() -> dict[str, dict[str, Any]]:
-    require_shared()
     folder = EXAMPLES_DIR / "aigp-events"
     return {path.name: json.loads(path.read_text(encoding="utf-8")) for path in sorted(folder.glob("*.json"))}

@@ -15,13 +15,15 @@ from aigp_otel_bridge.openlineage import (
 )
 from tests.schemas import load_examples, validate_run_event
 
-EXAMPLES = load_examples() if __import__("tests.schemas").schemas.SCHEMAS_DIR.is_dir() else {}
+EXAMPLES = load_examples()
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES) or ["(no examples)"])
+def test_the_project_carries_its_example_events() -> None:
+    assert len(EXAMPLES) >= 20
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_every_example_event_builds_a_schema_valid_run_event(name: str) -> None:
-    if not EXAMPLES:
-        pytest.skip("shared examples not found")
     event = EXAMPLES[name]
     run_event = build_openlineage_run_event(event, job_namespace="finco.trading", job_name="agent.invoke")
     validate_run_event(run_event)

@@ -221,3 +221,23 @@ def test_readme_quick_start_runs_as_written(tmp_path: Path) -> None:
     validate_run_event(event)
     assert event["job"]["name"] == "trading-bot-v2.invoke"
     assert [d["name"] for d in event["inputs"]] == ["policy.trading-limits"]
+
+
+def test_readme_quick_start_pasted_as_is_prints_its_run_event(tmp_path: Path) -> None:
+    """With no OpenLineage configuration at all, the pasted block shows the RunEvent it made."""
+    import re
+
+    readme = (EXAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    script = tmp_path / "quick_start.py"
+    script.write_text(re.findall(r"```python\n(.*?)```", readme, re.DOTALL)[0], encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
+    env["HOME"] = str(tmp_path)  # no ~/.openlineage/openlineage.yml
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    (event,) = _json_lines(result.stdout + result.stderr)
+    validate_run_event(event)  # type: ignore[arg-type]
+    governance = event["run"]["facets"]["aigp_governance"]  # type: ignore[index]
+    assert governance["agentId"] == "agent.trading-bot-v2" and governance["eventCount"] == 1

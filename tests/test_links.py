@@ -43,7 +43,7 @@ from aigp_otel_bridge.links import (
     run_id_for_trace,
 )
 from tests.conftest import CaptureTransport
-from tests.schemas import _validator, require_shared, validate_run_event
+from tests.schemas import _validator, validate_run_event
 
 CALLER = RunIdentity(str(uuid.uuid4()), "finco.trading", "trading-bot.plan")
 TOP = RunIdentity(str(uuid.uuid4()), "scheduler", "nightly.dag")
@@ -65,7 +65,6 @@ def propagation_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("root", [TOP, CALLER], ids=["chain", "caller-is-root"])
 def test_parent_facet_is_the_official_parent_run_facet_with_root(root: RunIdentity) -> None:
-    require_shared()
     facet = Serde.to_dict(parent_run_facet(RunParent(CALLER, root), "https://example.com/p"))
     _validator(facet["_schemaURL"]).validate(facet)
     assert facet["_schemaURL"].endswith("/ParentRunFacet.json#/$defs/ParentRunFacet")

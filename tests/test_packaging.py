@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tarfile
+import zipfile
 from importlib.metadata import distribution
 from importlib.resources import files
 from pathlib import Path
@@ -52,3 +54,35 @@ def test_help_explains_every_command() -> None:
     for name, description in described.items():
         assert description, f"command {name!r} has no help text"
         assert f"{name} {' '.join(description.split())}" in text, f"--help does not explain {name!r}"
+
+
+def test_wheel_and_sdist_carry_the_license(tmp_path: Path) -> None:
+    """Apache-2.0 asks that every redistribution carries the license text."""
+    root = Path(__file__).resolve().parents[1]
+    build = (
+        "import sys, hatchling.build as b;"
+        "print(b.build_wheel(sys.argv[1]));"
+        "print(b.build_sdist(sys.argv[1]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path)],
+        cwd=root, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    wheel_name, sdist_name = result.stdout.split()
+    license_text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
+    with zipfile.ZipFile(tmp_path / wheel_name) as wheel:
+        licenses = [n for n in wheel.namelist() if n.endswith(".dist-info/licenses/LICENSE")]
+        assert len(licenses) == 1
+        assert wheel.read(licenses[0]).decode("utf-8") == license_text
+        metadata = wheel.read(licenses[0].replace("licenses/LICENSE", "METADATA")).decode("utf-8")
+    assert "License-Expression: Apache-2.0" in metadata and "License-File: LICENSE" in metadata
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [line for line in requires if "extra ==" not in line]
+    assert runtime and not any("rich" in line for line in runtime), "rich belongs to the tools' extra"
+    with tarfile.open(tmp_path / sdist_name) as sdist:
+        top = sdist_name.removesuffix(".tar.gz")
+        member = sdist.extractfile(f"{top}/LICENSE")
+        assert member is not None and member.read().decode("utf-8") == license_text
+        assert f"{top}/tests/data/NOTICE" in sdist.getnames()

@@ -15,6 +15,7 @@ from typing import Any
 from openlineage.client import OpenLineageClient
 from opentelemetry import context as otel_context
 
+from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.sdk import capture_span
@@ -56,7 +57,7 @@ class BridgeCore:
         # Settings first: a bad argument raises before any client or thread exists.
         self.config: BridgeConfig = resolve(arguments)
         self.owns_client = client is None
-        self.client: OpenLineageClient = client if client is not None else OpenLineageClient()
+        self.client: OpenLineageClient = client if client is not None else default_client()
         self.engine = Engine(self.config, _suppressed(self.client.emit))
 
     def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> None:
