@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +79,27 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _open_outbox(directory: str) -> Any:
     """The outbox in ``directory``; None (after saying why) when there is none to open."""
-    from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox
+    from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox, OutboxUnusableError
 
     if not (Path(directory) / DATABASE_NAME).is_file():
         print(f"aigp-otel-bridge outbox: no outbox in {directory} ({DATABASE_NAME} missing)", file=sys.stderr)
         return None
-    return Outbox(directory)
+    try:
+        return Outbox(directory, create=False)
+    except OutboxUnusableError as error:
+        print(f"aigp-otel-bridge outbox: cannot read the outbox: {error}", file=sys.stderr)
+        return None
 
 
 def _outbox_status(args: argparse.Namespace) -> int:
     outbox = _open_outbox(args.dir)
     if outbox is None:
         return 2
+    from aigp_otel_bridge.telemetry import bounded
+
     status = outbox.status()
+    if status.last_error is not None:  # rows stored by older versions may hold credentials
+        status = replace(status, last_error=bounded(status.last_error))
     if args.json:
         print(json.dumps(status.__dict__))
         return 0
