@@ -256,3 +256,61 @@ def test_a_huge_job_name_is_not_used_nor_logged_whole(caplog: pytest.LogCaptureF
     assert sum(len(r.getMessage()) for r in caplog.records) < 5_000
     assert all(len(e["job"]["name"]) <= 1024 for e in transport.events) and len(transport.events) == 20
     provider.shutdown()
+
+
+def test_the_correlation_worker_survives_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigp_otel_bridge import engine
+
+    real = engine.records_from_note
+    calls = {"n": 0}
+
+    def once_broken(note: Any, limits: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("a bug, once")
+        return real(note, limits)
+
+    monkeypatch.setattr(engine, "records_from_note", once_broken)
+    transport = CaptureTransport()
+    provider, processor = small_bridge(transport, max_queue_size=100)
+    tracer = provider.get_tracer("odd")
+    governed_session(tracer, 0)  # its child's note meets the bug: that session has no record
+    later = [governed_session(tracer, index) for index in range(1, 4)]
+    assert processor.force_flush(10_000)
+    assert [e["run"]["runId"] for e in transport.events] == later
+    provider.shutdown()
+
+
+EXITS_WITHOUT_SHUTDOWN = """
+import json, sys
+from openlineage.client import OpenLineageClient
+from opentelemetry.sdk.trace import TracerProvider
+from aigp_otel_bridge import AIGPLineageSpanProcessor
+from tests.test_faults import governed_session
+from tests.test_overload import HungTransport
+
+provider = TracerProvider(shutdown_on_exit=False)  # only the bridge's own atexit runs
+processor = AIGPLineageSpanProcessor(
+    client=OpenLineageClient(transport=HungTransport()), job_namespace="exit",
+    outbox_dir=sys.argv[1], shutdown_timeout_s=5.0,
+)
+provider.add_span_processor(processor)
+print(json.dumps([governed_session(provider.get_tracer("exit"), index) for index in range(3)]))
+"""
+
+
+def test_the_bridges_own_atexit_stores_what_a_hung_backend_holds(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", EXITS_WITHOUT_SHUTDOWN, str(tmp_path)],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    run_ids = set(json.loads(result.stdout.splitlines()[-1]))
+    rows = Outbox(tmp_path).take_due(limit=100, now=float("inf"))
+    assert {json.loads(row.payload)["run"]["runId"] for row in rows} == run_ids
