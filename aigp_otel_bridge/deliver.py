@@ -55,6 +55,7 @@ class _Pending:
     size: int
     attempts: int = 0
     next_at: float = 0.0
+    handed_to_storage: bool = False
 
     def __lt__(self, other: _Pending) -> bool:
         return (self.next_at, self.seq) < (other.next_at, other.seq)
@@ -276,13 +277,14 @@ class Deliverer:
             self._drop(pending, "it could not be built")
             return
         with self._cond:
-            if pending.seq not in self._unresolved:
-                return
+            if pending.seq not in self._unresolved or pending.handed_to_storage:
+                return  # resolved, or already waiting for the storage thread (at shutdown)
             if self._storage_stop:
                 reason = why
             elif self._spill_bytes + len(row.payload) > SPILL_MAX_BYTES:
                 reason = "the outbox cannot be written as fast as runs are decided"
             else:
+                pending.handed_to_storage = True
                 self._spill.append((pending.seq, row))
                 self._spill_bytes += len(row.payload)
                 self._spill_cond.notify()
