@@ -43,9 +43,11 @@ from aigp_otel_bridge.links import (
     run_id_for_trace,
 )
 from aigp_otel_bridge.records import ErrorInfo, ResourceFacts, RootFacts, RootInfo
+from aigp_otel_bridge.telemetry import RateLimitedLog, describe, shorten
 from aigp_otel_bridge.version import __version__
 
 _log = logging.getLogger(__name__)
+_job_name_log = RateLimitedLog(_log)
 
 ENGINE_NAME = "aigp-otel-bridge"
 
@@ -159,7 +161,8 @@ def _job_name(
     if isinstance(setting, str):
         return setting
     task = (root.gen_ai_agent_name or root.name) if root is not None else (first_span_name or "session")
-    default = job_name_for(agent_id, resource.service_name if resource is not None else None, task)
+    service = resource.service_name if resource is not None else None
+    default = job_name_for(agent_id, service, task)[: config.max_string_length]
     if setting is None or root is None:
         return default
     info = RootInfo(  # read-only views: these are the span's and the Resource's own dicts
@@ -171,11 +174,20 @@ def _job_name(
     )
     try:
         name = setting(info)
-    except Exception:  # a user callable must not cost the run
-        _log.warning("job_name callable raised; using %r", default, exc_info=True)
+    except Exception as error:  # a user callable must not cost the run
+        _job_name_log.log(
+            logging.WARNING, "job_name", "job_name callable raised %s; using %r", describe(error), default
+        )
         return default
-    if not isinstance(name, str) or not name:
-        _log.warning("job_name callable returned %r; using %r", name, default)
+    limit = config.max_string_length
+    if not isinstance(name, str) or not name or len(name) > limit:
+        shown = (
+            f"a text of {len(name)} characters (max_string_length {limit})"
+            if isinstance(name, str) else f"a {type(name).__name__}"
+        )
+        _job_name_log.log(
+            logging.WARNING, "job_name", "job_name callable returned %s; using %r", shown, shorten(default)
+        )
         return default
     return sc.clean_text(name)
 

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def _outbox_dir(given: str | None) -> str | None:
 
 def _open_outbox(given: str | None) -> Any:
     """The outbox named by ``--dir`` or the environment; None (after saying why) when there is none."""
-    from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox
+    from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox, OutboxUnusableError
 
     directory = _outbox_dir(given)
     if directory is None:
@@ -137,14 +138,22 @@ def _open_outbox(given: str | None) -> Any:
     if not (Path(directory) / DATABASE_NAME).is_file():
         print(f"aigp-otel-bridge outbox: no outbox in {directory} ({DATABASE_NAME} missing)", file=sys.stderr)
         return None
-    return Outbox(directory)
+    try:
+        return Outbox(directory, create=False)
+    except OutboxUnusableError as error:
+        print(f"aigp-otel-bridge outbox: cannot read the outbox: {error}", file=sys.stderr)
+        return None
 
 
 def _outbox_status(args: argparse.Namespace) -> int:
     outbox = _open_outbox(args.dir)
     if outbox is None:
         return 2
+    from aigp_otel_bridge.telemetry import bounded
+
     status = outbox.status()
+    if status.last_error is not None:  # rows stored by older versions may hold credentials
+        status = replace(status, last_error=bounded(status.last_error))
     if args.json:
         print(json.dumps(status.__dict__))
         return 0
@@ -162,8 +171,8 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from aigp_otel_bridge.client import redact_credentials
     from aigp_otel_bridge.deliver import replay_outbox
+    from aigp_otel_bridge.telemetry import describe
 
     outbox = _open_outbox(args.dir)
     if outbox is None:
@@ -172,7 +181,7 @@ def _outbox_replay(args: argparse.Namespace) -> int:
         client = OpenLineageClient()
     except Exception as error:
         print(f"aigp-otel-bridge outbox replay: the OpenLineage configuration is unusable"
-              f" ({type(error).__name__}: {redact_credentials(str(error))})", file=sys.stderr)
+              f" ({describe(error)})", file=sys.stderr)
         return 2
     total = outbox.depth()
     console = Console(stderr=True)

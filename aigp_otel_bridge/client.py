@@ -10,24 +10,13 @@ logs, the same place the client sends them when it has no configuration at all.
 from __future__ import annotations
 
 import logging
-import re
 
 from openlineage.client import OpenLineageClient
 from openlineage.client.transport.console import ConsoleConfig, ConsoleTransport
 
-from aigp_otel_bridge.telemetry import RateLimitedLog
+from aigp_otel_bridge.telemetry import RateLimitedLog, describe
 
 _log = RateLimitedLog(logging.getLogger("aigp_otel_bridge"))
-
-# A malformed URL may hold spaces anywhere: mask generously, from "://" to the first "@", and
-# every "?name=value" query, whatever surrounds them.
-_USERINFO = re.compile(r"://[^/?#@]*@")
-_QUERY = re.compile(r"\?[^\s=?#]+=\S*")
-
-
-def redact_credentials(text: str) -> str:
-    """``text`` with the user:password and the query string of every URL in it masked."""
-    return _QUERY.sub("?***", _USERINFO.sub("://***@", text))
 
 
 def default_client() -> OpenLineageClient:
@@ -37,8 +26,8 @@ def default_client() -> OpenLineageClient:
     except Exception as error:
         _log.log(
             logging.WARNING, "client-config",
-            "the OpenLineage configuration is unusable (%s: %s); RunEvents go to the console"
+            "the OpenLineage configuration is unusable (%s); RunEvents go to the console"
             " transport (logger openlineage.client.transport.console, level INFO) until it is fixed",
-            type(error).__name__, redact_credentials(str(error)),
+            describe(error),
         )
         return OpenLineageClient(transport=ConsoleTransport(ConsoleConfig()))

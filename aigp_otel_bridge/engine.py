@@ -1,58 +1,133 @@
 """The stages wired together behind one thread-safe intake.
 
-Front doors (the span processor, the exporter, later the OTLP receiver) call ``put_*`` from
-any thread; each call is an append to a deque refused past ``max_intake_size``, nothing more.
-One correlation worker owns the ``Extractor`` and the ``Correlator``: it parses, correlates,
-aggregates and names runs, then hands them to the ``Deliverer``, whose own thread builds and
-emits them. A slow lineage backend therefore never stalls correlation, and neither ever blocks
-the application.
+Front doors (the span processor, the span exporter, the gateway) call ``put_*`` or ``offer``
+from any thread; each call appends typed items to the intake. One correlation worker owns the
+``Extractor`` and the ``Correlator``: it parses,
+correlates, aggregates and names runs, then hands them to the ``Deliverer``, whose own threads
+build, emit and store them. A slow lineage backend or disk therefore never stalls correlation.
+
+Overload policy (docs/operations.md): the intake is bounded by ``max_intake_size``. When it is
+full, the calling thread does the correlation work itself (parsing, correlating, naming: CPU only,
+never I/O) until the intake is half empty, then appends. Nothing is refused, so no governance
+record is lost at the intake; the application slows to the bridge's pace instead. Memory stays
+bounded: pending traces by ``max_pending_traces`` (early runs marked ``complete: false``), queued
+runs by ``max_queue_size`` and bytes (the oldest counted in ``runs_dropped``, or spilled to the
+outbox), and what a span note keeps by ``max_string_length``.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.build import name_run
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.correlate import ClosedRun, Correlator
 from aigp_otel_bridge.deliver import Deliverer
-from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.records import Extractor, GovernanceRecord
-from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, register_metrics
+from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe, register_metrics
 
 _log = logging.getLogger("aigp_otel_bridge")
 
-_START, _SPAN, _EVENT, _FLUSH, _STOP = range(5)
+_BATCH = 256
+"""Intake items processed per hold of the correlation lock, so that a thread applying
+back-pressure waits for at most one batch."""
 
 
-class _FlushToken:
-    __slots__ = ("done", "upto_seq")
+@dataclass(slots=True)
+class RootStart:
+    """A local root span started (the span processor sees starts; the exporter does not)."""
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.upto_seq = 0
+    trace_id: int
+    span_id: int
+    remote_parent: bool
+
+
+@dataclass(slots=True)
+class Ingested:
+    """A full AIGP event handed to ``ingest_aigp_event``, joined to its trace by key."""
+
+    key: int | str
+    record: GovernanceRecord
+    local_root_id: int | None = None
+    """The local root of the event's ``span_id``, when the front door knows it."""
+
+
+@dataclass(slots=True)
+class FlushRequest:
+    """Marks the intake position a ``force_flush`` waits for."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    upto_seq: int = 0
+
+
+@dataclass(slots=True)
+class StopRequest:
+    """The last item: decide every pending trace, then stop."""
+
+
+IntakeItem = Union[SpanNote, RootStart, Ingested, FlushRequest, StopRequest]  # noqa: UP007 - 3.10 aliases
+
+
+def bounded_attributes(attributes: Mapping[str, Any], cap: int) -> Mapping[str, Any]:
+    """``attributes`` with every string (alone or in an array) cut to ``cap`` characters; the same
+    mapping when nothing is longer. Callers choose ``cap`` above every length the bridge accepts,
+    so a value that was too long stays too long (and is still counted as invalid)."""
+    for value in attributes.values():
+        if (isinstance(value, str) and len(value) > cap) or (
+            isinstance(value, (tuple, list)) and any(isinstance(v, str) and len(v) > cap for v in value)
+        ):
+            break
+    else:
+        return attributes
+    return {key: _cut(value, cap) for key, value in attributes.items()}
+
+
+def _cut(value: Any, cap: int) -> Any:
+    if isinstance(value, str):
+        return value[:cap]
+    if isinstance(value, (tuple, list)):
+        return tuple(v[:cap] if isinstance(v, str) else v for v in value)
+    return value
 
 
 class Engine:
-    """Intake queue, correlation worker and deliverer of one bridge."""
+    """Intake queue, correlation worker and deliverer of one bridge.
 
-    def __init__(self, config: BridgeConfig, emit: Callable[[Any], None], stats: Stats | None = None) -> None:
+    ``outbox_from_environment``: the outbox folder came from ``AIGP_BRIDGE_OUTBOX_DIR`` rather
+    than an argument, so an unusable one is a warning (memory-only delivery), not a ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        emit: Callable[[Any], None],
+        stats: Stats | None = None,
+        *,
+        outbox_from_environment: bool = False,
+    ) -> None:
         self.config = config
         self.stats = stats or Stats()
         self.log = RateLimitedLog(_log)
         self._emit = emit
         self._capacity = config.max_intake_size
         self._sweep_s = min(1.0, config.trace_timeout_s / 4)
-        self._start_threads()
+        self._note_cap = max(config.max_string_length, 1024) + 1
+        self._stopped = False
+        self._forked = False
+        self._outbox = self._open_outbox(outbox_from_environment)
+        self._start()
         # Callbacks hold the engine weakly: a global MeterProvider must not keep it alive.
         weak_self = weakref.ref(self)
 
@@ -70,19 +145,43 @@ class Engine:
             },
         )
 
-        def restart_in_child() -> None:
+        def mark_forked() -> None:  # at-fork handlers only set a flag; the child restarts lazily
             engine = weak_self()
             if engine is not None:
-                engine._restart_in_child()
+                engine._forked = True
 
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=restart_in_child)
+            os.register_at_fork(after_in_child=mark_forked)
+        _LIVE.add(self)
 
-    def _start_threads(self) -> None:
+    def _open_outbox(self, from_environment: bool) -> Outbox | None:
+        directory = self.config.outbox_dir
+        if not directory:
+            return None
+        try:
+            outbox = Outbox(directory, max_events=self.config.outbox_max_events)
+        except Exception as error:
+            if not from_environment:
+                raise ValueError(f"outbox_dir {directory!r} cannot be used: {error}") from None
+            _log.warning(
+                "AIGP_BRIDGE_OUTBOX_DIR %r cannot be used (%s); undelivered runs are kept in memory only",
+                directory, describe(error),
+            )
+            return None
+        for moved in outbox.moved_aside:
+            self.stats.outbox_moved_aside += 1
+            _log.error("the outbox database could not be read; kept it as %s and started a fresh one", moved)
+        return outbox
+
+    def _start(self) -> None:
+        """Fresh state, locks and threads (at construction, and in a forked child at first use)."""
         config = self.config
-        self._intake: deque[tuple[Any, ...]] = deque()
+        self.log = RateLimitedLog(_log)
+        self._intake: deque[IntakeItem] = deque()
         self._wake = threading.Event()
-        self._stopped = False
+        self._correlating = threading.Lock()
+        self._correlating_thread: int | None = None
+        self._stop_done = False
         self._correlator = Correlator(
             trace_timeout_s=config.trace_timeout_s,
             max_pending_traces=config.max_pending_traces,
@@ -91,9 +190,12 @@ class Engine:
             stats=self.stats,
         )
         self._extractor = Extractor(config.limits)
-        self._outbox = (
-            Outbox(config.outbox_dir, max_events=config.outbox_max_events) if config.outbox_dir else None
-        )
+        if self._outbox is not None and not self._outbox.claim():
+            _log.warning(
+                "this process was forked while the outbox was being written; it keeps its"
+                " undelivered runs in memory (counted in runs_dropped if they cannot be delivered)"
+            )
+            self._outbox = None
         self._deliverer = Deliverer(
             self._emit,
             producer=config.producer,
@@ -106,73 +208,111 @@ class Engine:
         self._worker = threading.Thread(target=self._run, name="aigp-bridge-correlate", daemon=True)
         self._worker.start()
 
-    def _restart_in_child(self) -> None:
-        """After fork the child has no worker threads: start fresh ones, forget the parent's traces
-        (a bridge already shut down stays shut down)."""
+    def _after_fork(self) -> None:
+        """In a forked child: start afresh, without the parent's traces (a stopped bridge stays so)."""
+        self._forked = False
         if not self._stopped:
-            self._start_threads()
+            self._start()
 
-    # ---- front-door API (any thread, never blocks, never raises) ----
+    # ---- front-door API (any thread; never waits for I/O, never raises) ----
 
     @property
     def stopped(self) -> bool:
         return self._stopped
 
     def put_root_start(self, trace_id: int, span_id: int, remote_parent: bool) -> None:
-        self._put((_START, trace_id, span_id, remote_parent), wake=False)
+        self._put(RootStart(trace_id, span_id, remote_parent), wake=False, counted=False)
 
     def put_span(self, note: SpanNote) -> None:
-        self._put((_SPAN, note), wake=note.local_root)
+        self._put(self._bounded(note), wake=note.local_root)
 
-    def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
-        self._put((_EVENT, key, record, local_root_id), wake=False)
+    def _bounded(self, note: SpanNote) -> SpanNote:
+        """What a note keeps, cut to the string bound (a 100 KB attribute must not cost 100 KB)."""
+        cap = self._note_cap
+        if note.attributes:
+            note.attributes = bounded_attributes(note.attributes, cap)
+        exception = note.exception
+        if exception is not None:
+            attributes = bounded_attributes(exception.attributes, cap * 16)
+            note.exception = NoteEvent(exception.name, exception.time_ns, attributes)
+        return note
 
     def offer(self, notes: list[SpanNote]) -> bool:
         """Queue all of ``notes`` or none (False: stopped, or no room), for front doors that can
-        refuse a batch before acknowledging it. An empty intake takes any batch, so none is refused
+        refuse a batch before acknowledging it (the gateway answers 429/503, and OTLP senders retry)
+        rather than make their caller wait. An empty intake takes any batch, so none is refused
         forever; concurrent offers may overshoot the capacity by their own sizes, never drop."""
+        if self._forked:
+            self._after_fork()
         if self._stopped:
             return False
         depth = len(self._intake)
         if depth and depth + len(notes) > self._capacity:
             return False
-        self._intake.extend((_SPAN, note) for note in notes)
+        self._intake.extend(self._bounded(note) for note in notes)
         self._wake.set()
         return True
 
-    def _put(self, item: tuple[Any, ...], *, wake: bool) -> None:
-        if self._stopped:
-            return
-        if len(self._intake) >= self._capacity:
-            self.stats.intake_dropped += 1
+    def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
+        if isinstance(key, str) and len(key) > self.config.max_string_length:
+            self.stats.ingest_rejected += 1
             self.log.log(
-                logging.ERROR, "intake", "intake queue full (%d); governance data dropped", self._capacity
+                logging.WARNING, "ingest", "ignored an AIGP event whose trace_id has %d characters"
+                " (max_string_length %d)", len(key), self.config.max_string_length,
             )
-            self._wake.set()
             return
-        self._intake.append(item)
-        if wake or len(self._intake) >= self._capacity // 2:
+        self._put(Ingested(key, record, local_root_id), wake=False)
+
+    def _put(self, item: IntakeItem, *, wake: bool, counted: bool = True) -> None:
+        if self._forked:
+            self._after_fork()
+        if self._stopped:
+            if counted:
+                self.stats.spans_after_shutdown += 1
+                self.log.log(logging.WARNING, "late", "governance data arrived after shutdown; not emitted")
+            return
+        intake = self._intake
+        if len(intake) >= self._capacity and self._correlating_thread != threading.get_ident():
+            self._correlate_here()
+        intake.append(item)
+        if wake or len(intake) >= self._capacity // 2:
             self._wake.set()
+
+    def _correlate_here(self) -> None:
+        """Back-pressure: the caller correlates until the intake is half empty (CPU work only)."""
+        with self._correlating:
+            self._correlating_thread = threading.get_ident()
+            try:
+                while len(self._intake) > self._capacity // 2 and self._process(_BATCH):
+                    pass
+            finally:
+                self._correlating_thread = None
 
     # ---- flush and shutdown (caller waits, bounded by its timeout) ----
 
     def flush(self, timeout_s: float) -> bool:
+        if self._forked:
+            self._after_fork()
         deadline = time.monotonic() + timeout_s
-        if not self._worker.is_alive():
+        if self._stopped or not self._worker.is_alive():
             return self._deliverer.wait_delivered(self._deliverer.last_seq, deadline)
-        token = _FlushToken()
-        self._intake.append((_FLUSH, token))
+        token = FlushRequest()
+        self._intake.append(token)
         self._wake.set()
         if not token.done.wait(max(0.0, deadline - time.monotonic())):
             return False
         return self._deliverer.wait_delivered(token.upto_seq, deadline)
 
     def shutdown(self, timeout_s: float) -> bool:
+        if self._forked:  # a child that never used the bridge has nothing of its own to deliver
+            self._forked = False
+            self._stopped = True
+            return True
         if self._stopped:
             return True
         deadline = time.monotonic() + timeout_s
-        self._intake.append((_STOP,))
         self._stopped = True
+        self._intake.append(StopRequest())
         self._wake.set()
         self._worker.join(max(0.0, deadline - time.monotonic()))
         delivered = self._deliverer.shutdown(deadline)
@@ -183,44 +323,70 @@ class Engine:
     # ---- the correlation worker ----
 
     def _run(self) -> None:
-        while True:
+        while not self._stop_done:
             self._wake.wait(self._sweep_s)
             self._wake.clear()
             try:
-                if not self._drain():
+                while self._intake and not self._stop_done:
+                    with self._correlating:
+                        self._correlating_thread = threading.get_ident()
+                        try:
+                            self._process(_BATCH)
+                        finally:
+                            self._correlating_thread = None
+                if self._stop_done:
                     return
-                self._hand_over(self._correlator.expire(time.monotonic()))
+                with self._correlating:
+                    self._hand_over(self._correlator.expire(time.monotonic()))
             except Exception:  # a bug must not kill the worker
                 self.log.log(logging.ERROR, "worker", "correlation worker error", exc_info=True)
+                time.sleep(0.05)
 
-    def _drain(self) -> bool:
-        """Process everything queued; False once the stop marker is reached."""
+    def _process(self, limit: int) -> bool:
+        """Process up to ``limit`` queued items (the caller holds the correlation lock); False once
+        the stop request was processed."""
         intake = self._intake
         correlator = self._correlator
         extract = self._extractor.span
-        while intake:
-            item = intake.popleft()
-            kind = item[0]
+        for _ in range(limit):
+            if self._stop_done:
+                return False
+            try:
+                item = intake.popleft()
+            except IndexError:
+                return True
             now = time.monotonic()
             try:
-                if kind == _SPAN:
-                    note: SpanNote = item[1]
+                if isinstance(item, SpanNote):
                     self.stats.spans_seen += 1
-                    self._hand_over(correlator.span_ended(extract(note), now))
-                elif kind == _START:
-                    self._hand_over(correlator.root_started(item[1], item[2], item[3], now))
-                elif kind == _EVENT:
-                    self._hand_over(correlator.event_ingested(item[1], item[2], now, item[3]))
-                elif kind == _FLUSH:
-                    token: _FlushToken = item[1]
-                    token.upto_seq = self._deliverer.last_seq
-                    token.done.set()
-                elif kind == _STOP:
+                    self._hand_over(correlator.span_ended(extract(item), now))
+                elif isinstance(item, RootStart):
+                    started = correlator.root_started(item.trace_id, item.span_id, item.remote_parent, now)
+                    self._hand_over(started)
+                elif isinstance(item, Ingested):
+                    self._hand_over(correlator.event_ingested(item.key, item.record, now, item.local_root_id))
+                elif isinstance(item, FlushRequest):
+                    item.upto_seq = self._deliverer.last_seq
+                    item.done.set()
+                else:
                     self._hand_over(correlator.drain())
+                    self._stop_done = True
+                    self._wake.set()
+                    self._discard_late()
                     return False
             except Exception:
                 self.log.log(logging.ERROR, "worker", "could not process governance data", exc_info=True)
         return True
+
+    def _discard_late(self) -> None:
+        """Items queued behind the stop request arrived after shutdown: counted, flushes released."""
+        while self._intake:
+            item = self._intake.popleft()
+            if isinstance(item, FlushRequest):
+                item.upto_seq = self._deliverer.last_seq
+                item.done.set()
+            elif isinstance(item, (SpanNote, Ingested)):
+                self.stats.spans_after_shutdown += 1
 
     def _hand_over(self, closed: list[ClosedRun]) -> None:
         """Summarise and name each closed run, and pass it to delivery."""
@@ -236,3 +402,25 @@ class Engine:
                 continue
             self.stats.runs_decided += 1
             self._deliverer.submit(run)
+
+
+_LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _shutdown_at_exit() -> None:
+    """The bridge's own ``atexit``: each live bridge shut down, bounded by its ``shutdown_timeout_s``.
+
+    Registered when this module is imported, so that it runs after the ``atexit`` of a
+    ``TracerProvider`` made later (handlers run last-registered first): the provider's batch
+    processors hand over their last spans before the bridge stops.
+    """
+    for engine in list(_LIVE):
+        if engine.stopped:
+            continue
+        try:
+            engine.shutdown(engine.config.shutdown_timeout_s)
+        except Exception:
+            _log.exception("aigp-otel-bridge shutdown at exit failed")
+
+
+atexit.register(_shutdown_at_exit)

@@ -2,7 +2,8 @@
 
 The RunEvent alone says what was claimed, not whether it is true: ``explain`` describes the
 claim (and how its aggregate is formed under the contract's rule), ``verify`` proves it
-against the governance store.
+against the governance store. Everything taken from the file is shown as plain text: never
+read as ``rich`` markup, control characters and terminal escapes shown escaped, long values cut.
 """
 
 from __future__ import annotations
@@ -16,10 +17,22 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
+from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256
 from aigp_otel_bridge.records import trace_key_of
-from aigp_otel_bridge.verify import InputFileError, Located, governance_facet_of, load_json_file
+from aigp_otel_bridge.runfiles import (
+    InputFileError,
+    Located,
+    governance_facet_of,
+    governed_inputs,
+    load_json_file,
+    printable,
+)
+from aigp_otel_bridge.telemetry import shorten
+
+SHOWN_MAX = 4096
+"""Longest value shown; the rest is cut with a note of how much."""
+_LISTED_MAX = 20
 
 _ENFORCEMENT_STYLE = {"allowed": "bold green", "denied": "bold red"}
 _CLASSIFICATION_STYLE = {"public": "green", "internal": "cyan", "confidential": "yellow", "restricted": "red"}
@@ -34,18 +47,17 @@ def select_runs(items: Sequence[Located], trace_id: str | None, name: str) -> li
     for item in governed:
         text = str(_facet(item.value).get("traceId"))
         traces.setdefault(trace_key_of(text) or text, text)
+    listed = ", ".join(shorten(text, 80) for text in list(traces.values())[:_LISTED_MAX])
+    if len(traces) > _LISTED_MAX:
+        listed += f", … ({len(traces) - _LISTED_MAX} more)"
     if trace_id is not None:
         wanted = trace_key_of(trace_id) or trace_id
         chosen = [item for item in governed if _key(item) == wanted]
         if not chosen:
-            raise InputFileError(
-                f"{name}: no governed RunEvent for trace {trace_id}; traces: {', '.join(traces.values())}"
-            )
+            raise InputFileError(f"{name}: no governed RunEvent for trace {trace_id}; traces: {listed}")
         return chosen
     if len(traces) > 1:
-        raise InputFileError(
-            f"{name}: holds {len(traces)} traces; choose one with --trace-id: {', '.join(traces.values())}"
-        )
+        raise InputFileError(f"{name}: holds {len(traces)} traces; choose one with --trace-id: {listed}")
     return governed
 
 
@@ -56,6 +68,15 @@ def _facet(event: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: object, style: str = "") -> Text:
+    """A value from the file as literal text: no markup, no control characters, bounded."""
+    return Text(printable(shorten(str(value), SHOWN_MAX)), style=style)
 
 
 def _key(item: Located) -> object:
@@ -76,7 +97,7 @@ def how_formed(facet: Mapping[str, Any], resources: Sequence[Mapping[str, Any]])
         owners = [
             f"{r.get('resourceType')}:{r.get('resourceName')}"
             for r in resources
-            if digest == r.get("contentHash") or digest in (r.get("contentHashes") or ())
+            if digest == r.get("contentHash") or digest in _list(r.get("contentHashes"))
         ]
         owner = f" It is the content hash of {', '.join(owners)}." if owners else ""
         text = f"All of {records} share one governance hash, which stands for itself (leafCount 1).{owner}"
@@ -101,18 +122,11 @@ def how_formed(facet: Mapping[str, Any], resources: Sequence[Mapping[str, Any]])
 def _styled(value: object, styles: Mapping[str, str]) -> Text:
     if value is None:
         return Text("—", style="dim")
-    return Text(str(value), style=styles.get(str(value), ""))
+    return _text(value, styles.get(str(value), ""))
 
 
 def _resources(event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    found: list[Mapping[str, Any]] = []
-    inputs = event.get("inputs")
-    for dataset in inputs if isinstance(inputs, list) else []:
-        facets = dataset.get("inputFacets") if isinstance(dataset, Mapping) else None
-        facet = facets.get(RESOURCE_FACET_KEY) if isinstance(facets, Mapping) else None
-        if isinstance(facet, Mapping):
-            found.append(facet)
-    return found
+    return [facet for _, facet in governed_inputs(event)]
 
 
 def _hash_lines(resource: Mapping[str, Any]) -> Text:
@@ -120,12 +134,13 @@ def _hash_lines(resource: Mapping[str, Any]) -> Text:
     kinds = (("leaf", "leafHash", "leafHashes"), ("content", "contentHash", "contentHashes"))
     for label, single, several in kinds:
         values = [resource[single]] if resource.get(single) else []
-        values += [v for v in resource.get(several) or () if v not in values]
+        many = resource.get(several)
+        values += [v for v in many if v not in values] if isinstance(many, list) else []
         for value in values:
             if text:
                 text.append("\n")
             text.append(f"{label:<8}", style="dim")
-            text.append(str(value))
+            text.append_text(_text(value))
     return text if text else Text("—", style="dim")
 
 
@@ -139,31 +154,32 @@ def render_run(event: Mapping[str, Any], source: str = "") -> Group:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column(overflow="fold")
-    agent = Text(str(facet.get("agentId")))
-    if facet.get("agentIds"):
-        agent.append(f"  (agents: {', '.join(map(str, facet['agentIds']))})", style="dim")
+    agent = _text(facet.get("agentId"))
+    agent_ids = facet.get("agentIds")
+    if isinstance(agent_ids, list) and agent_ids:
+        agent.append_text(_text(f"  (agents: {', '.join(map(str, agent_ids))})", "dim"))
     denied, total = facet.get("deniedEventCount"), facet.get("eventCount")
     enforcement = _styled(facet.get("enforcementResult"), _ENFORCEMENT_STYLE)
     if isinstance(denied, int) and isinstance(total, int):
         enforcement.append(f"  ({denied} of {total} records denied)", style="dim")
     summary.add_row("agent", agent)
-    summary.add_row("trace id", str(facet.get("traceId")))
-    summary.add_row("run id", str(run.get("runId")))
-    summary.add_row("job", f"{job.get('namespace')}/{job.get('name')}")
-    summary.add_row("event", f"{event.get('eventType')} at {event.get('eventTime')}")
+    summary.add_row("trace id", _text(facet.get("traceId")))
+    summary.add_row("run id", _text(run.get("runId")))
+    summary.add_row("job", _text(f"{job.get('namespace')}/{job.get('name')}"))
+    summary.add_row("event", _text(f"{event.get('eventType')} at {event.get('eventTime')}"))
     summary.add_row("enforcement", enforcement)
     summary.add_row("classification", _styled(facet.get("dataClassification"), _CLASSIFICATION_STYLE))
-    summary.add_row("complete", "yes" if facet.get("complete") is not False else "no (partial run)")
+    summary.add_row("complete", Text("yes" if facet.get("complete") is not False else "no (partial run)"))
     if source:
-        summary.add_row("source", source)
+        summary.add_row("source", _text(source))
 
     aggregate = Table.grid(padding=(0, 2))
     aggregate.add_column(style="bold")
     aggregate.add_column(overflow="fold")
-    aggregate.add_row("governanceHash", str(facet.get("governanceHash")))
-    aggregate.add_row("hashType", str(facet.get("hashType")))
-    aggregate.add_row("leafCount", str(facet.get("leafCount", "—")))
-    aggregate.add_row("formed", how_formed(facet, resources))
+    aggregate.add_row("governanceHash", _text(facet.get("governanceHash")))
+    aggregate.add_row("hashType", _text(facet.get("hashType")))
+    aggregate.add_row("leafCount", _text(facet.get("leafCount", "—")))
+    aggregate.add_row("formed", _text(how_formed(facet, resources)))
 
     table = Table(title=f"Governed resources ({len(resources)})", title_justify="left", expand=False)
     table.add_column("type", style="cyan", no_wrap=True)
@@ -173,10 +189,12 @@ def render_run(event: Mapping[str, Any], source: str = "") -> Group:
     for resource in resources:
         version = resource.get("resourceVersion")
         shown = "—" if version is None else str(version)
-        if resource.get("observedVersions"):
-            shown += f" (seen {', '.join(map(str, resource['observedVersions']))})"
+        observed = resource.get("observedVersions")
+        if isinstance(observed, list) and observed:
+            shown += f" (seen {', '.join(map(str, observed))})"
         table.add_row(
-            str(resource.get("resourceType")), str(resource.get("resourceName")), shown, _hash_lines(resource)
+            _text(resource.get("resourceType")), _text(resource.get("resourceName")), _text(shown),
+            _hash_lines(resource),
         )
 
     return Group(
@@ -189,6 +207,6 @@ def render_run(event: Mapping[str, Any], source: str = "") -> Group:
 def explain_file(path: str | Path, *, trace_id: str | None = None, console: Console | None = None) -> None:
     """Print the governance of the run(s) of one trace in a RunEvent file."""
     chosen = select_runs(load_json_file(path), trace_id, str(path))
-    out = console or Console(highlight=False)
+    out = console or Console(highlight=False, markup=False, emoji=False)
     for item in chosen:
         out.print(render_run(item.value, item.source))

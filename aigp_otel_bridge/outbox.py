@@ -8,21 +8,29 @@ killed mid-delivery leaves its rows to the next one once the lease runs out.
 
 The outbox is bounded: storing past ``max_events`` deletes the oldest rows, and that count is the
 only loss the bridge admits to (``outbox_dropped``).
+
+Storage faults never reach the application: a database file that cannot be read is moved aside
+(kept, renamed) and a fresh one used; a folder that cannot be used raises ``OutboxUnusableError`` so
+that the caller decides (a programmer's argument: an error; the environment: a warning). The
+connection is opened lazily in each process, so a forked child never touches its parent's
+connection, and the lock is made again in the child.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 DATABASE_NAME = "aigp-bridge-outbox.sqlite3"
 LEASE_S = 60.0
+LAST_ERROR_MAX = 2000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending_runs (
@@ -40,16 +48,45 @@ CREATE TABLE IF NOT EXISTS pending_runs (
 CREATE INDEX IF NOT EXISTS pending_runs_due ON pending_runs (next_attempt_at);
 """
 
+class OutboxUnusableError(Exception):
+    """The outbox folder or database cannot be used (not a folder, no permission, a symlink)."""
+
+
+@dataclass(frozen=True)
+class EventKey:
+    """What identifies a stored RunEvent: run id, event type and event time."""
+
+    run_id: str
+    event_type: str
+    event_time: str
+
+
+@dataclass(frozen=True)
+class NewRow:
+    """A RunEvent to store: its key, its JSON, and why and how often its delivery failed."""
+
+    key: EventKey
+    payload: str
+    error: str | None = None
+    attempts: int = 0
+    delay_s: float = 0.0
+
 
 @dataclass(frozen=True)
 class StoredRun:
     """A row taken for delivery: its payload and how often it was tried."""
 
     row_id: int
-    run_id: str
-    event_type: str
     payload: str
     attempts: int
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    stored: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    """Oldest rows deleted to stay within ``max_events``."""
 
 
 @dataclass(frozen=True)
@@ -60,65 +97,175 @@ class OutboxStatus:
     next_attempt_in_s: float | None
 
 
-class Outbox:
-    """A SQLite-backed queue of undelivered RunEvents in one folder; safe across threads and processes."""
+def _prepare_folder(directory: Path) -> None:
+    """Create the folder (0700) or check the existing one; ``OutboxUnusableError`` saying why not."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutboxUnusableError(f"{directory} exists and is not a folder") from None
+    except OSError as error:
+        reason = error.strerror or error
+        raise OutboxUnusableError(f"cannot create the folder {directory}: {reason}") from None
+    if not directory.is_dir():
+        raise OutboxUnusableError(f"{directory} is not a folder")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutboxUnusableError(f"no permission to write in {directory}")
 
-    def __init__(self, directory: str | Path, max_events: int = 100_000) -> None:
+
+def _create_file(path: Path) -> None:
+    """The database file, created 0600 without following a symlink; a symlink is refused."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            raise OutboxUnusableError(f"{path} is a symbolic link; refusing to follow it")
+    except FileNotFoundError:
+        pass
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as error:
+        raise OutboxUnusableError(f"cannot open {path}: {error.strerror or error}") from None
+    os.close(descriptor)
+
+
+class Outbox:
+    """A SQLite-backed queue of undelivered RunEvents in one folder; safe across threads and processes.
+
+    ``OutboxUnusableError`` when the folder or file cannot be used. ``moved_aside`` lists unreadable
+    database files this instance renamed before starting a fresh one.
+    """
+
+    def __init__(self, directory: str | Path, max_events: int = 100_000, *, create: bool = True) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / DATABASE_NAME
         self.max_events = max_events
+        self.moved_aside: list[Path] = []
+        if create:
+            _prepare_folder(self.directory)
+        elif not self.directory.is_dir():
+            raise OutboxUnusableError(f"{self.directory} is not a folder")
+        self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._usable = True
+        self._open(create=create)
+
+    # ---- connections: one per operation, never across fork ----
+
+    def _open(self, *, create: bool = True) -> None:
+        """Check the database once: created 0600, readable, in WAL mode, with its table; an
+        unreadable file is moved aside (when creating) and a fresh one started."""
+        if create:
+            _create_file(self.path)
+        else:
+            try:
+                linked = stat.S_ISLNK(os.lstat(self.path).st_mode)
+            except OSError as error:
+                raise OutboxUnusableError(f"cannot open {self.path}: {error.strerror or error}") from None
+            if linked:
+                raise OutboxUnusableError(f"{self.path} is a symbolic link; refusing to follow it")
+        try:
+            self._connect(prepare=True).close()
+        except sqlite3.DatabaseError as error:
+            if not create or isinstance(error, sqlite3.OperationalError):
+                raise OutboxUnusableError(f"{self.path}: {error}") from None
+            self._move_aside()
+            _create_file(self.path)
+            self._connect(prepare=True).close()
+
+    def _connect(self, *, prepare: bool = False) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            if prepare:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.executescript(_SCHEMA)
+                db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
+            db.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self) -> None:
+        """Keep an unreadable database under a new name (never deleted) and start afresh."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        target = self.path.with_name(f"{DATABASE_NAME}.unreadable-{stamp}-{os.getpid()}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(f"{self.path}{suffix}")
+            if source.exists():
+                os.replace(source, Path(f"{target}{suffix}"))
+        self.moved_aside.append(target)
+
+    def claim(self) -> bool:
+        """Make this process the owner (after fork: a fresh lock); False when SQLite cannot be used
+        here. Called before this process's threads use the outbox, so that they share one lock.
+
+        A child forked while a parent thread was inside an operation inherits SQLite's in-process
+        lock records of that open connection; the database would look locked to it for ever.
+        The inherited lock tells: it was held at fork time exactly when a connection was open.
+        """
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._usable = not self._lock.locked()
+            self._lock = threading.Lock()
+        return self._usable
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation. SQLite connections must not cross ``fork``; opened
+        and closed around each operation, none is open in a parent that forks between them."""
+        self.claim()
+        with self._lock:
+            db = self._connect()
+            try:
+                yield db
+            finally:
+                db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._locked() as db:
+            db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                yield db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
-    def store(
-        self, payload: str, *, error: str | None = None, attempts: int = 0, delay_s: float = 0.0
-    ) -> tuple[bool, int]:
-        """Keep one RunEvent; returns (stored anew, oldest rows dropped to make room).
+    # ---- queue operations ----
 
-        False means the same event (run id, type, time) was already waiting: a duplicate.
-        """
-        event = json.loads(payload)
-        key = (event["run"]["runId"], event["eventType"], event["eventTime"])
+    def store(self, rows: Sequence[NewRow]) -> StoreResult:
+        """Keep RunEvents, in one transaction; an event already waiting is a duplicate."""
+        if not rows:
+            return StoreResult()
         now = time.time()
+        stored = 0
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO pending_runs (run_id, event_type, event_time, payload, stored_at,"
-                " attempts, next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, payload, now, attempts, now + delay_s, error),
-            )
-            if cursor.rowcount == 0:
-                return False, 0
-            (count,) = db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
-            excess = count - self.max_events
-            if excess > 0:
-                db.execute(
-                    "DELETE FROM pending_runs WHERE id IN"
-                    " (SELECT id FROM pending_runs ORDER BY id LIMIT ?)",
-                    (excess,),
+            for row in rows:
+                key = row.key
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO pending_runs (run_id, event_type, event_time, payload, stored_at,"
+                    " attempts, next_attempt_at, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key.run_id, key.event_type, key.event_time, row.payload, now, row.attempts,
+                     now + row.delay_s, None if row.error is None else row.error[:LAST_ERROR_MAX]),
                 )
-            return True, max(0, excess)
+                stored += cursor.rowcount
+            excess = 0
+            if stored:
+                (count,) = db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
+                excess = max(0, count - self.max_events)
+                if excess:
+                    db.execute(
+                        "DELETE FROM pending_runs WHERE id IN"
+                        " (SELECT id FROM pending_runs ORDER BY id LIMIT ?)",
+                        (excess,),
+                    )
+        return StoreResult(stored=stored, duplicates=len(rows) - stored, dropped=excess)
 
     def take_due(self, limit: int = 16, now: float | None = None) -> list[StoredRun]:
         """Lease up to ``limit`` rows whose next attempt is due, oldest first."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             rows = db.execute(
-                "SELECT id, run_id, event_type, payload, attempts FROM pending_runs"
+                "SELECT id, payload, attempts FROM pending_runs"
                 " WHERE next_attempt_at <= ? ORDER BY id LIMIT ?",
                 (now, limit),
             ).fetchall()
@@ -137,7 +284,7 @@ class Outbox:
             db.execute(
                 "UPDATE pending_runs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
                 " WHERE id = ?",
-                (error[:2000], time.time() + retry_in_s, row_id),
+                (error[:LAST_ERROR_MAX], time.time() + retry_in_s, row_id),
             )
 
     def release_all(self) -> None:
@@ -147,22 +294,22 @@ class Outbox:
 
     def next_due_in(self) -> float | None:
         """Seconds until the next row is due (0 if one is due now), None when empty."""
-        with self._lock:
-            (soonest,) = self._db.execute("SELECT MIN(next_attempt_at) FROM pending_runs").fetchone()
+        with self._locked() as db:
+            (soonest,) = db.execute("SELECT MIN(next_attempt_at) FROM pending_runs").fetchone()
         return None if soonest is None else max(0.0, soonest - time.time())
 
     def depth(self) -> int:
-        with self._lock:
-            (count,) = self._db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
+        with self._locked() as db:
+            (count,) = db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
         return int(count)
 
     def status(self) -> OutboxStatus:
         now = time.time()
-        with self._lock:
-            count, oldest, soonest = self._db.execute(
+        with self._locked() as db:
+            count, oldest, soonest = db.execute(
                 "SELECT COUNT(*), MIN(stored_at), MIN(next_attempt_at) FROM pending_runs"
             ).fetchone()
-            row = self._db.execute(
+            row = db.execute(
                 "SELECT last_error FROM pending_runs WHERE last_error IS NOT NULL ORDER BY id DESC LIMIT 1"
             ).fetchone()
         return OutboxStatus(
@@ -173,5 +320,4 @@ class Outbox:
         )
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        """Nothing stays open between operations; kept for callers that close what they open."""

@@ -10,6 +10,7 @@ bridge's telemetry never feeds back into itself.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import weakref
@@ -61,6 +62,11 @@ class Stats:
     lineage_context_rejected: int = _counter(
         "malformed propagated aigp-lineage values or OPENLINEAGE_CONTEXT ignored (process-wide)"
     )
+    spans_after_shutdown: int = _counter("governed spans or ingested events that arrived after shutdown")
+    outbox_write_failures: int = _counter(
+        "runs that could not be written to the outbox (disk full, file size limit): counted dropped"
+    )
+    outbox_moved_aside: int = _counter("unreadable outbox files renamed and replaced by a fresh one")
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)
@@ -144,8 +150,49 @@ def register_metrics(owner: object, stats: Stats, gauges: dict[str, Callable[[],
     _INSTRUMENTS.add(owner, stats, gauges)
 
 
+_SECRET_IN_URL = re.compile(r"://[^/?#@\n]{1,512}@")
+"""The user information of a URL; a malformed URL may hold spaces anywhere before its ``@``."""
+_QUERY = re.compile(r"\?[^\s=?#]+=\S*")
+"""A URL's query string: where API keys and tokens travel, whatever their parameter's name."""
+_SECRET_FIELD = re.compile(
+    r"(?i)(?P<name>authorization|proxy-authorization|api[_-]?key|x-api-key|token|access_token|password"
+    r"|passwd|secret|client_secret|signature|sig|bearer)(?P<sep>['\"]?\s*[:=]\s*['\"]?|\s+)"
+    r"(?P<scheme>(?:bearer|basic|token)\s+)?[^\s'\",&;)}]+"
+)
+LOG_TEXT_MAX = 1000
+"""Longest message the bridge logs; the rest is cut (a value from arbitrary code can be huge)."""
+
+
+def redact(text: str) -> str:
+    """Credentials in URLs (``user:password@``, query strings), headers and fields replaced by ``***``."""
+    text = _QUERY.sub("?***", _SECRET_IN_URL.sub("://***@", text))
+    return _SECRET_FIELD.sub(lambda m: f"{m['name']}{m['sep']}{m['scheme'] or ''}***", text)
+
+
+def shorten(text: str, limit: int = LOG_TEXT_MAX) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def describe(error: BaseException) -> str:
+    """An exception as ``Type: message``, credentials redacted, bounded in size."""
+    return bounded(f"{type(error).__name__}: {error}")
+
+
+def bounded(text: str) -> str:
+    """Text fit for a log line or the outbox: cut first (so that redacting stays cheap), then
+    redacted, then cut to ``LOG_TEXT_MAX``."""
+    head = redact(text[: LOG_TEXT_MAX * 4])
+    if len(text) <= LOG_TEXT_MAX * 4:
+        return shorten(head)
+    return f"{head[:LOG_TEXT_MAX]}… ({len(text) - LOG_TEXT_MAX} more characters)"
+
+
 class RateLimitedLog:
-    """Logs each kind of message at most once per interval, saying how many were suppressed."""
+    """Logs each kind of message at most once per interval, saying how many were suppressed.
+
+    Every message is formatted here, redacted (credentials) and cut to ``LOG_TEXT_MAX``.
+    """
 
     def __init__(self, logger: logging.Logger, interval_s: float = 60.0) -> None:
         self._logger = logger
@@ -163,7 +210,11 @@ class RateLimitedLog:
                 return
             self._last[kind] = now
             suppressed = self._suppressed.pop(kind, 0)
+        try:
+            text = message % args if args else message
+        except (TypeError, ValueError):
+            text = f"{message} {args!r}"
+        text = bounded(text)
         if suppressed:
-            message += " (%d similar messages suppressed)"
-            args = (*args, suppressed)
-        self._logger.log(level, message, *args, exc_info=exc_info)
+            text += f" ({suppressed} similar messages suppressed)"
+        self._logger.log(level, "%s", text, exc_info=exc_info)

@@ -4,13 +4,12 @@ A RunEvent's ``aigp_governance`` facet is a claim about a trace's governance rec
 store keeps those records as full AIGP events, so the claim can be recomputed with the same
 extraction and aggregation code the bridge used (``records_from_aigp_events`` and
 ``aggregate``) and compared field by field. The checking functions are pure and return
-structured results; only ``load_json_file``, ``verify_files`` and the content-file reader touch
+structured results; only ``verify_files`` (through ``runfiles``) and the content-file reader touch
 the file system.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +18,19 @@ from typing import Any, Literal
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY, RESOURCE_FACET_KEY
+from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord, records_from_aigp_events, trace_key_of
+from aigp_otel_bridge.runfiles import InputFileError as InputFileError
+from aigp_otel_bridge.runfiles import Located as Located
+from aigp_otel_bridge.runfiles import (
+    governance_facet_of,
+    governed_inputs,
+    load_json_file,
+    printable,
+    read_text,
+)
+from aigp_otel_bridge.runfiles import parse_json_documents as parse_json_documents
 
 Status = Literal["ok", "failed", "skipped"]
 OK: Status = "ok"
@@ -29,10 +38,6 @@ FAILED: Status = "failed"
 SKIPPED: Status = "skipped"
 
 PARTIAL = "not applicable (partial run: complete is false, so the run covers an unknown part of the trace)"
-
-
-class InputFileError(Exception):
-    """An input file that cannot be read or parsed; the command line turns it into exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -122,76 +127,11 @@ class Report:
             f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
             + (ignored if self.ignored_events else "")
         )
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)  # the data may hold terminal escapes
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading
-
-
-@dataclass(frozen=True)
-class Located:
-    """A JSON object read from a file, with where it was found (for messages)."""
-
-    source: str
-    value: dict[str, Any]
-
-
-def parse_json_documents(text: str, name: str) -> list[Located]:
-    """JSON objects from one document (an object or an array of objects) or from JSON lines.
-
-    Raises ``InputFileError`` naming the file, line and reason on anything else.
-    """
-    if not text.strip():
-        raise InputFileError(f"{name}: the file is empty")
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        if error.msg != "Extra data":
-            raise InputFileError(f"{name}: not valid JSON at line {error.lineno}: {error.msg}") from None
-        return _json_lines(text, name)
-    if isinstance(document, list):
-        return [_object(item, f"{name}[{index}]") for index, item in enumerate(document)]
-    first_line = text[: len(text) - len(text.lstrip())].count("\n") + 1
-    return [_object(document, f"{name}:{first_line}")]
-
-
-def _json_lines(text: str, name: str) -> list[Located]:
-    found: list[Located] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputFileError(f"{name}:{number}: not valid JSON: {error.msg}") from None
-        found.append(_object(value, f"{name}:{number}"))
-    return found
-
-
-def _object(value: object, source: str) -> Located:
-    if not isinstance(value, dict):
-        raise InputFileError(f"{source}: expected a JSON object, got {type(value).__name__}")
-    return Located(source, value)
-
-
-def load_json_file(path: str | Path) -> list[Located]:
-    """Read a JSON or JSON-lines file of objects, with errors a user can act on."""
-    name = str(path)
-    try:
-        text = Path(path).read_bytes().decode("utf-8")
-    except OSError as error:
-        raise InputFileError(f"{name}: cannot read the file: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise InputFileError(f"{name}: not UTF-8 text") from None
-    return parse_json_documents(text, name)
-
-
-def governance_facet_of(event: Mapping[str, Any]) -> object:
-    """The ``aigp_governance`` facet of a RunEvent, or None when it has none."""
-    run = event.get("run")
-    facets = run.get("facets") if isinstance(run, Mapping) else None
-    return facets.get(GOVERNANCE_FACET_KEY) if isinstance(facets, Mapping) else None
+# Loading (runfiles.py)
 
 
 def index_store(events: Iterable[Mapping[str, Any]]) -> dict[int | str, list[Mapping[str, Any]]]:
@@ -422,22 +362,15 @@ class ClaimedResource:
 
 def claimed_resources(event: Mapping[str, Any]) -> list[ClaimedResource]:
     """The governed resources a RunEvent names in its inputs' ``aigp_resource`` facets."""
-    found: list[ClaimedResource] = []
-    inputs = event.get("inputs")
-    for dataset in inputs if isinstance(inputs, list) else []:
-        facets = dataset.get("inputFacets") if isinstance(dataset, Mapping) else None
-        facet = facets.get(RESOURCE_FACET_KEY) if isinstance(facets, Mapping) else None
-        if not isinstance(facet, Mapping):
-            continue
-        found.append(
-            ClaimedResource(
-                type=str(facet.get("resourceType")),
-                name=str(facet.get("resourceName", dataset.get("name"))),
-                leaf_hashes=tuple(_hash_list(facet, "leafHash", "leafHashes")),
-                content_hashes=tuple(_hash_list(facet, "contentHash", "contentHashes")),
-            )
+    return [
+        ClaimedResource(
+            type=str(facet.get("resourceType")),
+            name=str(facet.get("resourceName", dataset.get("name"))),
+            leaf_hashes=tuple(_hash_list(facet, "leafHash", "leafHashes")),
+            content_hashes=tuple(_hash_list(facet, "contentHash", "contentHashes")),
         )
-    return found
+        for dataset, facet in governed_inputs(event)
+    ]
 
 
 def _input_checks(resources: Sequence[ClaimedResource], view: StoreView) -> list[Check]:
@@ -494,9 +427,9 @@ def content_checks(resources: Sequence[ClaimedResource], content_dir: Path) -> l
             checks.append(Check(name, SKIPPED, f"no content file ({where})"))
             continue
         try:
-            content = path.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            checks.append(Check(name, FAILED, f"{where}: cannot read as UTF-8 text: {error}"))
+            content = read_text(path, allow_nul=True)
+        except InputFileError as error:
+            checks.append(Check(name, FAILED, f"cannot read as UTF-8 text: {error}"))
             continue
         wrong: list[str] = []
         if resource.content_hashes and flat_hash(content) not in resource.content_hashes:

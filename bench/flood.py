@@ -2,8 +2,11 @@
 
 ``python -m bench.flood --config bridge --sessions 20000`` prints one JSON object: resident set
 before the flood, its peak (``VmHWM``, or ``ru_maxrss`` where there is no ``/proc``), after the
-flood and after ``force_flush``, and the bridge's counters (a flood is expected to fill the
-bridge's bounded intake and delivery queue, so drops are reported, not treated as errors).
+flood and after ``force_flush``, and where every session went: ``produced`` (sessions made),
+``delivered`` (runs the transport took), ``stored`` (rows in the outbox, with ``--outbox``) and
+``dropped`` (runs the bridge counted as given up). ``--root-attribute-kib N`` puts an N KiB string
+attribute on every root span (what a prompt or a payload logged on the root costs);
+``--backend-down`` makes every emit fail, so that everything must be stored or counted.
 """
 
 from __future__ import annotations
@@ -13,16 +16,34 @@ import gc
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import workloads
-from bench.setups import make_setup
+from openlineage.client.transport.transport import Config, Transport
+from opentelemetry.trace import set_span_in_context
 
-_COUNTERS = ("spans_seen", "runs_emitted", "intake_dropped", "runs_dropped")
+from aigp_otel_bridge.outbox import Outbox
+from bench import workloads
+from bench.setups import NullTransport, make_setup
+
+_COUNTERS = ("spans_seen", "runs_decided", "runs_emitted", "runs_stored", "runs_dropped", "intake_dropped")
 _POOL = 1_000
 """Distinct sessions of events made up front; the flood cycles through them."""
+
+
+class DownTransport(Transport):
+    """A lineage backend that refuses every event."""
+
+    kind = "bench-down"
+    config_class = Config
+
+    def __init__(self) -> None:
+        self.events = 0
+
+    def emit(self, event: Any) -> None:
+        raise ConnectionError("lineage backend down")
 
 
 def memory_kib() -> dict[str, int]:
@@ -41,24 +62,58 @@ def memory_kib() -> dict[str, int]:
     return {"rss": peak, "peak": peak}
 
 
-def flood(config: str, sessions: int) -> dict[str, Any]:
+def run_sessions(tracer: Any, sessions: list[list[Any]], root_attribute_kib: int) -> None:
+    """``workloads.run_sessions``, with a distinct ``root_attribute_kib`` KiB string on each root."""
+    if not root_attribute_kib:
+        workloads.run_sessions(tracer, sessions)
+        return
+    filler = "p" * (root_attribute_kib * 1024 - 8)
+    for index, child_events in enumerate(sessions):
+        attributes = {**workloads.ROOT_ATTRIBUTES, "app.payload": f"{index:08d}" + filler}  # a new string
+        root = tracer.start_span("agent.session", attributes=attributes)
+        context = set_span_in_context(root)
+        for (name, _), event in zip(workloads.SESSION_CHILDREN, child_events, strict=True):
+            span = tracer.start_span(name, context=context, attributes=workloads.ORDINARY_ATTRIBUTES)
+            if event is not None:
+                span.add_event(event[0], event[1])
+            span.end()
+        root.end()
+
+
+def flood(
+    config: str,
+    sessions: int,
+    *,
+    outbox: bool = False,
+    root_attribute_kib: int = 0,
+    backend_down: bool = False,
+) -> dict[str, Any]:
     pool = workloads.session_events(min(sessions, _POOL))
     events = [pool[i % len(pool)] for i in range(sessions)]
-    setup = make_setup(config)
+    folder = tempfile.mkdtemp(prefix="aigp-flood-") if outbox and config == "bridge" else None
+    settings: dict[str, Any] = {"outbox_dir": folder} if folder else {}
+    setup = make_setup(config, **settings)
+    if backend_down and setup.bridge is not None:
+        down = DownTransport()
+        setup.bridge.client.transport = down
     gc.collect()
     before = memory_kib()
     start = time.perf_counter()
-    workloads.run_sessions(setup.tracer, events)
+    run_sessions(setup.tracer, events, root_attribute_kib)
     produced_s = time.perf_counter() - start
     after_flood = memory_kib()
     setup.flush()
     flushed_s = time.perf_counter() - start
     after_flush = memory_kib()
+    setup.shutdown()  # what is still queued is delivered, stored or counted now
     stats = setup.bridge.stats() if setup.bridge is not None else {}
-    setup.shutdown()
+    transport = setup.transport
+    delivered = transport.events if isinstance(transport, NullTransport) and not backend_down else 0
+    stored = Outbox(folder).depth() if folder else 0
     return {
-        "config": config,
+        "config": config + ("+outbox" if folder else "") + ("+down" if backend_down else ""),
         "sessions": sessions,
+        "root_attribute_kib": root_attribute_kib,
         "rss_before_kib": before["rss"],
         "rss_after_flood_kib": after_flood["rss"],
         "rss_after_flush_kib": after_flush["rss"],
@@ -66,6 +121,10 @@ def flood(config: str, sessions: int) -> dict[str, Any]:
         "peak_growth_kib": after_flush["peak"] - before["rss"],
         "flood_seconds": produced_s,
         "flush_seconds": flushed_s,
+        "produced": sessions if setup.bridge is not None else 0,
+        "delivered": delivered,
+        "stored": stored,
+        "dropped": stats.get("runs_dropped", 0),
         "bridge_stats": {k: stats[k] for k in _COUNTERS if k in stats},
     }
 
@@ -74,8 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__)
     parser.add_argument("--config", choices=("none", "batch", "bridge"), default="bridge")
     parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument("--outbox", action="store_true", help="bridge with an outbox (temporary folder)")
+    parser.add_argument("--backend-down", action="store_true", help="every emit fails")
+    parser.add_argument("--root-attribute-kib", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
-    print(json.dumps(flood(args.config, args.sessions)))
+    result = flood(
+        args.config, args.sessions, outbox=args.outbox, root_attribute_kib=args.root_attribute_kib,
+        backend_down=args.backend_down,
+    )
+    print(json.dumps(result))
     return 0
 
 

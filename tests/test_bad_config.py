@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
-from aigp_otel_bridge.client import redact_credentials
+from aigp_otel_bridge.telemetry import redact
 from tests.schemas import validate_run_event
 
 MALFORMED_URL = "http://lineage:s3cr3t-pw@lineage host:5000/api?api_key=t0ken"
@@ -53,7 +53,7 @@ def malformed_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     ],
 )
 def test_credentials_in_urls_are_masked(text: str, shown: str) -> None:
-    assert redact_credentials(text) == shown
+    assert redact(text) == shown
 
 
 @pytest.mark.usefixtures("malformed_url")

@@ -196,7 +196,8 @@ def test_without_rich_the_tools_name_the_extra_to_install(demo_files: tuple[Path
 
 def test_an_instrumented_application_does_not_import_rich() -> None:
     code = (
-        "import sys, aigp_otel_bridge, aigp_otel_bridge.frontdoors.processor, aigp_otel_bridge.frontdoors.exporter;"
+        "import sys, aigp_otel_bridge, aigp_otel_bridge.frontdoors.processor,"
+        " aigp_otel_bridge.frontdoors.exporter;"
         "from aigp_otel_bridge import AIGPLineageSpanProcessor;"
         "AIGPLineageSpanProcessor().shutdown();"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'))"

@@ -150,3 +150,57 @@ def test_explain_survives_a_facet_with_odd_values(session: Session) -> None:
     console.print(render_run(event))
     text = console.export_text()
     assert "agents: a, b" in text and "'sha512' is not one the bridge emits" in text and "(seen 1, 2)" in text
+
+
+HOSTILE = [
+    "[/oops]", "[bold red]shout[/bold red]", "\x1b[2J\x1b[31mred\x1b[0m", "bell\x07", "rtl\u202eevil",
+    ":skull:",
+]
+
+
+def test_hostile_names_are_printed_as_text(
+    session: Session, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = copy.deepcopy(_first(session))
+    event["job"]["name"] = HOSTILE[0]
+    event["run"]["facets"]["aigp_governance"]["agentId"] = HOSTILE[1]
+    event["run"]["facets"]["aigp_governance"]["agentIds"] = HOSTILE
+    for dataset, name in zip(event["inputs"], HOSTILE[2:], strict=False):
+        dataset["inputFacets"]["aigp_resource"]["resourceName"] = name
+    event["inputs"][0]["inputFacets"]["aigp_resource"]["contentHashes"] = 7  # not a list
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(event))
+    assert main(["explain", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[/oops]" in out and "[bold red]shout[/bold red]" in out and ":skull:" in out
+    assert "\\x1b[2J\\x1b[31mred" in out and "bell\\x07" in out and "rtl\\u202eevil" in out
+    assert not any(ch in out for ch in "\x1b\x07\u202e"), "control characters reached the terminal"
+
+
+def test_verify_reports_hostile_names_as_text(session: Session, tmp_path: Path) -> None:
+    from aigp_otel_bridge.runfiles import Located
+    from aigp_otel_bridge.verify import verify_events
+
+    event = copy.deepcopy(_first(session))
+    event["run"]["facets"]["aigp_governance"]["traceId"] = "\x1b]0;title\x07" + HOSTILE[0]
+    report = verify_events([Located("x", event)], [])
+    text = report.render()
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b]0;title" in text
+
+
+def test_endless_or_huge_input_ends_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aigp_otel_bridge.runfiles import InputFileError, load_json_file
+
+    if Path("/dev/zero").exists():
+        assert main(["explain", "/dev/zero"]) == 2
+        assert "not a text file" in capsys.readouterr().err
+    big = tmp_path / "big.json"
+    big.write_text("[" + ",".join(["{}"] * 5000) + "]")
+    with pytest.raises(InputFileError, match="larger than"):
+        load_json_file(big, max_bytes=1024)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(["explain", str(deep)]) == 2
+    assert "nested too deeply" in capsys.readouterr().err

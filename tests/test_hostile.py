@@ -612,13 +612,15 @@ def test_traces_known_only_from_ingested_events_are_emitted_valid_at_shutdown(
     make_bridge: Any, transport: CaptureTransport
 ) -> None:
     _, processor = make_bridge()
-    weird = ["trace-0af7651916cd43dd8448eb211c80319c", "x" * 5000, "not hex at all", "0" * 32]
-    for trace_id in weird:
+    weird = ["trace-0af7651916cd43dd8448eb211c80319c", "x" * 1024, "not hex at all", "0" * 32]
+    for trace_id in [*weird, "x" * 1025]:  # past max_string_length: refused and counted
         processor.ingest_aigp_event(
             {"trace_id": trace_id, "event_type": "INJECT_SUCCESS", "governance_hash": 5}
         )
     processor.shutdown()
     assert len(transport.events) == len(weird)
+    assert processor.stats()["ingest_rejected"] == 1
+    assert max(len(e["run"]["facets"]["aigp_governance"]["traceId"]) for e in transport.events) == 1024
     for event in transport.events:
         check_output(event)
         assert event["eventType"] == "RUNNING"

@@ -58,7 +58,10 @@ class BridgeCore:
         self.config: BridgeConfig = resolve(arguments)
         self.owns_client = client is None
         self.client: OpenLineageClient = client if client is not None else default_client()
-        self.engine = Engine(self.config, _suppressed(self.client.emit))
+        from_environment = arguments.get("outbox_dir") is None  # an unusable folder then only warns
+        self.engine = Engine(
+            self.config, _suppressed(self.client.emit), outbox_from_environment=from_environment
+        )
 
     def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> None:
         """Capture one finished span and queue it (nothing once stopped); never raises into the caller.
