@@ -16,7 +16,7 @@ import pytest
 
 from aigp_otel_bridge.cli import EXIT_BROKEN_PIPE, main
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
-from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox
 from tests.backend import LineageBackend
 from tests.schemas import load_examples, validate_run_event
 
@@ -57,7 +57,7 @@ def test_the_demo_writes_the_store_and_the_lineage_it_names(demo_files: tuple[Pa
     store, lineage, output = demo_files
     (event,) = _json_lines(lineage)
     validate_run_event(event)  # type: ignore[arg-type]
-    trace_id = event["run"]["facets"]["aigp_governance"]["traceId"]  # type: ignore[index]
+    trace_id = event["run"]["facets"]["aigp_governance"]["traceId"]
     aigp_events = _json_lines(store)
     assert len(aigp_events) == 5 and {e["trace_id"] for e in aigp_events} == {trace_id}
     assert f"5 AIGP events with trace_id {trace_id}, written to store.jsonl" in output
@@ -140,7 +140,8 @@ def test_output_into_a_closed_pipe_is_no_error(demo_files: tuple[Path, Path, str
 def _stored_run(folder: Path) -> dict[str, object]:
     event = build_openlineage_run_event(load_examples()["inject-success-otel.json"], "cli", "agent.invoke")
     outbox = Outbox(folder)
-    outbox.store(json.dumps(event))
+    key = EventKey(str(event["run"]["runId"]), str(event["eventType"]), str(event["eventTime"]))
+    outbox.store([NewRow(key, json.dumps(event))])
     outbox.close()
     return event
 
@@ -166,7 +167,7 @@ def test_outbox_replay_reads_the_folder_from_the_environment(tmp_path: Path) -> 
         backend.down()
     assert result.returncode == 0, result.stderr
     assert "delivered 1, failed 0, still stored 0" in result.stdout
-    assert backend.run_ids() == {event["run"]["runId"]}  # type: ignore[index]
+    assert backend.run_ids() == {event["run"]["runId"]}
 
 
 def test_outbox_without_a_folder_says_how_to_name_one(
