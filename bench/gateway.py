@@ -152,7 +152,7 @@ class GatewayUnderTest:
             "OPENLINEAGE__TRANSPORT__TYPE": "file", "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(lineage),
             "OPENLINEAGE__TRANSPORT__APPEND": "true", "AIGP_BRIDGE_JOB_NAMESPACE": "bench",
         })
-        command = [sys.executable, "-m", "aigp_otel_bridge.cli", "serve", "--grpc-endpoint",
+        command = [sys.executable, "-m", "aigp_otel_bridge", "serve", "--grpc-endpoint",
                    f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]
         self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         text=True)

@@ -29,7 +29,7 @@ def _command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("aigp-otel-bridge")
-    return [found] if found else [sys.executable, "-m", "aigp_otel_bridge.cli"]
+    return [found] if found else [sys.executable, "-m", "aigp_otel_bridge"]
 
 
 class GatewayProcess:

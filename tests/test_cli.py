@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from aigp_otel_bridge.cli import EXIT_BROKEN_PIPE, main
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
 from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox
+from aigp_otel_bridge.tools.cli import EXIT_BROKEN_PIPE, main
 from tests.backend import LineageBackend
 from tests.schemas import load_examples, validate_run_event
 
@@ -33,7 +33,7 @@ def _cli(
     *args: str, cwd: Path, env: dict[str, str], timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aigp_otel_bridge.cli", *args],
+        [sys.executable, "-m", "aigp_otel_bridge", *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
@@ -127,7 +127,7 @@ def test_output_into_a_closed_pipe_is_no_error(demo_files: tuple[Path, Path, str
         "explain", str(lineage)
     ]
     process = subprocess.Popen(
-        [sys.executable, "-m", "aigp_otel_bridge.cli", *args],
+        [sys.executable, "-m", "aigp_otel_bridge", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_environ(store.parent),
     )
     assert process.stdout is not None and process.stderr is not None
@@ -179,7 +179,7 @@ def test_outbox_without_a_folder_says_how_to_name_one(
 
 
 _WITHOUT_RICH = (
-    "import sys; sys.modules['rich'] = None; from aigp_otel_bridge.cli import main; sys.exit(main())"
+    "import sys; sys.modules['rich'] = None; from aigp_otel_bridge.tools.cli import main; sys.exit(main())"
 )
 
 

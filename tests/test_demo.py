@@ -17,7 +17,7 @@ from tests.schemas import validate_run_event
 
 def _command() -> list[str]:
     script = shutil.which("aigp-otel-bridge", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "aigp_otel_bridge.cli"]
+    return [script] if script else [sys.executable, "-m", "aigp_otel_bridge"]
 
 
 def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

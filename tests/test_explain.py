@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from aigp_otel_bridge.cli import main
-from aigp_otel_bridge.explain import how_formed, render_run
 from aigp_otel_bridge.merkle import EMPTY_SHA256
+from aigp_otel_bridge.tools.cli import main
+from aigp_otel_bridge.tools.explain import how_formed, render_run
 from tests.sessions import SNAPSHOT, Session, run_governed_session
 
 
@@ -178,8 +178,8 @@ def test_hostile_names_are_printed_as_text(
 
 
 def test_verify_reports_hostile_names_as_text(session: Session, tmp_path: Path) -> None:
-    from aigp_otel_bridge.runfiles import Located
-    from aigp_otel_bridge.verify import verify_events
+    from aigp_otel_bridge.tools.runfiles import Located
+    from aigp_otel_bridge.tools.verify import verify_events
 
     event = copy.deepcopy(_first(session))
     event["run"]["facets"]["aigp_governance"]["traceId"] = "\x1b]0;title\x07" + HOSTILE[0]
@@ -191,7 +191,7 @@ def test_verify_reports_hostile_names_as_text(session: Session, tmp_path: Path) 
 def test_endless_or_huge_input_ends_with_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from aigp_otel_bridge.runfiles import InputFileError, load_json_file
+    from aigp_otel_bridge.tools.runfiles import InputFileError, load_json_file
 
     if Path("/dev/zero").exists():
         assert main(["explain", "/dev/zero"]) == 2

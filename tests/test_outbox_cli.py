@@ -14,8 +14,8 @@ from openlineage.client import OpenLineageClient
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
-from aigp_otel_bridge.cli import main
 from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.tools.cli import main
 from tests.backend import LineageBackend
 from tests.test_faults import governed_session
 
@@ -60,7 +60,7 @@ def test_replay_delivers_through_the_configured_client_and_empties_the_outbox(
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENLINEAGE")}
     env.update(OPENLINEAGE_URL=backend.url, HOME=str(tmp_path))
     result = subprocess.run(
-        [sys.executable, "-m", "aigp_otel_bridge.cli", "outbox", "replay", "--dir", str(tmp_path)],
+        [sys.executable, "-m", "aigp_otel_bridge", "outbox", "replay", "--dir", str(tmp_path)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr

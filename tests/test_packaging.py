@@ -11,7 +11,8 @@ from importlib.metadata import distribution
 from importlib.resources import files
 from pathlib import Path
 
-from aigp_otel_bridge import __version__, cli
+from aigp_otel_bridge import __version__
+from aigp_otel_bridge.tools import cli
 
 SCRIPT = Path(sys.executable).parent / "aigp-otel-bridge"
 

@@ -15,7 +15,7 @@ from openlineage.client.event_v2 import Dataset, InputDataset, Job, Run, RunEven
 from openlineage.client.generated.schema_dataset import SchemaDatasetFacet, SchemaDatasetFacetFields
 
 from aigp_otel_bridge.snapshot import LineageSnapshot, lineage_snapshot, serialise
-from aigp_otel_bridge.verify import verify_events
+from aigp_otel_bridge.tools.verify import verify_events
 from tests.sessions import SNAPSHOT, Session, run_governed_session
 
 PRODUCER = "https://example.com/agent"
@@ -136,7 +136,7 @@ def test_the_reference_sdk_puts_the_same_leaf_into_its_merkle_proof(session: Ses
 
 
 def test_the_snapshot_verifies_end_to_end_from_its_content(session: Session, tmp_path: Path) -> None:
-    from aigp_otel_bridge.verify import parse_json_documents
+    from aigp_otel_bridge.tools.verify import parse_json_documents
 
     (tmp_path / "lineage").mkdir()
     (tmp_path / "lineage" / "lineage.pre-trade").write_text(SNAPSHOT.content, encoding="utf-8")

@@ -21,8 +21,8 @@ from openlineage.client import OpenLineageClient
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
-from aigp_otel_bridge.cli import main
 from aigp_otel_bridge.outbox import DATABASE_NAME, Outbox
+from aigp_otel_bridge.tools.cli import main
 from tests.conftest import CaptureTransport
 from tests.test_faults import governed_session
 

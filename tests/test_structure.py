@@ -114,6 +114,14 @@ def test_each_stage_imports_only_earlier_stages(position: int) -> None:
     assert not _reaches(graph, stage) & forbidden
 
 
+def test_the_runtime_never_imports_the_tools() -> None:
+    graph = _graph()
+    tools = f"{NAME}.tools"
+    runtime = [m for m in graph if not m.startswith(tools) and m != f"{NAME}.__main__"]
+    for module in runtime:
+        assert not {m for m in _reaches(graph, module) if m.startswith(tools)}, module
+
+
 def test_extraction_is_a_leaf() -> None:
     assert _reaches(_graph(), f"{NAME}.records") <= {f"{NAME}.{m}" for m in ("semconv", "merkle", "note")}
 

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aigp_otel_bridge.cli import main
-from aigp_otel_bridge.verify import Report, parse_json_documents, verify_events
+from aigp_otel_bridge.tools.cli import main
+from aigp_otel_bridge.tools.verify import Report, parse_json_documents, verify_events
 from tests.sessions import CONTENT, POLICY, SNAPSHOT, Session, run_governed_session
 from tests.test_demo import _command
 

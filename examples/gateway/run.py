@@ -40,7 +40,7 @@ def start_gateway(lineage: Path) -> tuple[subprocess.Popen[str], int]:
         "OPENLINEAGE__TRANSPORT__APPEND": "true",
         "OPENLINEAGE_NAMESPACE": "finco.trading",
     }
-    command = [sys.executable, "-m", "aigp_otel_bridge.cli", "serve", "--grpc-endpoint", "none",
+    command = [sys.executable, "-m", "aigp_otel_bridge", "serve", "--grpc-endpoint", "none",
                "--http-endpoint", f"127.0.0.1:{port}"]
     gateway = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
     assert gateway.stdout is not None

@@ -48,7 +48,7 @@ def _show_console_events() -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
-    from aigp_otel_bridge.demo import run_demo
+    from aigp_otel_bridge.tools.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_console_events()
@@ -81,7 +81,7 @@ _OUTCOMES = {
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from aigp_otel_bridge.verify import InputFileError, verify_files
+    from aigp_otel_bridge.tools.verify import InputFileError, verify_files
 
     try:
         report = verify_files(args.lineage, args.aigp_events, content_dir=args.content_dir)
@@ -104,8 +104,8 @@ def _pipe_safe_console() -> Any:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from aigp_otel_bridge.explain import explain_file
-    from aigp_otel_bridge.verify import InputFileError
+    from aigp_otel_bridge.tools.explain import explain_file
+    from aigp_otel_bridge.tools.verify import InputFileError
 
     try:
         explain_file(args.run_event_file, trace_id=args.trace_id, console=_pipe_safe_console())

@@ -21,16 +21,16 @@ from aigp_otel_bridge.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord, records_from_aigp_events, trace_key_of
-from aigp_otel_bridge.runfiles import InputFileError as InputFileError
-from aigp_otel_bridge.runfiles import Located as Located
-from aigp_otel_bridge.runfiles import (
+from aigp_otel_bridge.tools.runfiles import InputFileError as InputFileError
+from aigp_otel_bridge.tools.runfiles import Located as Located
+from aigp_otel_bridge.tools.runfiles import (
     governance_facet_of,
     governed_inputs,
     load_json_file,
     printable,
     read_text,
 )
-from aigp_otel_bridge.runfiles import parse_json_documents as parse_json_documents
+from aigp_otel_bridge.tools.runfiles import parse_json_documents as parse_json_documents
 
 Status = Literal["ok", "failed", "skipped"]
 OK: Status = "ok"

@@ -132,7 +132,7 @@ def run_demo(
     resource = Resource.create({**instrumentor.get_resource_attributes(), "service.name": "trading-bot"})
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     provider.add_span_processor(processor)
-    tracer = provider.get_tracer("aigp_otel_bridge.demo")
+    tracer = provider.get_tracer("aigp_otel_bridge.tools.demo")
     spans = 0
 
     with tracer.start_as_current_span("invoke") as root:

@@ -20,7 +20,8 @@ from rich.text import Text
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256
 from aigp_otel_bridge.records import trace_key_of
-from aigp_otel_bridge.runfiles import (
+from aigp_otel_bridge.telemetry import shorten
+from aigp_otel_bridge.tools.runfiles import (
     InputFileError,
     Located,
     governance_facet_of,
@@ -28,7 +29,6 @@ from aigp_otel_bridge.runfiles import (
     load_json_file,
     printable,
 )
-from aigp_otel_bridge.telemetry import shorten
 
 SHOWN_MAX = 4096
 """Longest value shown; the rest is cut with a note of how much."""
