@@ -14,8 +14,8 @@ import enum
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
@@ -30,7 +30,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
+from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.version import __version__
@@ -312,26 +314,42 @@ def _malformed(span: Span) -> str | None:
 
 @dataclass
 class Converted:
-    """What one request holds for the engine."""
+    """What one request holds for the engine, and what the span index learns from it."""
 
     notes: list[SpanNote]
     spans: int
     rejected: int
     reason: str
+    links: dict[int, int] = field(default_factory=dict)
+    """Every readable span by ``span_key``: its parent span id, or ``ROOT`` for a local root."""
+    resources: dict[int, int] = field(default_factory=dict)
+    """Span key -> resource key, for spans whose sender sets no flags."""
+    presumed: dict[int, int] = field(default_factory=dict)
+    """Local roots only presumed (no flags, parent not among the resource's spans) -> resource key."""
 
 
-def notes_from_request(request: ExportTraceServiceRequest, log: Any = None) -> Converted:
+SeenInResource = Callable[[int, int, int], bool]
+"""(trace id, span id, resource key) -> the span arrived earlier under that resource."""
+
+
+def notes_from_request(
+    request: ExportTraceServiceRequest, log: Any = None, seen: SeenInResource | None = None
+) -> Converted:
     """Every span of a request as a note (or nothing), malformed spans counted and left out."""
     converted = Converted([], 0, 0, "")
     for resource_spans in request.resource_spans:
-        _convert_resource_spans(resource_spans, converted, log)
+        _convert_resource_spans(resource_spans, converted, log, seen)
     return converted
 
 
-def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted, log: Any) -> None:
+def _convert_resource_spans(
+    resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None
+) -> None:
     resource = _Resource(plain_attributes(resource_spans.resource.attributes))
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
+    resource_key: int | None = None
+    links = converted.links
     for span in spans:
         converted.spans += 1
         problem = _malformed(span)
@@ -339,11 +357,25 @@ def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted,
             converted.rejected += 1
             converted.reason = problem
             continue
+        trace_id, span_id = int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big")
+        key = trace_id << 64 | span_id
         remote = False
+        flagless = not span.flags & FLAG_PARENT_REMOTE_KNOWN
+        if flagless:
+            if resource_key is None:
+                resource_key = hash(resource_spans.resource.SerializeToString(deterministic=True))
+            converted.resources[key] = resource_key
         if span.parent_span_id:
-            if local_spans is None and not span.flags & FLAG_PARENT_REMOTE_KNOWN:
+            if local_spans is None and flagless:
                 local_spans = {(span.trace_id, span.span_id) for span in spans}
             remote = parent_is_remote(span, local_spans or set())
+            if remote and flagless and resource_key is not None:
+                parent_id = int.from_bytes(span.parent_span_id, "big")
+                if seen is not None and seen(trace_id, parent_id, resource_key):
+                    remote = False  # the parent came earlier, under this same resource
+                else:
+                    converted.presumed[key] = resource_key
+        links[key] = int.from_bytes(span.parent_span_id, "big") if span.parent_span_id and not remote else 0
         try:
             note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so
@@ -384,11 +416,29 @@ class Outcome:
         )
 
 
-class TraceIntake:
-    """Turns decoded requests into notes and queues them all-or-nothing into the engine."""
+DEFAULT_ROOT_WAIT_S = 1.0
+"""How long a local root waits before its run is decided, for children sent just after it."""
+DEFAULT_LINK_WAIT_S = 10.0
+"""How long a callee's root waits, at most, for its caller's root (for the ``parent`` facet)."""
 
-    def __init__(self, engine: Engine) -> None:
+
+class TraceIntake:
+    """Turns decoded requests into notes and queues them all-or-nothing into the engine; local
+    roots go through the ``TraceAssembly`` hold (``close`` hands over what it holds)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        root_wait_s: float = DEFAULT_ROOT_WAIT_S,
+        link_wait_s: float = DEFAULT_LINK_WAIT_S,
+    ) -> None:
         self.engine = engine
+        engine.run_chain = RunChain(max_runs=engine.config.max_pending_traces)
+        self.assembly = TraceAssembly(
+            engine, engine.run_chain, root_wait_s=root_wait_s,
+            link_wait_s=min(link_wait_s, engine.config.trace_timeout_s),
+        )
         self.busy_refusals = 0
         """Requests refused because the intake was full (each one retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
@@ -401,14 +451,21 @@ class TraceIntake:
 
     def export(self, request: ExportTraceServiceRequest, protocol: str) -> Outcome:
         engine = self.engine
-        if engine.stopped:
+        assembly = self.assembly
+        if engine.stopped or assembly.closed:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
-        converted = notes_from_request(request, engine.log)
-        if not engine.offer(converted.notes):
+        converted = notes_from_request(request, engine.log, assembly.seen_in_resource)
+        if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
+            if engine.stopped or assembly.closed:
+                return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
             self.busy_refusals += 1
             return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
+
+    def close(self) -> None:
+        """Stop taking requests and hand every held root to the engine (before it stops)."""
+        self.assembly.close()
 
     def refused(self, protocol: str, reason: str) -> None:
         """Count a request refused before decoding (bad body, auth, size, media type)."""
