@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from openlineage.client import OpenLineageClient
@@ -155,10 +156,11 @@ def test_trace_id_router_over_two_gateways_links_the_same_runs(
     try:
         for gateway in gateways:
             gateway.wait_ready()
+        order = sorted(int(trace_hex, 16) for trace_hex in traces)  # each trace to one gateway, spread
         for name in reversed(SERVICES):  # callees first, as their spans end first
             spans = made[name].spans()
             for index, gateway in enumerate(gateways):
-                mine = [span for span in spans if span.context.trace_id % len(gateways) == index]
+                mine = [span for span in spans if order.index(span.context.trace_id) % len(gateways) == index]
                 if mine:
                     send(HttpSpanExporter(endpoint=gateway.http_url), mine)
         received = wait_for(gateways, len(expected))
@@ -244,3 +246,75 @@ def test_without_flags_a_parent_in_another_request_of_the_same_resource_is_local
         assert gateway.stop() == 0
     assert len(received) == 1
     assert by_run(received) == by_run(expected)
+
+
+# ---- the wire: refusals that OTLP senders retry ----
+
+
+def governed_child_request() -> bytes:
+    """One governed child span (no root): it goes straight to the engine's intake."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "wire"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("wire")
+    root = tracer.start_span("session")
+    child = tracer.start_span("policy", context=trace.set_span_in_context(root))
+    child.add_event("aigp.policy.inject.success", {"aigp.event.id": "e-1", "aigp.governance.hash": "b" * 64})
+    child.end()
+    provider.shutdown()
+    return encode_spans(list(memory.get_finished_spans())).SerializeToString()
+
+
+def grpc_export(port: int, body: bytes) -> Any:
+    import grpc
+
+    from aigp_otel_bridge.frontdoors.otlp_grpc import SERVICE_NAME
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary(f"/{SERVICE_NAME}/Export")
+        try:
+            call(body, timeout=10)
+        except grpc.RpcError as error:
+            return error
+    return None
+
+
+def test_full_intake_and_stopping_answers_on_the_wire(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Intake full: HTTP 429 with ``Retry-After`` and a ``google.rpc.Status``; gRPC
+    ``RESOURCE_EXHAUSTED`` with a ``RetryInfo`` detail. Stopping: HTTP 503 with ``Retry-After``,
+    gRPC ``UNAVAILABLE``. OTLP senders retry all four; nothing acknowledged is lost."""
+    import grpc
+    from google.rpc import error_details_pb2, status_pb2
+
+    from aigp_otel_bridge.frontdoors.gateway import Gateway, gateway_settings
+
+    monkeypatch.setenv("AIGP_BRIDGE_MAX_INTAKE_SIZE", "1")
+    transport = CaptureTransport()
+    settings = gateway_settings(grpc_endpoint="127.0.0.1:0", http_endpoint="127.0.0.1:0", environ={})
+    gateway = Gateway(settings, OpenLineageClient(transport=transport))
+    gateway.start()
+    assert gateway.http is not None and gateway.grpc is not None
+    endpoint = cast(GatewayProcess, SimpleNamespace(http_port=gateway.http.port))  # all ``post`` reads
+    body = governed_child_request()
+    try:
+        with gateway.core.engine._correlating:  # the worker cannot drain the intake meanwhile
+            assert post(endpoint, body, "application/x-protobuf")[0] == 200  # an empty intake takes it
+            status, headers, answer = post(endpoint, body, "application/x-protobuf")
+            assert (status, headers["retry-after"]) == (429, "1")
+            assert status_pb2.Status.FromString(answer).message == "intake full, retry later"
+            error = grpc_export(gateway.grpc.port, body)
+            assert error is not None and error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            details = dict(error.trailing_metadata())["grpc-status-details-bin"]
+            retry = error_details_pb2.RetryInfo()
+            assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
+            assert retry.retry_delay.seconds == 1
+        gateway.intake.close()  # the stop sequence: the engine takes nothing more
+        status, headers, _ = post(endpoint, body, "application/x-protobuf")
+        assert (status, headers["retry-after"]) == (503, "1")
+        error = grpc_export(gateway.grpc.port, body)
+        assert error is not None and error.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        assert gateway.stop()
+    assert gateway.intake.busy_refusals == 2
+    stats = gateway.core.stats()
+    assert (stats["records"], stats["runs_decided"]) == (1, 1)  # the one acknowledged request's run
