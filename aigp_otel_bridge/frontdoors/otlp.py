@@ -301,8 +301,7 @@ def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
     return (span.trace_id, span.parent_span_id) not in local_spans
 
 
-def _malformed(span: Span) -> str | None:
-    trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+def _malformed(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
         return "trace_id must be 16 bytes, not all zero"
     if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
@@ -350,32 +349,32 @@ def _convert_resource_spans(
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
     links = converted.links
-    for span in spans:
+    for span in spans:  # every span of every request: each protobuf field is read once
         converted.spans += 1
-        problem = _malformed(span)
+        trace_bytes, span_bytes, parent_bytes = span.trace_id, span.span_id, span.parent_span_id
+        problem = _malformed(trace_bytes, span_bytes, parent_bytes)
         if problem is not None:
             converted.rejected += 1
             converted.reason = problem
             continue
-        trace_id, span_id = int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big")
-        key = trace_id << 64 | span_id
+        key = int.from_bytes(trace_bytes + span_bytes, "big")  # span_key(trace id, span id)
+        flags = span.flags
         remote = False
-        flagless = not span.flags & FLAG_PARENT_REMOTE_KNOWN
-        if flagless:
+        if flags & FLAG_PARENT_REMOTE_KNOWN:
+            remote = bool(flags & FLAG_PARENT_REMOTE)
+        else:  # no flags: a parent among the resource's spans, in this request or earlier, is local
             if resource_key is None:
                 resource_key = hash(resource_spans.resource.SerializeToString(deterministic=True))
             converted.resources[key] = resource_key
-        if span.parent_span_id:
-            if local_spans is None and flagless:
-                local_spans = {(span.trace_id, span.span_id) for span in spans}
-            remote = parent_is_remote(span, local_spans or set())
-            if remote and flagless and resource_key is not None:
-                parent_id = int.from_bytes(span.parent_span_id, "big")
-                if seen is not None and seen(trace_id, parent_id, resource_key):
-                    remote = False  # the parent came earlier, under this same resource
-                else:
+            if parent_bytes:
+                if local_spans is None:
+                    local_spans = {(span.trace_id, span.span_id) for span in spans}
+                if (trace_bytes, parent_bytes) not in local_spans and not (
+                    seen is not None and seen(key >> 64, int.from_bytes(parent_bytes, "big"), resource_key)
+                ):
+                    remote = True
                     converted.presumed[key] = resource_key
-        links[key] = int.from_bytes(span.parent_span_id, "big") if span.parent_span_id and not remote else 0
+        links[key] = int.from_bytes(parent_bytes, "big") if parent_bytes and not remote else 0
         try:
             note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so
