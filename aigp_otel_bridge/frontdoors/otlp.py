@@ -272,7 +272,7 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
     """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
 
     ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
-    ``local_root_parents`` decides it from the request.
+    ``_convert_resource_spans`` decides it from the flags, else from the spans seen.
     """
     parent = None
     if span.parent_span_id:
@@ -287,18 +287,6 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
             if event is not None and isinstance(event.attributes, OtlpAttributes):
                 event.attributes = event.attributes.plain()
     return note
-
-
-def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
-    """Whether a span's parent is remote: the sender's flags when it sets them (bits 8 and 9),
-    else whether the parent is missing from the spans of the span's own resource in this request.
-
-    The fallback is a heuristic for senders that leave the flags 0: a parent that belongs to
-    the same service but was exported in an earlier request also counts as remote.
-    """
-    if span.flags & FLAG_PARENT_REMOTE_KNOWN:
-        return bool(span.flags & FLAG_PARENT_REMOTE)
-    return (span.trace_id, span.parent_span_id) not in local_spans
 
 
 def _malformed(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
