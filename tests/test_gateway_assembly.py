@@ -48,17 +48,18 @@ def transport() -> CaptureTransport:
 
 @pytest.fixture
 def make_intake(transport: CaptureTransport) -> Iterator[Any]:
-    made: list[Engine] = []
+    made: list[TraceIntake] = []
 
     def make(root_wait_s: float = 60.0, link_wait_s: float = 60.0, **settings: Any) -> TraceIntake:
         engine = Engine(BridgeConfig(job_namespace="test.ns", **settings),
                         OpenLineageClient(transport=transport).emit)
-        made.append(engine)
-        return TraceIntake(engine, root_wait_s=root_wait_s, link_wait_s=link_wait_s)
+        made.append(TraceIntake(engine, root_wait_s=root_wait_s, link_wait_s=link_wait_s))
+        return made[-1]
 
     yield make
-    for engine in made:
-        engine.shutdown(5.0)
+    for intake in made:
+        intake.close()
+        intake.engine.shutdown(5.0)
 
 
 def send(intake: TraceIntake, service: str, *spans: Span) -> bool:
