@@ -26,6 +26,7 @@ Held notes are acknowledged data: the hold thread hands them to the engine (``pu
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -215,15 +216,19 @@ class TraceAssembly:
 
     def _run(self) -> None:
         while True:
-            with self._lock:
-                if self._closed:
-                    return
-                due = self._due(self._clock())
-                if not due:
-                    self._lock.wait(self._wait_s())
-                    continue
-            for note in due:
-                self._engine.put_span(note)
+            try:
+                with self._lock:
+                    if self._closed:
+                        return
+                    due = self._due(self._clock())
+                    if not due:
+                        self._lock.wait(self._wait_s())
+                        continue
+                for note in due:
+                    self._engine.put_span(note)
+            except Exception:  # a bug must not stop the hold: what is held would wait for ``close``
+                self._engine.log.log(logging.ERROR, "hold", "gateway hold thread error", exc_info=True)
+                time.sleep(0.05)
 
     def _wait_s(self) -> float | None:
         if self._held:
