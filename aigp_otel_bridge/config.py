@@ -113,11 +113,15 @@ ENV_GRPC_ENDPOINT = ENV_PREFIX + "GRPC_ENDPOINT"
 ENV_HTTP_ENDPOINT = ENV_PREFIX + "HTTP_ENDPOINT"
 ENV_AUTH_TOKEN = ENV_PREFIX + "AUTH_TOKEN"
 ENV_MAX_REQUEST_BYTES = ENV_PREFIX + "MAX_REQUEST_BYTES"
+ENV_ROOT_WAIT_S = ENV_PREFIX + "ROOT_WAIT_S"
+ENV_LINK_WAIT_S = ENV_PREFIX + "LINK_WAIT_S"
 GATEWAY_VARIABLES: dict[str, str] = {
     ENV_GRPC_ENDPOINT: "OTLP/gRPC HOST:PORT, or none (default 127.0.0.1:4317)",
     ENV_HTTP_ENDPOINT: "OTLP/HTTP HOST:PORT, or none (default 127.0.0.1:4318)",
     ENV_AUTH_TOKEN: "bearer token every request must carry",
     ENV_MAX_REQUEST_BYTES: "largest request body, also after decompression",
+    ENV_ROOT_WAIT_S: "seconds a local root waits for children sent after it (default 1)",
+    ENV_LINK_WAIT_S: "seconds a callee's root waits, at most, for its caller's root (default 10)",
 }
 """The gateway's own variables (``aigp-otel-bridge serve``; its command-line options win over them)."""
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(BridgeConfig)}

@@ -30,6 +30,7 @@ from typing import Any, Union
 
 from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.build import name_run
+from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.correlate import ClosedRun, Correlator
 from aigp_otel_bridge.deliver import Deliverer
@@ -127,6 +128,8 @@ class Engine:
         self._stopped = False
         self._forked = False
         self._outbox = self._open_outbox(outbox_from_environment)
+        self.run_chain: RunChain | None = None
+        """Set by the gateway, which links runs from the spans themselves (``chain.py``)."""
         self._start()
         # Callbacks hold the engine weakly: a global MeterProvider must not keep it alive.
         weak_self = weakref.ref(self)
@@ -396,6 +399,8 @@ class Engine:
                     closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run
                 )
                 run = name_run(closed_run, summary, self.config)
+                if self.run_chain is not None:
+                    run = self.run_chain.link(closed_run, run)
             except Exception:
                 self.stats.build_failures += 1
                 self.log.log(logging.ERROR, "hand_over", "could not summarise a governed run", exc_info=True)

@@ -151,6 +151,9 @@ class GatewayUnderTest:
         env.update({
             "OPENLINEAGE__TRANSPORT__TYPE": "file", "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(lineage),
             "OPENLINEAGE__TRANSPORT__APPEND": "true", "AIGP_BRIDGE_JOB_NAMESPACE": "bench",
+            # The hold on local roots (1 s by default) delays every run by the same time, which is
+            # latency, not work: without it, the window of (b) measures what the gateway does.
+            "AIGP_BRIDGE_ROOT_WAIT_S": "0",
         })
         command = [sys.executable, "-m", "aigp_otel_bridge", "serve", "--grpc-endpoint",
                    f"127.0.0.1:{self.grpc_port}", "--http-endpoint", f"127.0.0.1:{self.http_port}"]

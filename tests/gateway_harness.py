@@ -57,7 +57,11 @@ class GatewayProcess:
             "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(self.lineage_path),
             "OPENLINEAGE__TRANSPORT__APPEND": "true",
         }
-        environment.update({**lineage_env, "AIGP_BRIDGE_JOB_NAMESPACE": "test.ns", "PYTHONUNBUFFERED": "1"})
+        # A callee whose caller never comes (a remote parent outside the test) waits 3 s, not 10.
+        environment.update({
+            **lineage_env, "AIGP_BRIDGE_JOB_NAMESPACE": "test.ns", "AIGP_BRIDGE_LINK_WAIT_S": "3",
+            "PYTHONUNBUFFERED": "1",
+        })
         environment.update(env or {})
         command = [
             *_command(), "serve",

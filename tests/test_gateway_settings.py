@@ -15,6 +15,15 @@ def test_defaults_are_loopback() -> None:
     assert settings.grpc_endpoint == Endpoint("127.0.0.1", 4317)
     assert settings.http_endpoint == Endpoint("127.0.0.1", 4318)
     assert (settings.auth_token, settings.tls, settings.max_request_bytes) == (None, None, 16 * 1024 * 1024)
+    assert (settings.root_wait_s, settings.link_wait_s) == (1.0, 10.0)
+
+
+def test_the_waits_come_from_the_environment() -> None:
+    settings = gateway_settings(environ={"AIGP_BRIDGE_ROOT_WAIT_S": "0.5", "AIGP_BRIDGE_LINK_WAIT_S": "0"})
+    assert (settings.root_wait_s, settings.link_wait_s) == (0.5, 0.0)
+    for bad in ("-1", "soon", "7200"):
+        with pytest.raises(GatewayError, match="AIGP_BRIDGE_LINK_WAIT_S must be a number of seconds"):
+            gateway_settings(environ={"AIGP_BRIDGE_LINK_WAIT_S": bad})
 
 
 def test_flags_win_over_the_environment(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from aigp_otel_bridge.frontdoors.otlp import (
     OtlpDecodeError,
     decode_json,
     notes_from_request,
-    parent_is_remote,
     plain_value,
 )
 
@@ -76,11 +75,15 @@ def span(span_id: bytes, parent: bytes = b"", flags: int = 0, **extra: object) -
 
 
 def test_parent_remote_from_flags_else_from_the_request() -> None:
-    here = {(TRACE, ROOT)}
-    assert parent_is_remote(span(CHILD, ROOT, 0x300), here)
-    assert not parent_is_remote(span(CHILD, bytes(8), 0x101), set())
-    assert not parent_is_remote(span(CHILD, ROOT, 0), here)
-    assert parent_is_remote(span(CHILD, ROOT, 0), set())
+    def remote(child: Span, *others: Span) -> bool:
+        notes = notes_from_request(request(child, *others)).notes
+        return next(note for note in notes if note.span_id == int.from_bytes(CHILD, "big")).remote_parent
+
+    governed = [kv("aigp.governance.hash", AnyValue(string_value=HASH))]  # so that a child makes a note
+    assert remote(span(CHILD, ROOT, 0x300), span(ROOT))
+    assert not remote(span(CHILD, bytes([9]) * 8, 0x101, attributes=governed))
+    assert not remote(span(CHILD, ROOT, 0, attributes=governed), span(ROOT))
+    assert remote(span(CHILD, ROOT, 0))
 
 
 def request(*spans: Span) -> ExportTraceServiceRequest:

@@ -26,10 +26,12 @@ from aigp_otel_bridge.config import (
     ENV_AUTH_TOKEN,
     ENV_GRPC_ENDPOINT,
     ENV_HTTP_ENDPOINT,
+    ENV_LINK_WAIT_S,
     ENV_MAX_REQUEST_BYTES,
+    ENV_ROOT_WAIT_S,
 )
 from aigp_otel_bridge.frontdoors.core import BridgeCore
-from aigp_otel_bridge.frontdoors.otlp import TraceIntake
+from aigp_otel_bridge.frontdoors.otlp import DEFAULT_LINK_WAIT_S, DEFAULT_ROOT_WAIT_S, TraceIntake
 from aigp_otel_bridge.frontdoors.otlp_grpc import GrpcReceiver
 from aigp_otel_bridge.frontdoors.otlp_http import TRACES_PATH, HttpReceiver, OtlpHttpApp
 from aigp_otel_bridge.version import __version__
@@ -75,6 +77,23 @@ class GatewaySettings:
     tls: tuple[str, str] | None
     """(certificate file, key file), PEM."""
     max_request_bytes: int
+    root_wait_s: float = DEFAULT_ROOT_WAIT_S
+    """How long a local root is held for children sent after it."""
+    link_wait_s: float = DEFAULT_LINK_WAIT_S
+    """How long a callee's root is held, at most, for its caller's root."""
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise GatewayError(f"{name} must be a number of seconds from 0 to 3600, not {text!r}")
+    return value
 
 
 def gateway_settings(
@@ -116,7 +135,11 @@ def gateway_settings(
         max_request_bytes = int(text) if text.strip().isdigit() else DEFAULT_MAX_REQUEST_BYTES
     if max_request_bytes <= 0:
         raise GatewayError("--max-request-bytes must be positive")
-    return GatewaySettings(grpc, http, token, tls, max_request_bytes)
+    return GatewaySettings(
+        grpc, http, token, tls, max_request_bytes,
+        _seconds(env, ENV_ROOT_WAIT_S, DEFAULT_ROOT_WAIT_S),
+        _seconds(env, ENV_LINK_WAIT_S, DEFAULT_LINK_WAIT_S),
+    )
 
 
 class Gateway:
@@ -126,7 +149,9 @@ class Gateway:
         self.settings = settings
         self.core = BridgeCore(client, {})
         self._ready = threading.Event()
-        self.intake = TraceIntake(self.core.engine)
+        self.intake = TraceIntake(
+            self.core.engine, root_wait_s=settings.root_wait_s, link_wait_s=settings.link_wait_s
+        )
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
 
@@ -167,6 +192,7 @@ class Gateway:
             self.http.stop()
         if self.grpc is not None:
             self.grpc.stop()
+        self.intake.close()
         self.core.shutdown()
         stats = self.core.stats()
         return stats["runs_dropped"] == 0 and stats["build_failures"] == 0

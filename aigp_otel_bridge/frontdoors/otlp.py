@@ -14,8 +14,8 @@ import enum
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf import json_format
@@ -30,7 +30,9 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
+from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.version import __version__
@@ -270,7 +272,7 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
     """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
 
     ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
-    ``local_root_parents`` decides it from the request.
+    ``_convert_resource_spans`` decides it from the flags, else from the spans seen.
     """
     parent = None
     if span.parent_span_id:
@@ -287,20 +289,7 @@ def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) ->
     return note
 
 
-def parent_is_remote(span: Span, local_spans: set[tuple[bytes, bytes]]) -> bool:
-    """Whether a span's parent is remote: the sender's flags when it sets them (bits 8 and 9),
-    else whether the parent is missing from the spans of the span's own resource in this request.
-
-    The fallback is a heuristic for senders that leave the flags 0: a parent that belongs to
-    the same service but was exported in an earlier request also counts as remote.
-    """
-    if span.flags & FLAG_PARENT_REMOTE_KNOWN:
-        return bool(span.flags & FLAG_PARENT_REMOTE)
-    return (span.trace_id, span.parent_span_id) not in local_spans
-
-
-def _malformed(span: Span) -> str | None:
-    trace_id, span_id, parent_span_id = span.trace_id, span.span_id, span.parent_span_id
+def _malformed(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
     if len(trace_id) != 16 or trace_id == _ZERO_TRACE_ID:
         return "trace_id must be 16 bytes, not all zero"
     if len(span_id) != 8 or span_id == _ZERO_SPAN_ID:
@@ -312,38 +301,68 @@ def _malformed(span: Span) -> str | None:
 
 @dataclass
 class Converted:
-    """What one request holds for the engine."""
+    """What one request holds for the engine, and what the span index learns from it."""
 
     notes: list[SpanNote]
     spans: int
     rejected: int
     reason: str
+    links: dict[int, int] = field(default_factory=dict)
+    """Every readable span by ``span_key``: its parent span id, or ``ROOT`` for a local root."""
+    resources: dict[int, int] = field(default_factory=dict)
+    """Span key -> resource key, for spans whose sender sets no flags."""
+    presumed: dict[int, int] = field(default_factory=dict)
+    """Local roots only presumed (no flags, parent not among the resource's spans) -> resource key."""
 
 
-def notes_from_request(request: ExportTraceServiceRequest, log: Any = None) -> Converted:
+SeenInResource = Callable[[int, int, int], bool]
+"""(trace id, span id, resource key) -> the span arrived earlier under that resource."""
+
+
+def notes_from_request(
+    request: ExportTraceServiceRequest, log: Any = None, seen: SeenInResource | None = None
+) -> Converted:
     """Every span of a request as a note (or nothing), malformed spans counted and left out."""
     converted = Converted([], 0, 0, "")
     for resource_spans in request.resource_spans:
-        _convert_resource_spans(resource_spans, converted, log)
+        _convert_resource_spans(resource_spans, converted, log, seen)
     return converted
 
 
-def _convert_resource_spans(resource_spans: ResourceSpans, converted: Converted, log: Any) -> None:
+def _convert_resource_spans(
+    resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None
+) -> None:
     resource = _Resource(plain_attributes(resource_spans.resource.attributes))
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
-    for span in spans:
+    resource_key: int | None = None
+    links = converted.links
+    for span in spans:  # every span of every request: each protobuf field is read once
         converted.spans += 1
-        problem = _malformed(span)
+        trace_bytes, span_bytes, parent_bytes = span.trace_id, span.span_id, span.parent_span_id
+        problem = _malformed(trace_bytes, span_bytes, parent_bytes)
         if problem is not None:
             converted.rejected += 1
             converted.reason = problem
             continue
+        key = int.from_bytes(trace_bytes + span_bytes, "big")  # span_key(trace id, span id)
+        flags = span.flags
         remote = False
-        if span.parent_span_id:
-            if local_spans is None and not span.flags & FLAG_PARENT_REMOTE_KNOWN:
-                local_spans = {(span.trace_id, span.span_id) for span in spans}
-            remote = parent_is_remote(span, local_spans or set())
+        if flags & FLAG_PARENT_REMOTE_KNOWN:
+            remote = bool(flags & FLAG_PARENT_REMOTE)
+        else:  # no flags: a parent among the resource's spans, in this request or earlier, is local
+            if resource_key is None:
+                resource_key = hash(resource_spans.resource.SerializeToString(deterministic=True))
+            converted.resources[key] = resource_key
+            if parent_bytes:
+                if local_spans is None:
+                    local_spans = {(span.trace_id, span.span_id) for span in spans}
+                if (trace_bytes, parent_bytes) not in local_spans and not (
+                    seen is not None and seen(key >> 64, int.from_bytes(parent_bytes, "big"), resource_key)
+                ):
+                    remote = True
+                    converted.presumed[key] = resource_key
+        links[key] = int.from_bytes(parent_bytes, "big") if parent_bytes and not remote else 0
         try:
             note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so
@@ -384,11 +403,29 @@ class Outcome:
         )
 
 
-class TraceIntake:
-    """Turns decoded requests into notes and queues them all-or-nothing into the engine."""
+DEFAULT_ROOT_WAIT_S = 1.0
+"""How long a local root waits before its run is decided, for children sent just after it."""
+DEFAULT_LINK_WAIT_S = 10.0
+"""How long a callee's root waits, at most, for its caller's root (for the ``parent`` facet)."""
 
-    def __init__(self, engine: Engine) -> None:
+
+class TraceIntake:
+    """Turns decoded requests into notes and queues them all-or-nothing into the engine; local
+    roots go through the ``TraceAssembly`` hold (``close`` hands over what it holds)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        root_wait_s: float = DEFAULT_ROOT_WAIT_S,
+        link_wait_s: float = DEFAULT_LINK_WAIT_S,
+    ) -> None:
         self.engine = engine
+        engine.run_chain = RunChain(max_runs=engine.config.max_pending_traces)
+        self.assembly = TraceAssembly(
+            engine, engine.run_chain, root_wait_s=root_wait_s,
+            link_wait_s=min(link_wait_s, engine.config.trace_timeout_s),
+        )
         self.busy_refusals = 0
         """Requests refused because the intake was full (each one retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
@@ -401,14 +438,21 @@ class TraceIntake:
 
     def export(self, request: ExportTraceServiceRequest, protocol: str) -> Outcome:
         engine = self.engine
-        if engine.stopped:
+        assembly = self.assembly
+        if engine.stopped or assembly.closed:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
-        converted = notes_from_request(request, engine.log)
-        if not engine.offer(converted.notes):
+        converted = notes_from_request(request, engine.log, assembly.seen_in_resource)
+        if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
+            if engine.stopped or assembly.closed:
+                return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
             self.busy_refusals += 1
             return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
+
+    def close(self) -> None:
+        """Stop taking requests and hand every held root to the engine (before it stops)."""
+        self.assembly.close()
 
     def refused(self, protocol: str, reason: str) -> None:
         """Count a request refused before decoding (bad body, auth, size, media type)."""

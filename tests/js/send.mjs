@@ -1,5 +1,6 @@
 // Sends one governed agent session to the gateway with an OTLP exporter of the OpenTelemetry
 // JavaScript SDK. Usage: node send.mjs <http/json|http/protobuf|grpc> <endpoint> [token]
+// With SPAN_PROCESSOR=simple, every span is exported on its own as it ends (concurrent requests).
 // Prints {"traceId": "..."} once the exporter has delivered every span.
 // The session mirrors tests/test_gateway_js.py's Python twin span for span.
 import { SpanStatusCode, context, trace } from '@opentelemetry/api';
@@ -7,7 +8,7 @@ import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as ProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 
 const [protocol, endpoint, token] = process.argv.slice(2);
 const headers = token ? { authorization: `Bearer ${token}` } : {};
@@ -23,9 +24,13 @@ if (!(protocol in exporters)) {
 
 const provider = new TracerProvider({
   resource: resourceFromAttributes({ 'service.name': 'trading-bot', 'aigp.agent.id': 'agent.trading-bot-v2' }),
-  // Batches, as services export: a SimpleSpanProcessor's concurrent one-span requests may reach
-  // the gateway after their root (see docs/gateway.md, "Same runs as in process").
-  spanProcessors: [new BatchSpanProcessor({ exporter: exporters[protocol]() })],
+  // Batches, as services export; or one span per request, whose children may reach the gateway
+  // after their root (see docs/gateway.md, "Same runs as in process").
+  spanProcessors: [
+    process.env.SPAN_PROCESSOR === 'simple'
+      ? new SimpleSpanProcessor({ exporter: exporters[protocol]() })
+      : new BatchSpanProcessor({ exporter: exporters[protocol]() }),
+  ],
 });
 const tracer = provider.getTracer('tests.gateway.js');
 

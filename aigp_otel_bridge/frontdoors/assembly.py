@@ -1,0 +1,301 @@
+"""The gateway's view of whole traces: which local root each span belongs to, across requests, and
+a short hold on each local root before its run is decided (docs/gateway.md, "Whole traces").
+
+Spans reach a gateway in requests that follow each service's export schedule, not the call tree:
+a child may come after its local root (exporters that send every span on its own, concurrently),
+a callee's root nearly always comes before its caller's root, and a sender without the span
+flags cannot say whether a parent is remote. ``TraceAssembly`` therefore
+
+- keeps a span index: every span of recent requests, by (trace, span), with its parent or a mark
+  that it is a local root, so that any span's local root is found by walking up the index. Two
+  generations of plain dicts, rotated every ``link_wait_s + root_wait_s`` (or sooner, when the
+  newer one holds ``max_spans`` entries), bound it without per-trace bookkeeping;
+- holds every local root for ``root_wait_s`` before handing it to the engine, so that children
+  arriving just after it (resolved through the index) still join its terminal event;
+- holds a callee's root (a local root with a parent) until its caller's local root has been handed
+  over, at most ``link_wait_s`` after it arrived, then names the caller for the ``parent`` facet
+  (``RunChain.expect``) and hands it over after the caller's, so the worker names the caller's run
+  first;
+- for senders without flags, holds a span presumed a local root (its parent not among its
+  resource's spans) and makes it an ordinary child again when its parent arrives under the same
+  resource while it is held.
+
+Held notes are acknowledged data: the hold thread hands them to the engine (``put_span``), and
+``close`` hands over every held note before the engine stops. In process none of this exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aigp_otel_bridge.chain import RunChain
+from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.note import SpanNote
+
+ROOT = 0
+"""The index's value for a local root (span ids are never 0)."""
+_MAX_DEPTH = 256
+"""Longest walk up the index (deeper call trees resolve to no root: the trace's first run)."""
+
+
+def span_key(trace_id: int, span_id: int) -> int:
+    """One int for (trace, span): cheaper to keep and hash than a tuple."""
+    return trace_id << 64 | span_id
+
+
+@dataclass(slots=True)
+class _Held:
+    note: SpanNote
+    release_at: float
+    give_up_at: float
+    """A callee waits for its caller's root until then."""
+    resource_key: int | None
+    """Set for a root presumed from a sender without flags: the resource whose spans it was missing from."""
+    children: list[SpanNote] = field(default_factory=list)
+    """Children of a presumed root: they follow it, or its parent's root if it turns out a child."""
+
+
+class TraceAssembly:
+    """Span index and hold; ``admit`` on the receivers' threads, releases on its own thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        chain: RunChain,
+        *,
+        root_wait_s: float,
+        link_wait_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._chain = chain
+        self._root_wait = root_wait_s
+        self._link_wait = link_wait_s
+        self._keep_s = max(root_wait_s + link_wait_s, 1.0)
+        self._max_spans = 16 * engine.config.max_pending_traces
+        self._max_held = engine.config.max_pending_traces
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._current: dict[int, int] = {}
+        self._previous: dict[int, int] = {}
+        self._current_resources: dict[int, int] = {}
+        """Span key -> resource key, for spans of senders without flags only."""
+        self._previous_resources: dict[int, int] = {}
+        self._rotated_at = clock()
+        self._held: dict[int, _Held] = {}
+        """Roots in their ``root_wait_s``, in order of arrival."""
+        self._awaiting: dict[int, _Held] = {}
+        """Callees past their ``root_wait_s``, waiting for their caller's root."""
+        self._presumed_by_parent: dict[int, list[int]] = {}
+        """Parent span key -> held presumed roots that name it."""
+        self._ready: list[SpanNote] = []
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="aigp-gateway-hold", daemon=True)
+        self._thread.start()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ---- the span index ----
+
+    def _parent(self, key: int) -> int | None:
+        parent = self._current.get(key)
+        return self._previous.get(key) if parent is None else parent
+
+    def local_root(self, trace_id: int, span_id: int) -> int | None:
+        """The local root of ``span_id`` (itself when it is one), or None while its chain is unknown."""
+        base = trace_id << 64
+        for _ in range(_MAX_DEPTH):
+            parent = self._parent(base | span_id)
+            if parent is None:
+                return None
+            if parent == ROOT:
+                return span_id
+            span_id = parent
+        return None
+
+    def seen_in_resource(self, trace_id: int, span_id: int, resource_key: int) -> bool:
+        """The span was received earlier under this resource (for senders without flags)."""
+        key = span_key(trace_id, span_id)
+        with self._lock:
+            found = self._current_resources.get(key)
+            if found is None:
+                found = self._previous_resources.get(key)
+        return found == resource_key
+
+    def _rotate_if_due(self, now: float) -> None:
+        if now - self._rotated_at >= self._keep_s or len(self._current) > self._max_spans:
+            self._previous, self._current = self._current, {}
+            self._previous_resources, self._current_resources = self._current_resources, {}
+            self._rotated_at = now
+
+    # ---- admission (receiver threads) ----
+
+    def admit(
+        self,
+        notes: list[SpanNote],
+        links: dict[int, int],
+        resources: dict[int, int],
+        presumed: dict[int, int],
+    ) -> bool:
+        """Record a request's spans, queue its children, hold its roots; False (nothing queued or
+        held) when the engine's intake refuses the children, ``max_pending_traces`` roots are
+        already held, or the gateway is stopping."""
+        with self._lock:
+            if self._closed:
+                return False
+            now = self._clock()
+            self._rotate_if_due(now)
+            self._current.update(links)
+            if resources:
+                self._current_resources.update(resources)
+            new: dict[int, _Held] = {}
+            for note in notes:
+                if note.local_root:
+                    key = span_key(note.trace_id, note.span_id)
+                    new[key] = _Held(note, now + self._root_wait, now + self._link_wait, presumed.get(key))
+            held_now = len(self._held) + len(self._awaiting)
+            if held_now and held_now + len(new) > self._max_held:
+                return False  # a held root is a pending trace: bounded as they are
+            immediate: list[SpanNote] = []
+            attached: list[tuple[_Held, SpanNote]] = []
+            for note in notes:
+                if note.local_root or note.parent_span_id is None:
+                    continue
+                root = self.local_root(note.trace_id, note.parent_span_id)
+                note.local_root_id = root
+                held = None
+                if root is not None:
+                    root_key = span_key(note.trace_id, root)
+                    held = new.get(root_key) or self._held.get(root_key) or self._awaiting.get(root_key)
+                if held is not None and held.resource_key is not None:
+                    attached.append((held, note))
+                else:
+                    immediate.append(note)
+            if immediate and not self._engine.offer(immediate):
+                return False
+            for held, note in attached:
+                held.children.append(note)
+            for key, held in new.items():
+                if key in self._held or key in self._awaiting:
+                    continue  # the same request sent again
+                self._held[key] = held
+                parent = held.note.parent_span_id
+                if held.resource_key is not None and parent is not None:
+                    self._presumed_by_parent.setdefault(span_key(held.note.trace_id, parent), []).append(key)
+            if self._presumed_by_parent:
+                for parent_key in [key for key in self._presumed_by_parent if key in links]:
+                    for key in self._presumed_by_parent.pop(parent_key):
+                        self._demote(key, resources.get(parent_key))
+            self._lock.notify()
+            return True
+
+    def _demote(self, key: int, parent_resource: int | None) -> None:
+        """A presumed root whose parent arrived: a child again when the parent is of its resource."""
+        held = self._held.get(key) or self._awaiting.get(key)
+        if held is None or held.resource_key is None or held.resource_key != parent_resource:
+            return
+        self._held.pop(key, None)
+        self._awaiting.pop(key, None)
+        note = held.note
+        if note.parent_span_id is None:
+            return
+        note.remote_parent = False
+        self._current[key] = note.parent_span_id
+        root = self.local_root(note.trace_id, note.parent_span_id)
+        for child in (note, *held.children):
+            child.local_root_id = root
+        self._ready.extend((note, *held.children))
+
+    # ---- release (the hold thread; ``close``) ----
+
+    def _run(self) -> None:
+        while True:
+            try:
+                with self._lock:
+                    if self._closed:
+                        return
+                    due = self._due(self._clock())
+                    if not due:
+                        self._lock.wait(self._wait_s())
+                        continue
+                for note in due:
+                    self._engine.put_span(note)
+            except Exception:  # a bug must not stop the hold: what is held would wait for ``close``
+                self._engine.log.log(logging.ERROR, "hold", "gateway hold thread error", exc_info=True)
+                time.sleep(0.05)
+
+    def _wait_s(self) -> float | None:
+        if self._held:
+            first = next(iter(self._held.values()))
+            return max(0.0, first.release_at - self._clock())
+        return 0.25 if self._awaiting else None
+
+    def _due(self, now: float) -> list[SpanNote]:
+        out, self._ready = self._ready, []
+        self._rotate_if_due(now)
+        while self._held:
+            key, held = next(iter(self._held.items()))
+            if held.release_at > now:
+                break
+            self._decide(key, held, now, out, final=False)
+        for key, held in list(self._awaiting.items()):
+            self._decide(key, held, now, out, final=False)
+        return out
+
+    def _decide(self, key: int, held: _Held, now: float, out: list[SpanNote], *, final: bool) -> None:
+        """Hand a root over (its presumed children first) unless it is a callee still waiting."""
+        self._held.pop(key, None)
+        self._awaiting.pop(key, None)
+        note = held.note
+        caller = None
+        if note.parent_span_id is not None:
+            caller = self.local_root(note.trace_id, note.parent_span_id)
+            caller_key = span_key(note.trace_id, caller) if caller is not None else None
+            caller_held = self._held.get(caller_key) if caller_key is not None else None
+            caller_held = caller_held or (self._awaiting.get(caller_key) if caller_key is not None else None)
+            if caller is None or caller_held is not None:
+                if not final and now < held.give_up_at:
+                    self._awaiting[key] = held
+                    return
+                if caller_held is not None and caller_key is not None:  # stopping: the caller first
+                    self._decide(caller_key, caller_held, now, out, final=True)
+                else:
+                    caller = None
+        if held.resource_key is not None and note.parent_span_id is not None:
+            parent_key = span_key(note.trace_id, note.parent_span_id)
+            siblings = self._presumed_by_parent.get(parent_key)
+            if siblings is not None and key in siblings:
+                siblings.remove(key)
+                if not siblings:
+                    del self._presumed_by_parent[parent_key]
+        if caller is not None:
+            self._chain.expect(note.trace_id, note.span_id, caller)
+        out.extend(held.children)
+        out.append(note)
+
+    def close(self) -> None:
+        """Stop holding: hand every held note to the engine now (callers before their callees)."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+            out, self._ready = self._ready, []
+            now = self._clock()
+            while self._held or self._awaiting:
+                pending = self._held if self._held else self._awaiting
+                key, held = next(iter(pending.items()))
+                self._decide(key, held, now, out, final=True)
+        self._thread.join(5.0)
+        for note in out:
+            self._engine.put_span(note)
+
+    def __len__(self) -> int:
+        """Notes held (roots waiting, and the children of presumed roots)."""
+        with self._lock:
+            held = (*self._held.values(), *self._awaiting.values())
+            return len(self._ready) + sum(1 + len(h.children) for h in held)
