@@ -69,7 +69,10 @@ def iso_millis(time_ns: int | None) -> str:
         moment = datetime.fromtimestamp(time_ns // 1_000_000 / 1000, tz=timezone.utc)
     except (ValueError, OverflowError, OSError):
         moment = datetime.now(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
+        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 @dataclass(frozen=True)
