@@ -44,6 +44,10 @@ _log = logging.getLogger("aigp_otel_bridge")
 _BATCH = 256
 """Intake items processed per hold of the correlation lock, so that a thread applying
 back-pressure waits for at most one batch."""
+GATHER_S = 0.005
+"""After a local root ends, how long the correlation worker waits for more before it starts:
+one wake-up (and one hand-over to delivery) per batch of traces instead of per trace. A flush,
+a shutdown or a half-full intake ends the wait at once."""
 
 
 @dataclass(slots=True)
@@ -182,6 +186,8 @@ class Engine:
         self.log = RateLimitedLog(_log)
         self._intake: deque[IntakeItem] = deque()
         self._wake = threading.Event()
+        self._prompt = threading.Event()
+        """Set by what must not wait for a gathering worker: flush, shutdown, a full batch."""
         self._correlating = threading.Lock()
         self._correlating_thread: int | None = None
         self._stop_done = False
@@ -253,6 +259,8 @@ class Engine:
         if depth and depth + len(notes) > self._capacity:
             return False
         self._intake.extend(self._bounded(note) for note in notes)
+        if len(self._intake) >= self._capacity // 2:
+            self._prompt.set()
         self._wake.set()
         return True
 
@@ -278,7 +286,10 @@ class Engine:
         if len(intake) >= self._capacity and self._correlating_thread != threading.get_ident():
             self._correlate_here()
         intake.append(item)
-        if wake or len(intake) >= self._capacity // 2:
+        if len(intake) >= self._capacity // 2 and not self._prompt.is_set():
+            self._prompt.set()  # half full: no gathering
+            self._wake.set()
+        elif wake:
             self._wake.set()
 
     def _correlate_here(self) -> None:
@@ -301,6 +312,7 @@ class Engine:
             return self._deliverer.wait_delivered(self._deliverer.last_seq, deadline)
         token = FlushRequest()
         self._intake.append(token)
+        self._prompt.set()
         self._wake.set()
         if not token.done.wait(max(0.0, deadline - time.monotonic())):
             return False
@@ -316,6 +328,7 @@ class Engine:
         deadline = time.monotonic() + timeout_s
         self._stopped = True
         self._intake.append(StopRequest())
+        self._prompt.set()
         self._wake.set()
         self._worker.join(max(0.0, deadline - time.monotonic()))
         delivered = self._deliverer.shutdown(deadline)
@@ -329,6 +342,9 @@ class Engine:
         while not self._stop_done:
             self._wake.wait(self._sweep_s)
             self._wake.clear()
+            if self._intake and not self._prompt.is_set():
+                self._prompt.wait(GATHER_S)  # gather more traces into this pass
+            self._prompt.clear()
             try:
                 while self._intake and not self._stop_done:
                     with self._correlating:

@@ -2,7 +2,8 @@
 
 Same names as the reference SDK's helpers, but one RunEvent per session, canonical UUID run
 ids and always schema-valid output, because they share the processor's extraction and
-aggregation code.
+aggregation code. The dicts are built directly, exactly as ``Serde.to_dict`` would give the
+client's objects (see ``build.py``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from openlineage.client.event_v2 import RunState
-from openlineage.client.serde import Serde
 
 from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.build import (
-    DecidedRun,
-    build_governance_facet,
-    build_inputs,
-    build_run_event,
-)
+from aigp_otel_bridge.build import DecidedRun, governance_facet_dict, resource_facet_dicts, run_event_dict
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from aigp_otel_bridge.links import run_id_for_trace
 from aigp_otel_bridge.records import records_from_aigp_events
@@ -87,7 +82,7 @@ def build_governance_run_facet(
 ) -> dict[str, Any]:
     """The ``aigp_governance`` run facet of one event or of one session's events."""
     run = _session_run(aigp_event, "default", "session")
-    return Serde.to_dict(build_governance_facet(run, producer))
+    return governance_facet_dict(run, producer)
 
 
 def build_resource_input_facets(
@@ -95,11 +90,7 @@ def build_resource_input_facets(
 ) -> list[dict[str, Any]]:
     """One ``aigp_resource`` input facet per governed resource of the event(s)."""
     run = _session_run(aigp_event, "default", "session")
-    return [
-        Serde.to_dict(facet)
-        for dataset in build_inputs(run, producer)
-        for facet in (dataset.inputFacets or {}).values()
-    ]
+    return resource_facet_dicts(run, producer)
 
 
 def build_openlineage_run_event(
@@ -113,4 +104,4 @@ def build_openlineage_run_event(
 ) -> dict[str, Any]:
     """A complete RunEvent dict for one session: run id from the trace id, unless given."""
     run = _session_run(aigp_event, job_namespace, job_name, run_id, event_type)
-    return Serde.to_dict(build_run_event(run, producer))
+    return run_event_dict(run, producer)

@@ -12,11 +12,14 @@ drops), ``bridge`` (``AIGPLineageSpanProcessor``, ``OpenLineageClient`` on a nul
 only serialises with ``Serde.to_json``).
 
 Method: interleaved rounds (none, batch, bridge, none, ...; at least seven), one untimed
-warm-up first. A window is timed with ``time.perf_counter_ns`` from just before the first span
-to the return of ``force_flush`` (which waits for the processors' worker threads, so their work
-is inside the window). The garbage collector stays enabled, with ``gc.collect()`` before each
-window, for every configuration alike. Per configuration the minimum over rounds counts (the
-least disturbed window); extra cost = configuration minus no processor.
+warm-up first. A window runs from just before the first span to the return of ``force_flush``
+(which waits for the processors' worker threads, so their work is inside the window) and is
+measured in process CPU time of all threads (``time.process_time_ns``: what the targets use,
+since on a shared machine wall windows swing with other processes' load) and in wall time
+(``time.perf_counter_ns``, a second column). The garbage collector stays enabled, with
+``gc.collect()`` before each window, for every configuration alike. Per configuration the
+minimum over rounds counts (the least disturbed window), the median beside it; extra cost =
+configuration minus no processor.
 
 Measurements:
 
@@ -28,6 +31,10 @@ Measurements:
   ``OpenLineageClient`` on the same null transport;
 - ``pending_trace_memory``: ``tracemalloc`` bytes the bridge keeps per pending governed trace;
 - ``flood_rss``: resident set of a fresh process under a flood of governed sessions;
+- ``sustained_sessions``: governed sessions per second through one process, every one delivered
+  to the null (serialising) transport;
+- ``builder_session``: the builder API on one session of three AIGP events + ``json.dumps``,
+  against the reference SDK's builder on the same three events + ``json.dumps``;
 - ``builder_throughput``: ``build_openlineage_run_event`` on the example AIGP events in
   ``tests/data/examples/aigp-events/*.json`` (skipped with a note if absent).
 
@@ -63,12 +70,17 @@ class Sizes:
     flood_sessions: int
     builder_loops: int
     """Passes over the example events per builder round."""
+    sustained_sessions: int
+    """Sessions per window of the sustained-throughput measurement."""
+    sustained_rounds: int
+    builder_sessions: int
+    """Sessions of three AIGP events per builder window."""
 
 
 DEFAULT = Sizes(rounds=21, spans=5_000, sessions=400, pending_traces=3_000, flood_sessions=20_000,
-                builder_loops=20)
+                builder_loops=20, sustained_sessions=2_000, sustained_rounds=5, builder_sessions=200)
 QUICK = Sizes(rounds=MIN_ROUNDS, spans=200, sessions=10, pending_traces=50, flood_sessions=100,
-              builder_loops=1)
+              builder_loops=1, sustained_sessions=20, sustained_rounds=2, builder_sessions=5)
 
 
 def _positive(text: str) -> int:
@@ -98,6 +110,9 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool]:
         pending_traces=base.pending_traces,
         flood_sessions=base.flood_sessions,
         builder_loops=base.builder_loops,
+        sustained_sessions=base.sustained_sessions,
+        sustained_rounds=base.sustained_rounds,
+        builder_sessions=base.builder_sessions,
     )
     return sizes, args.out, args.quick
 
@@ -120,10 +135,15 @@ def run(sizes: Sizes, *, quick: bool = False) -> dict[str, Any]:
     measurements["pending_trace_memory"] = memory.pending_trace_memory(sizes.pending_traces)
     step(f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)")
     measurements["flood_rss"] = memory.flood_rss(sizes.flood_sessions)
+    step(f"sustained sessions ({sizes.sustained_sessions} per window, {sizes.sustained_rounds} rounds)")
+    measurements["sustained_sessions"] = timing.measure_sustained(
+        sizes.sustained_sessions, sizes.sustained_rounds)
+    step(f"builder API on a session of three events ({sizes.builder_sessions} per window)")
+    measurements["builder_session"] = builder.measure_session(sizes.rounds, sizes.builder_sessions)
     step("builder API throughput")
     measurements["builder_throughput"] = builder.measure_builder(sizes.builder_loops, sizes.rounds)
     results: dict[str, Any] = {
-        "format": 1,
+        "format": 2,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": report.machine(),
         "settings": {
@@ -134,8 +154,13 @@ def run(sizes: Sizes, *, quick: bool = False) -> dict[str, Any]:
             "pending_traces": sizes.pending_traces,
             "flood_sessions": sizes.flood_sessions,
             "builder_loops": sizes.builder_loops,
+            "sustained_sessions": sizes.sustained_sessions,
+            "sustained_rounds": sizes.sustained_rounds,
+            "builder_sessions": sizes.builder_sessions,
+            "clock": "process CPU time of all threads per window (targets); wall time as a second column",
             "gc": "enabled in every window; gc.collect() before each",
-            "statistic": "minimum over rounds per configuration; extra = configuration - none",
+            "statistic": "minimum over rounds per configuration (median beside it); "
+            "extra = configuration - none",
         },
         "measurements": measurements,
     }

@@ -1,36 +1,84 @@
-"""Throughput of the builder API on the example AIGP events the project carries.
+"""The builder API: one session of three AIGP events, and throughput on the example events.
 
-``build_openlineage_run_event`` is called once per example event (each event a session of its
-own), in a loop, in several rounds; the least disturbed round counts. The examples are the
-copies in ``tests/data/examples/aigp-events/*.json`` (origin and license in
-``tests/data/README.md``); without that folder (an installed package, not a clone) the
-measurement is skipped with a note.
+``builder_session``: a session of three full AIGP events (a policy injection, a tool call, a
+memory read, one trace id: copies of the AIGP examples in
+``tests/data/examples/aigp-events/``) becomes one RunEvent with
+``build_openlineage_run_event`` and ``json.dumps``; the reference is the reference SDK's
+``aigp.openlineage.build_openlineage_run_event`` on each of the three events (one RunEvent per
+event: it neither validates nor aggregates) and ``json.dumps`` of each. Interleaved rounds,
+process CPU time, minimum and median.
+
+``builder_throughput``: ``build_openlineage_run_event`` on each example event (each its own
+session). Without the examples folder (an installed package, not a clone) or without the
+reference SDK (``pip install aigp``) a measurement is skipped with a note.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-import time
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
+from bench.timing import CLOCK, Case, Clock, Window, interleave
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SESSION_EXAMPLES = ("inject-success-otel.json", "tool-invoked.json", "memory-read.json")
+SESSIONS_PER_WINDOW = 200
 
 
 def examples_dir() -> Path:
     return PROJECT_ROOT / "tests" / "data" / "examples" / "aigp-events"
 
 
-def _build_all(events: list[dict[str, Any]], loops: int) -> int:
+def _window(work: Callable[[], None], repeat: int) -> Window:
     gc.collect()
-    start = time.perf_counter_ns()
-    for _ in range(loops):
+    clock = Clock()
+    for _ in range(repeat):
+        work()
+    return clock.stop()
+
+
+def measure_session(rounds: int, sessions: int = SESSIONS_PER_WINDOW) -> dict[str, Any]:
+    """One session of three events: this builder + ``json.dumps`` against the reference SDK's."""
+    folder = examples_dir()
+    if not all((folder / name).is_file() for name in SESSION_EXAMPLES):
+        return {"skipped": f"the example AIGP events {SESSION_EXAMPLES} are not in {folder}"}
+    try:
+        from aigp.openlineage import build_openlineage_run_event as reference_builder
+    except ImportError:
+        return {"skipped": "the reference SDK (package aigp) is not installed"}
+    events = [json.loads((folder / name).read_text()) for name in SESSION_EXAMPLES]
+
+    def ours() -> None:
+        json.dumps(build_openlineage_run_event(events, "bench", "aigp.session"))
+
+    def reference() -> None:
         for event in events:
-            build_openlineage_run_event(event, "bench", "aigp.example")
-    return time.perf_counter_ns() - start
+            json.dumps(reference_builder(event, "bench", "aigp.session"))
+
+    case = interleave(
+        Case("builder_session", "session", sessions),
+        {"bridge": lambda: _window(ours, sessions), "reference": lambda: _window(reference, sessions)},
+        rounds,
+    )
+    data = case.to_json()
+    return {
+        "unit": "session of 3 AIGP events",
+        "examples": list(SESSION_EXAMPLES),
+        "sessions_per_window": sessions,
+        "rounds": rounds,
+        "clock": data["clock"],
+        "window_ns": data["window_ns"],
+        "wall_window_ns": data["wall_window_ns"],
+        "min_ns_per_item": data["min_ns_per_item"],
+        "median_ns_per_item": data["median_ns_per_item"],
+        "wall_min_ns_per_item": data["wall_min_ns_per_item"],
+        "problems": [],
+    }
 
 
 def measure_builder(loops: int, rounds: int) -> dict[str, Any]:
@@ -50,9 +98,15 @@ def measure_builder(loops: int, rounds: int) -> dict[str, Any]:
         events.append(event)
     if not events:
         return {"skipped": f"the builder refused every example in {folder}", "refused": refused}
-    windows = [_build_all(events, loops) for _ in range(rounds)]
+
+    def build_all() -> None:
+        for event in events:
+            build_openlineage_run_event(event, "bench", "aigp.example")
+
+    windows = [_window(build_all, loops) for _ in range(rounds)]
     calls = loops * len(events)
-    ns_per_event = min(windows) / calls
+    cpu = [w.cpu_ns for w in windows]
+    ns_per_event = min(cpu) / calls
     return {
         "unit": "event",
         "folder": str(folder),
@@ -61,7 +115,10 @@ def measure_builder(loops: int, rounds: int) -> dict[str, Any]:
         "refused": refused,
         "calls_per_round": calls,
         "rounds": rounds,
-        "window_ns": windows,
+        "clock": CLOCK,
+        "window_ns": cpu,
+        "wall_window_ns": [w.wall_ns for w in windows],
         "ns_per_event": ns_per_event,
+        "median_ns_per_event": statistics.median(cpu) / calls,
         "events_per_second": 1e9 / ns_per_event,
     }

@@ -1,16 +1,19 @@
-"""Timed measurements: interleaved rounds, a fresh provider per window, minimum over rounds.
+"""Timed measurements: interleaved rounds, a fresh provider per window, minimum and median.
 
 A window runs from just before the first span starts to the return of ``force_flush``, which
 waits for the processors' workers (the batch exporter's thread; the bridge's correlation and
-delivery threads). On a two-core machine the workers' CPU is therefore inside the window.
-The garbage collector stays enabled in every window (``gc.collect()`` runs before each one, so
-each starts from the same state); the cost of collections that a processor's allocations
-cause is part of its cost.
+delivery threads), so their work is inside the window. Each window is measured twice: the
+process CPU time of all its threads (``time.process_time_ns``, the figure the targets use: it
+does not count the time other processes on a shared machine take from this one) and the wall
+time (``time.perf_counter_ns``, a second column). The garbage collector stays enabled in every
+window (``gc.collect()`` runs before each one, so each starts from the same state); the cost of
+collections that a processor's allocations cause is part of its cost.
 """
 
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,28 @@ from bench import workloads
 from bench.setups import CONFIGS, make_setup, null_client
 
 HAND_BUILT = "hand_built"
+CLOCK = "process CPU time of all threads (time.process_time_ns); wall time (time.perf_counter_ns) beside it"
+
+
+@dataclass
+class Window:
+    """One timed window: process CPU of all threads, and wall time."""
+
+    cpu_ns: int
+    wall_ns: int
+    problems: list[str]
+
+
+class Clock:
+    """Reads both clocks at the start and the end of a window."""
+
+    def __init__(self) -> None:
+        self._cpu = time.process_time_ns()
+        self._wall = time.perf_counter_ns()
+
+    def stop(self, problems: list[str] | None = None) -> Window:
+        wall = time.perf_counter_ns() - self._wall
+        return Window(time.process_time_ns() - self._cpu, wall, problems or [])
 
 
 @dataclass
@@ -35,25 +60,37 @@ class Case:
     items: int
     """Items per window."""
     rounds_ns: dict[str, list[int]] = field(default_factory=dict)
+    """Process CPU time of each window."""
+    wall_ns: dict[str, list[int]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
-    def per_item_ns(self, config: str) -> float:
-        """The least disturbed window of ``config``, per item."""
-        return min(self.rounds_ns[config]) / self.items
+    def per_item_ns(self, config: str, *, wall: bool = False, median: bool = False) -> float:
+        """The least disturbed window of ``config`` (or the median one), per item."""
+        windows = (self.wall_ns if wall else self.rounds_ns)[config]
+        return (statistics.median(windows) if median else min(windows)) / self.items
 
-    def extra_ns(self, config: str) -> float:
+    def extra_ns(self, config: str, *, wall: bool = False, median: bool = False) -> float:
         """What ``config`` adds per item to the no-processor floor."""
-        return self.per_item_ns(config) - self.per_item_ns("none")
+        return self.per_item_ns(config, wall=wall, median=median) - self.per_item_ns(
+            "none", wall=wall, median=median
+        )
 
     def to_json(self) -> dict[str, Any]:
         configs = list(self.rounds_ns)
+        extra = [c for c in configs if c not in ("none", HAND_BUILT)] if "none" in configs else []
         return {
             "unit": self.unit,
             "items_per_window": self.items,
             "rounds": len(self.rounds_ns[configs[0]]),
+            "clock": CLOCK,
             "window_ns": self.rounds_ns,
+            "wall_window_ns": self.wall_ns,
             "min_ns_per_item": {c: self.per_item_ns(c) for c in configs},
-            "extra_ns_per_item": {c: self.extra_ns(c) for c in configs if c not in ("none", HAND_BUILT)},
+            "median_ns_per_item": {c: self.per_item_ns(c, median=True) for c in configs},
+            "extra_ns_per_item": {c: self.extra_ns(c) for c in extra},
+            "median_extra_ns_per_item": {c: self.extra_ns(c, median=True) for c in extra},
+            "wall_min_ns_per_item": {c: self.per_item_ns(c, wall=True) for c in configs},
+            "wall_extra_ns_per_item": {c: self.extra_ns(c, wall=True) for c in extra},
             "problems": self.problems,
         }
 
@@ -61,38 +98,42 @@ class Case:
 Work = Callable[[Tracer], None]
 
 
-def _span_window(config: str, work: Work, *, spans: int, runs: int) -> tuple[int, list[str]]:
+def _span_window(config: str, work: Work, *, spans: int, runs: int) -> Window:
     setup = make_setup(config, queue_hint=spans)
     gc.collect()
-    start = time.perf_counter_ns()
+    clock = Clock()
     work(setup.tracer)
     setup.flush()
-    elapsed = time.perf_counter_ns() - start
-    problems = setup.check(spans=spans, runs=runs)
+    window = clock.stop()
+    window.problems = setup.check(spans=spans, runs=runs)
     setup.shutdown()
-    return elapsed, problems
+    return window
 
 
-def _hand_window(sessions: list[workloads.HandSession]) -> tuple[int, list[str]]:
+def _hand_window(sessions: list[workloads.HandSession]) -> Window:
     client, transport = null_client()
     gc.collect()
-    start = time.perf_counter_ns()
+    clock = Clock()
     workloads.run_hand_built(client, sessions, DEFAULT_PRODUCER)
-    elapsed = time.perf_counter_ns() - start
+    window = clock.stop()
     client.close(timeout=1.0)
-    problems = [] if transport.events == len(sessions) else [f"hand_built: {transport.events} emitted"]
-    return elapsed, problems
+    if transport.events != len(sessions):
+        window.problems.append(f"hand_built: {transport.events} emitted")
+    return window
 
 
-def _interleave(case: Case, windows: dict[str, Callable[[], tuple[int, list[str]]]], rounds: int) -> Case:
+def interleave(case: Case, windows: dict[str, Callable[[], Window]], rounds: int) -> Case:
+    """One untimed warm-up of each window, then ``rounds`` rounds taking each in turn."""
     for window in windows.values():  # warm-up: imports, caches, first-call costs
         window()
     case.rounds_ns = {name: [] for name in windows}
+    case.wall_ns = {name: [] for name in windows}
     for _ in range(rounds):
         for name, window in windows.items():
-            elapsed, problems = window()
-            case.rounds_ns[name].append(elapsed)
-            case.problems.extend(p for p in problems if p not in case.problems)
+            measured = window()
+            case.rounds_ns[name].append(measured.cpu_ns)
+            case.wall_ns[name].append(measured.wall_ns)
+            case.problems.extend(p for p in measured.problems if p not in case.problems)
     return case
 
 
@@ -104,10 +145,10 @@ def measure_spans(name: str, spans: int, rounds: int, *, governed: bool) -> Case
     def work(tracer: Tracer) -> None:
         workloads.run_spans(tracer, spans, events)
 
-    def window(config: str) -> Callable[[], tuple[int, list[str]]]:
+    def window(config: str) -> Callable[[], Window]:
         return lambda: _span_window(config, work, spans=spans + roots, runs=roots if governed else 0)
 
-    return _interleave(Case(name, "span", spans), {c: window(c) for c in CONFIGS}, rounds)
+    return interleave(Case(name, "span", spans), {c: window(c) for c in CONFIGS}, rounds)
 
 
 def measure_sessions(sessions: int, rounds: int) -> Case:
@@ -119,9 +160,50 @@ def measure_sessions(sessions: int, rounds: int) -> Case:
     def work(tracer: Tracer) -> None:
         workloads.run_sessions(tracer, events)
 
-    def window(config: str) -> Callable[[], tuple[int, list[str]]]:
+    def window(config: str) -> Callable[[], Window]:
         return lambda: _span_window(config, work, spans=spans, runs=sessions)
 
     windows = {c: window(c) for c in CONFIGS}
     windows[HAND_BUILT] = lambda: _hand_window(hand)
-    return _interleave(Case("governed_session", "session", sessions), windows, rounds)
+    return interleave(Case("governed_session", "session", sessions), windows, rounds)
+
+
+def measure_sustained(sessions: int, rounds: int) -> dict[str, Any]:
+    """Governed sessions per second through one process: the application thread makes them as
+    fast as it can, the bridge delivers every one to the null (serialising) transport.
+
+    The queues are sized so that nothing is shed (a shed run would make the rate a lie; the
+    window is checked). The rate counts all the process does, the application's own spans
+    included: sessions over the window's process CPU time (the target), and over wall time.
+    """
+    events = workloads.session_events(sessions)
+    spans = sessions * (1 + len(workloads.SESSION_CHILDREN))
+
+    def window() -> Window:
+        setup = make_setup("bridge", queue_hint=spans, max_queue_size=spans + 64)
+        gc.collect()
+        clock = Clock()
+        workloads.run_sessions(setup.tracer, events)
+        setup.flush()
+        measured = clock.stop()
+        measured.problems = setup.check(runs=sessions)
+        setup.shutdown()
+        return measured
+
+    case = interleave(Case("sustained_sessions", "session", sessions), {"bridge": window}, rounds)
+    cpu, wall = case.rounds_ns["bridge"], case.wall_ns["bridge"]
+    return {
+        "unit": "sessions per second",
+        "sessions_per_window": sessions,
+        "rounds": rounds,
+        "clock": CLOCK,
+        "window_ns": cpu,
+        "wall_window_ns": wall,
+        "per_cpu_second": _rates(sessions, cpu),
+        "per_wall_second": _rates(sessions, wall),
+        "problems": case.problems,
+    }
+
+
+def _rates(items: int, windows_ns: list[int]) -> dict[str, float]:
+    return {"best": items * 1e9 / min(windows_ns), "median": items * 1e9 / statistics.median(windows_ns)}

@@ -49,18 +49,24 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert rounds >= 7
     assert results["machine"]["cpus"] >= 1 and results["machine"]["python"]
     measurements = results["measurements"]
-    assert set(measurements) == {*TIMED, "pending_trace_memory", "flood_rss", "builder_throughput"}
+    assert set(measurements) == {
+        *TIMED, "pending_trace_memory", "flood_rss", "builder_throughput", "builder_session",
+        "sustained_sessions",
+    }
 
     for case, configs in TIMED.items():
         data = measurements[case]
         assert data["problems"] == [], (case, data["problems"])
         assert set(data["window_ns"]) == set(configs)
         for config in configs:
-            assert len(data["window_ns"][config]) == rounds
-            assert all(_positive(ns) for ns in data["window_ns"][config])
-            assert _positive(data["min_ns_per_item"][config])
-        assert set(data["extra_ns_per_item"]) == {"batch", "bridge"}
-        assert all(_finite(ns) for ns in data["extra_ns_per_item"].values())
+            for clock in ("window_ns", "wall_window_ns"):  # process CPU time, and wall time
+                assert len(data[clock][config]) == rounds
+                assert all(_positive(ns) for ns in data[clock][config])
+            for statistic in ("min_ns_per_item", "median_ns_per_item", "wall_min_ns_per_item"):
+                assert _positive(data[statistic][config])
+        for extra in ("extra_ns_per_item", "median_extra_ns_per_item", "wall_extra_ns_per_item"):
+            assert set(data[extra]) == {"batch", "bridge"}
+            assert all(_finite(ns) for ns in data[extra].values())
 
     memory = measurements["pending_trace_memory"]
     assert memory["problems"] == []
@@ -74,13 +80,26 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
         assert _finite(flood[config]["peak_growth_kib"])
     assert flood["bridge"]["bridge_stats"]["runs_emitted"] > 0
 
+    sustained = measurements["sustained_sessions"]
+    assert sustained["problems"] == []  # every session delivered, nothing shed
+    for rate in ("per_cpu_second", "per_wall_second"):
+        assert _positive(sustained[rate]["best"]) and _positive(sustained[rate]["median"])
+
+    session = measurements["builder_session"]
+    assert "skipped" not in session  # a clone carries the examples; the dev extra the reference SDK
+    for statistic in ("min_ns_per_item", "median_ns_per_item"):
+        assert _positive(session[statistic]["bridge"]) and _positive(session[statistic]["reference"])
+
     builder = measurements["builder_throughput"]
     assert "skipped" not in builder  # a clone carries the example events
     assert builder["built"] > 0
     assert _positive(builder["ns_per_event"]) and _positive(builder["events_per_second"])
 
     targets = {t["name"]: t for t in results["targets"]}
-    assert set(targets) == {"ungoverned_span", "governed_span", "governed_session", "pending_trace_memory"}
+    assert set(targets) == {
+        "ungoverned_span", "governed_span", "governed_session", "builder_session", "sustained_sessions",
+        "pending_trace_memory",
+    }
     for target in targets.values():
         assert target["ratio"] is None or _finite(target["ratio"])
         assert target["met"] in (True, False, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,10 @@ def test_flood_without_an_outbox_counts_every_session_it_sheds() -> None:
     transport = GateTransport()
     provider, processor = small_bridge(transport)
     produced = flood(processor, provider)
+    deadline = time.monotonic() + 120
+    while processor.stats()["runs_decided"] < len(produced) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the correlation worker gathers; every run must be decided while held
+    assert not processor.force_flush(200), "delivery is held"  # its token passed every hand-over
     transport.gate.set()
     processor.shutdown()
     delivered = [e["run"]["runId"] for e in transport.events]

@@ -1,0 +1,166 @@
+"""RunEvents with plain-dict facets are the RunEvents the facet classes define, byte for byte.
+
+Delivery emits ``build_run_event`` (the client's event classes, facets as dicts), the outbox
+stores ``run_event_dict`` written with ``json.dumps(..., sort_keys=True)``, and the builder API
+returns ``run_event_dict``: each must serialise exactly as ``class_built_run_event`` (every facet
+an object of its class, ``_schemaURL`` and ``_producer`` included) does with the client's
+``Serde``. Checked on every kind of run: complete, failed with a stack trace, running, a nested
+run with a parent, several agents, resources with several hashes and versions, denied,
+ungoverned, and an empty producer (the client's own default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import RunState
+from openlineage.client.serde import Serde
+
+from aigp_otel_bridge.aggregate import ResourceSummary
+from aigp_otel_bridge.build import (
+    DecidedRun,
+    build_governance_facet,
+    build_inputs,
+    build_run_event,
+    class_built_run_event,
+    run_event_dict,
+    run_event_json,
+)
+from aigp_otel_bridge.deliver import stored_row
+from aigp_otel_bridge.links import RunIdentity, RunParent
+from aigp_otel_bridge.openlineage import (
+    _session_run,
+    build_governance_run_facet,
+    build_openlineage_run_event,
+    build_resource_input_facets,
+)
+from aigp_otel_bridge.outbox import EventKey
+from aigp_otel_bridge.records import ErrorInfo
+from tests.conftest import CaptureTransport
+from tests.schemas import validate_run_event
+
+EXAMPLES = Path(__file__).resolve().parent / "data" / "examples" / "aigp-events"
+PRODUCER = "https://example.com/aigp-otel-bridge"
+SESSION = ("inject-success-otel.json", "tool-invoked.json", "memory-read.json", "model-loaded.json")
+
+
+def _example(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((EXAMPLES / name).read_text())
+    return document
+
+
+def _session() -> list[dict[str, Any]]:
+    return [_example(name) for name in SESSION]
+
+
+def _base_run() -> DecidedRun:
+    return _session_run(_session(), "finco.trading", "trading-bot.invoke")
+
+
+def _runs() -> dict[str, DecidedRun]:
+    base = _base_run()
+    summary = base.summary
+    several = ResourceSummary(
+        type="prompt",
+        name="prompt.trader-system",
+        version=7,
+        observed_versions=(6, 7),
+        leaf_hashes=("a" * 64, "b" * 64),
+        content_hashes=("c" * 64, "d" * 64),
+        denied=True,
+    )
+    ungoverned = ResourceSummary(type="tool", name="tool.unseen", governed=False)
+    caller = RunIdentity("3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", "finco", "planner.invoke")
+    top = RunIdentity("0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d", "finco", "desk.invoke")
+    return {
+        "complete": base,
+        "failed": dataclasses.replace(
+            base, event_type=RunState.FAIL, error=ErrorInfo("backend down", "Traceback ...\nValueError")
+        ),
+        "failed without trace": dataclasses.replace(base, event_type=RunState.FAIL, error=ErrorInfo("x")),
+        "running": dataclasses.replace(
+            base, event_type=RunState.RUNNING, complete=False, nominal_end_ns=None
+        ),
+        "no nominal time": dataclasses.replace(base, nominal_start_ns=None, nominal_end_ns=None),
+        "nested": dataclasses.replace(base, parent=RunParent(caller, top)),
+        "several agents and hashes": dataclasses.replace(
+            base,
+            summary=dataclasses.replace(
+                summary,
+                agent_ids=("agent.a", "agent.b"),
+                resources=(*summary.resources, several, ungoverned),
+                ungoverned_count=1,
+                leaf_count=None,
+                classification=None,
+            ),
+        ),
+    }
+
+
+@pytest.mark.parametrize("producer", [PRODUCER, ""])
+@pytest.mark.parametrize("kind", list(_runs()))
+def test_dict_facets_serialise_exactly_as_the_facet_classes(kind: str, producer: str) -> None:
+    run = _runs()[kind]
+    reference = Serde.to_json(class_built_run_event(run, producer))
+    assert Serde.to_json(build_run_event(run, producer)) == reference
+    assert json.dumps(run_event_dict(run, producer), sort_keys=True) == reference
+    assert run_event_json(run, producer) == reference
+    assert run_event_dict(run, producer) == Serde.to_dict(class_built_run_event(run, producer))
+    validate_run_event(run_event_dict(run, producer))
+
+
+def test_the_outbox_row_is_the_class_built_json_and_key() -> None:
+    run = _runs()["failed"]
+    row = stored_row(run, PRODUCER, error="down", attempts=1, delay_s=0.0)
+    event = class_built_run_event(run, PRODUCER)
+    assert row.payload == Serde.to_json(event)
+    assert row.key == EventKey(event.run.runId, "FAIL", event.eventTime)
+
+
+def test_builder_api_facets_are_the_class_built_facets() -> None:
+    run = _runs()["complete"]
+    facet_run = dataclasses.replace(run, job_namespace="default", job_name="session")
+    assert build_governance_run_facet(_session(), producer=PRODUCER) == Serde.to_dict(
+        build_governance_facet(facet_run, PRODUCER)
+    )
+    assert build_resource_input_facets(_session(), producer=PRODUCER) == [
+        Serde.to_dict(facet)
+        for dataset in build_inputs(facet_run, PRODUCER)
+        for facet in (dataset.inputFacets or {}).values()
+    ]
+    built = build_openlineage_run_event(_session(), "finco.trading", "trading-bot.invoke", producer=PRODUCER)
+    assert built == Serde.to_dict(class_built_run_event(run, PRODUCER))
+
+
+def test_builder_results_share_nothing_with_later_events() -> None:
+    first = build_openlineage_run_event(_session(), "finco", "bot.invoke")
+    first["job"]["facets"]["jobType"]["jobType"] = "CHANGED"
+    first["run"]["facets"]["processing_engine"]["name"] = "CHANGED"
+    second = build_openlineage_run_event(_session(), "finco", "bot.invoke")
+    assert second["job"]["facets"]["jobType"]["jobType"] == "AGENT"
+    assert second["run"]["facets"]["processing_engine"]["name"] == "aigp-otel-bridge"
+
+
+def test_emitting_leaves_the_shared_constant_facets_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client's ``emit`` adds tags and environment facets beside ours; later events are as
+    the first, and each emitted event carries what the client added."""
+    monkeypatch.setenv("OPENLINEAGE__TAGS__JOB__team", "desk")
+    monkeypatch.setenv("OPENLINEAGE__TAGS__RUN__shift", "night")
+    transport = CaptureTransport()
+    client = OpenLineageClient(transport=transport)
+    run = _runs()["complete"]
+    expected = Serde.to_dict(class_built_run_event(run, PRODUCER))
+    for _ in range(2):
+        client.emit(build_run_event(run, PRODUCER))
+    emitted = transport.wait_for(2)
+    for event in emitted:
+        assert {tag["key"] for tag in event["job"]["facets"]["tags"]["tags"]} == {"team"}
+        assert "tags" in event["run"]["facets"]
+        del event["job"]["facets"]["tags"], event["run"]["facets"]["tags"]
+        assert event == expected
+    assert Serde.to_dict(build_run_event(run, PRODUCER)) == expected
