@@ -139,6 +139,9 @@ class Deliverer:
         self._unresolved: set[int] = set()
         self._in_flight: _Pending | None = None
         self._in_flight_since = 0.0
+        self._replaying = False
+        self._leased: list[int] = []
+        """Outbox rows the delivery thread is replaying now; released by a shutdown that gives up on it."""
         self._spill: deque[tuple[int, NewRow]] = deque()
         self._spill_bytes = 0
         self._seq = 0
@@ -218,11 +221,11 @@ class Deliverer:
                 pending.next_at = 0.0
             heapq.heapify(self._retry)
             self._cond.notify_all()
-            while self._ready or self._retry or self._in_flight is not None:
+            while self._ready or self._retry or self._in_flight is not None or self._replaying:
                 now = time.monotonic()
                 if now >= deadline or not self._thread.is_alive():
                     break
-                if self._outbox is not None and self._in_flight is not None and (
+                if self._outbox is not None and (self._in_flight is not None or self._replaying) and (
                     now - self._in_flight_since > STUCK_EMIT_S
                 ):
                     break
@@ -230,6 +233,7 @@ class Deliverer:
             left = list(self._ready) + self._retry
             if self._in_flight is not None:
                 left.append(self._in_flight)  # may still arrive as well: at least once
+            unfinished = list(self._leased)  # may still arrive as well; due now for the next process
             self._ready.clear()
             self._retry.clear()
             self._bytes = 0
@@ -237,6 +241,7 @@ class Deliverer:
             self._cond.notify_all()
         for pending in left:
             self._keep_or_drop(pending, "it was still undelivered at shutdown")
+        self._release(unfinished)
         with self._cond:
             self._storage_stop = True
             self._spill_cond.notify_all()
@@ -290,6 +295,16 @@ class Deliverer:
                 self._spill_cond.notify()
                 return
         self._drop(pending, reason)
+
+    def _release(self, row_ids: list[int]) -> None:
+        """Give up the leases on outbox rows this process will not finish, so that the next
+        process need not wait them out."""
+        if not row_ids or self._outbox is None:
+            return
+        try:
+            self._outbox.release(row_ids)
+        except Exception as failure:  # the lease then runs out on its own
+            self._log.log(logging.ERROR, "outbox", "could not write to the outbox: %s", describe(failure))
 
     def _drop(self, pending: _Pending, why: str) -> None:
         with self._cond:
@@ -375,6 +390,7 @@ class Deliverer:
                     return item
                 if self._outbox is not None and not self._stopping and now >= self._outbox_due_at:
                     self._outbox_due_at = now + _OUTBOX_POLL_S
+                    self._replaying, self._in_flight_since = True, now
                     return _POLL_OUTBOX
                 waits = [self._retry[0].next_at - now] if self._retry else []
                 if self._outbox is not None and not self._stopping:
@@ -382,11 +398,21 @@ class Deliverer:
                 self._cond.wait(max(0.0, min(waits)) if waits else None)
 
     def _replay_due(self) -> None:
-        """Deliver one due outbox row (outside the lock); look again soon while rows are due."""
+        """Deliver one due outbox row (outside the lock); look again soon while rows are due.
+
+        Shutdown waits for it like for a run in flight, and releases the row if it gives up.
+        """
         outbox = self._outbox
         assert outbox is not None
         try:
             rows = outbox.take_due(limit=1)
+            leased = [row.row_id for row in rows]
+            with self._cond:
+                given_up = self._closed  # shutdown did not wait for this replay: leave the rows
+                self._leased = leased
+            if given_up:
+                self._release(leased)
+                return
             for row in rows:
                 if replay_row(outbox, row, self._try_emit, self._max_backoff):
                     self._stats.runs_replayed += 1
@@ -394,22 +420,32 @@ class Deliverer:
         except Exception as failure:
             self._log.log(logging.ERROR, "outbox", "could not read the outbox: %s", describe(failure))
             soonest = _OUTBOX_POLL_S
+        finally:
+            with self._cond:
+                self._replaying, self._leased = False, []
+                self._cond.notify_all()
         wait = _OUTBOX_POLL_S if soonest is None else min(soonest, _OUTBOX_POLL_S)
         with self._cond:
             self._outbox_due_at = min(self._outbox_due_at, time.monotonic() + wait)
 
     def _deliver(self, pending: _Pending) -> None:
+        """One attempt, settled (resolved, stored, requeued or dropped) while the run still counts
+        as in flight: a shutdown that saw nothing in flight must find the run settled."""
+        try:
+            self._attempt(pending)
+        finally:
+            self._finish_attempt()
+
+    def _attempt(self, pending: _Pending) -> None:
         pending.attempts += 1
         try:
             event = build_run_event(pending.run, self._producer)
         except Exception:
             self._stats.build_failures += 1
             self._log.log(logging.ERROR, "build", "could not build a RunEvent", exc_info=True)
-            self._finish_attempt()
             self._drop(pending, "it could not be built")
             return
         error = self._try_emit(event)
-        self._finish_attempt()
         if error is None:
             with self._cond:
                 self._unresolved.discard(pending.seq)

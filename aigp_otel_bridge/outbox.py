@@ -287,6 +287,14 @@ class Outbox:
                 (error[:LAST_ERROR_MAX], time.time() + retry_in_s, row_id),
             )
 
+    def release(self, row_ids: Sequence[int]) -> None:
+        """Make leased rows due now: a process that stops without finishing them hands them on."""
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE pending_runs SET next_attempt_at = MIN(next_attempt_at, ?) WHERE id = ?",
+                [(time.time(), row_id) for row_id in row_ids],
+            )
+
     def release_all(self) -> None:
         """Make every row due now (a manual replay does not wait for backoff or leases)."""
         with self._transaction() as db:
