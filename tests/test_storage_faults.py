@@ -225,8 +225,9 @@ def test_100_forks_under_outbox_write_load_every_child_exits_with_its_run_stored
     assert processor.force_flush(60_000)
     stored = stored_run_ids(tmp_path)
     reports = [json.loads((tmp_path / f"child-{pid}").read_text()) for pid in children]
-    for report in reports:  # stored (the usual case), or counted by a child forked mid-write
-        assert (report["flushed"] and report["run_id"] in stored) or report["dropped"] == 1, report
+    for report in reports:  # stored (the usual case), or counted by a child forked mid-write; a
+        # loaded machine may make a child's flush time out, never its run vanish
+        assert report["run_id"] in stored or report["dropped"] == 1, report
     assert any(report["run_id"] in stored for report in reports), "a child forked between writes stores"
     assert set(parent_runs) <= stored
     provider.shutdown()
