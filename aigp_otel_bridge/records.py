@@ -459,6 +459,22 @@ class RootFacts:
     """The root's ``gen_ai.agent.name``, when valid: the task in the default job name."""
 
 
+@dataclass(frozen=True, slots=True)
+class GenAIFacts:
+    """What a span's GenAI attributes (contract section 9) say about the resources it used."""
+
+    tool: str | None = None
+    """``tool.<gen_ai.tool.name>`` of an ``execute_tool`` span."""
+    model: str | None = None
+    """``model.<model>``: the response model (what ran), else the request model."""
+    provider: str | None = None
+    """``gen_ai.provider.name`` (else the older ``gen_ai.system``), kept with the model."""
+    agent_name: str | None = None
+    """``gen_ai.agent.name``: a candidate task for the run's job name."""
+    invalid: int = 0
+    """Values left out as invalid."""
+
+
 @dataclass(slots=True)
 class SpanFacts:
     """Everything correlation needs of one finished span: where it belongs, and what it carries."""
@@ -473,6 +489,10 @@ class SpanFacts:
     records: list[GovernanceRecord]
     root: RootFacts | None
     """Set for a local root."""
+    span_id: int = 0
+    parent_span_id: int | None = None
+    genai: GenAIFacts | None = None
+    """Set when the span carries GenAI attributes the bridge reads."""
 
 
 def identity(mapping: Mapping[str, Any] | None, key: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
@@ -540,6 +560,47 @@ def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     )
 
 
+def _genai_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
+    """A GenAI value as a resource name (``tool.x``, ``model.x``), checked like any name."""
+    if not isinstance(value, str) or not value:
+        return read.name(None)  # counted
+    return read.name(value if keep_prefixed and value.startswith(prefix) else prefix + value)
+
+
+def genai_facts(attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> GenAIFacts | None:
+    """The GenAI facts of a span's attributes (contract section 9), None when it has none."""
+    if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+        return None
+    read = _Reader(limits)
+    tool_value = attributes.get(sc.GEN_AI_TOOL_NAME)
+    tool = None if tool_value is None else _genai_name("tool.", tool_value, read, keep_prefixed=True)
+    model_value = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
+    model = None if model_value is None else _genai_name("model.", model_value, read, keep_prefixed=False)
+    provider = None
+    if model is not None:
+        provider = read.text(attributes.get(sc.GEN_AI_PROVIDER_NAME) or attributes.get(sc.GEN_AI_SYSTEM))
+    agent_name = read.text(attributes.get(sc.GEN_AI_AGENT_NAME))
+    return GenAIFacts(tool, model, provider, agent_name, read.invalid)
+
+
+def names_tool(record: GovernanceRecord) -> bool:
+    return any(ref.type == "tool" for ref in record.resources)
+
+
+def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
+    """A record that names no tool, made about ``tool`` (the ``execute_tool`` span it sits on or
+    under). Its flat hash is the tool's own content hash only when the tool is all it covers."""
+    if names_tool(record):
+        return record
+    if record.resources:
+        resources = tuple(replace(r, content_hash=None) if r.content_hash else r for r in record.resources)
+        content = None
+    else:
+        resources = ()
+        content = record.governance_hash if record.hash_type == "sha256" else None
+    return replace(record, resources=(*resources, ResourceRef("tool", tool, None, None, content)))
+
+
 class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
@@ -558,6 +619,10 @@ class Extractor:
 
     def span(self, note: SpanNote) -> SpanFacts:
         local_root = note.local_root
+        records = records_from_note(note, self._limits)
+        genai = genai_facts(note.attributes, self._limits)
+        if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
+            records = [about_tool(record, genai.tool) for record in records]
         return SpanFacts(
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
@@ -565,6 +630,9 @@ class Extractor:
             note.start_ns,
             note.end_ns,
             self.resource(note.resource),
-            records_from_note(note, self._limits),
+            records,
             root_facts(note, self._limits) if local_root else None,
+            note.span_id,
+            note.parent_span_id,
+            genai,
         )

@@ -54,7 +54,9 @@ def _load_example(name: str) -> ModuleType:
     return module
 
 
-GENAI_INPUTS = ["model.gpt-4o", "policy.research-sources", "prompt.research-system", "tool.search-papers"]
+GENAI_INPUTS = [
+    "model.gpt-4o-2024-08-06", "policy.research-sources", "prompt.research-system", "tool.search_papers"
+]
 
 
 def test_genai_agent_prints_one_valid_run_event_named_after_the_genai_agent() -> None:
@@ -70,7 +72,7 @@ def test_genai_agent_prints_one_valid_run_event_named_after_the_genai_agent() ->
 
 
 def test_genai_and_aigp_namespaces_coexist_on_the_same_spans() -> None:
-    """The bridge reads only aigp.*; the gen_ai.* spans reach the tracing backend untouched."""
+    """The gen_ai.* spans reach the tracing backend untouched; the bridge takes only names from them."""
     spans = InMemorySpanExporter()
     transport = CaptureTransport()
     _load_example("genai_agent").main(client=OpenLineageClient(transport=transport), span_exporter=spans)
@@ -89,6 +91,14 @@ def test_genai_and_aigp_namespaces_coexist_on_the_same_spans() -> None:
     governance = event["run"]["facets"]["aigp_governance"]
     assert governance["eventCount"] == aigp_events + governed_spans
     assert sorted(d["name"] for d in event["inputs"]) == GENAI_INPUTS
+    facets = {d["name"]: d["inputFacets"]["aigp_resource"] for d in event["inputs"]}
+    # The tool is named by its execute_tool span and governed by the SDK event on it.
+    assert facets["tool.search_papers"]["governed"] is True
+    assert facets["tool.search_papers"]["contentHash"]
+    assert facets["model.gpt-4o-2024-08-06"]["provider"] == "openai"
+    assert governance["ungovernedResourceCount"] == 0
+    # Names only: token counts and other gen_ai.* values stay in the tracing backend.
+    assert ": 412" not in json.dumps(event)  # input tokens of the first chat
     assert not any(key.startswith("gen_ai") for key in json.dumps(event).split('"'))
 
 
