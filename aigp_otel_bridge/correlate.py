@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.records import (
@@ -79,20 +79,25 @@ class Overflow:
             )
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _GenAI:
-    """What a run's GenAI spans said (contract section 9); allocated only for runs that have some,
-    or whose records sit below spans the run has not seen end yet."""
+    """What a run's GenAI spans said (contract section 9); only for runs that have some, or whose
+    records sit below spans the run has not seen end yet. Replaced, never changed (but for its
+    dicts), so that runs which only observed the same tools and models share one."""
 
-    observed: dict[tuple[str, str], str | None] = field(default_factory=dict)
-    """Tools and models seen, with a model's provider."""
-    tools: dict[int, str] = field(default_factory=dict)
+    observed: tuple[Observed, ...] = ()
+    """Tools and models seen, with a model's provider, sorted."""
+    tools: dict[int, str] | None = None
     """``execute_tool`` spans seen: span id -> tool input name."""
-    waiting: dict[int, list[str]] = field(default_factory=dict)
+    waiting: dict[int, list[str]] | None = None
     """Keys of tool-less records by the span id of the nearest ancestor not yet seen ending."""
     agent: tuple[int, int, str] | None = None
     """The outermost span under the root with ``gen_ai.agent.name``: (start, -end, name); the
     earliest started is the outermost, since a span starts before every span under it."""
+
+
+_NO_GENAI = _GenAI()
+_SHARED_GENAI_MAX = 1024
 
 
 @dataclass(slots=True)
@@ -187,6 +192,8 @@ class Correlator:
         """Runs whose terminal event went out, oldest first, bounded by count and by time."""
         self._late: dict[RunKey, _Ended] = {}
         """Ended runs that received records since their last event."""
+        self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
+        """One ``_GenAI`` per set of observations, for runs that have nothing else."""
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -312,26 +319,40 @@ class Correlator:
 
     def _observe(self, run: _Run, span: SpanFacts, genai: GenAIFacts) -> None:
         """Note the tool, model and agent name a GenAI span names."""
-        state = run.genai = run.genai or _GenAI()
+        state = run.genai or _NO_GENAI
+        observed = state.observed
         seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
         for resource_type, name, provider in seen:
             if name is None:
                 continue
-            key = (resource_type, name)
-            if key in state.observed:
-                if provider is not None and state.observed[key] is None:
-                    state.observed[key] = provider
-            elif len(state.observed) < self._max_records:
-                state.observed[key] = provider
-            else:
+            known = next((o for o in observed if o[0] == resource_type and o[1] == name), None)
+            if known is None and len(observed) >= self._max_records:
                 self._stats.invalid_values += 1
+            elif known is None or (known[2] is None and provider is not None):
+                others = tuple(o for o in observed if o is not known)
+                observed = tuple(sorted((*others, (resource_type, name, provider))))
+        agent = state.agent
         if genai.agent_name is not None and span.root is None:
             candidate = (span.start_ns, -span.end_ns, genai.agent_name)
-            if state.agent is None or candidate < state.agent:
-                state.agent = candidate
+            agent = candidate if agent is None or candidate < agent else agent
+        tools = state.tools
         if genai.tool is not None and span.root is None:
-            state.tools[span.span_id] = genai.tool
+            tools = tools if tools is not None else {}
+            tools[span.span_id] = genai.tool
+        if (observed, agent, tools) != (state.observed, state.agent, state.tools):
+            state = self._genai(replace(state, observed=observed, agent=agent, tools=tools))
+            run.genai = state
+        if genai.tool is not None and span.root is None and state.waiting:
             self._about_tool(run, state.waiting.pop(span.span_id, []), genai.tool)
+
+    def _genai(self, state: _GenAI) -> _GenAI:
+        """The state, shared with other runs when it holds only observations."""
+        if state.tools is not None or state.waiting is not None or state.agent is not None:
+            return state
+        shared = self._shared_genai
+        if len(shared) >= _SHARED_GENAI_MAX:
+            shared.clear()
+        return shared.setdefault(state.observed, state)
 
     def _place_tool_less(self, run: _Run, span: SpanFacts, keys: list[str], root_id: int | None) -> None:
         """Tool-less records of a span under the root wait for the nearest ``execute_tool``
@@ -341,17 +362,19 @@ class Correlator:
         state = run.genai
         if span.genai is not None and span.genai.tool is not None:
             return  # extraction made this span's records about its own tool
-        moved = state.waiting.pop(span.span_id, []) if state is not None else []
+        moved = state.waiting.pop(span.span_id, []) if state is not None and state.waiting else []
         keys = [key for key in keys if not names_tool(run.records[key])] + moved
         parent = span.parent_span_id
         if not keys or parent is None or parent == root_id or parent == run.root_span_id:
             return  # under the root alone: about the root's tool, if it is one (at its end)
-        state = run.genai = state or _GenAI()
-        tool = state.tools.get(parent)
+        tool = state.tools.get(parent) if state is not None and state.tools else None
         if tool is not None:
             self._about_tool(run, keys, tool)
-        else:
-            state.waiting.setdefault(parent, []).extend(keys)
+            return
+        if state is None or state.waiting is None:
+            state = run.genai = replace(state or _NO_GENAI, waiting={})
+        assert state.waiting is not None
+        state.waiting.setdefault(parent, []).extend(keys)
 
     def _about_tool(self, run: _Run, keys: list[str], tool: str) -> None:
         records = run.records
@@ -466,7 +489,7 @@ class Correlator:
             resource=run.resource,
             first_start_ns=run.first_start_ns,
             last_end_ns=run.last_end_ns,
-            observed=tuple(sorted((t, n, p) for (t, n), p in state.observed.items())) if state else (),
+            observed=state.observed if state is not None else (),
             agent_name=state.agent[2] if state is not None and state.agent is not None else None,
             job=job,
             run_key=run.key,

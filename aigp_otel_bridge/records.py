@@ -9,6 +9,7 @@ hashing helpers and the note.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -106,6 +107,8 @@ class _Reader:
     def proof(self, digest: object, kind: object) -> tuple[str | None, str | None]:
         """A governance hash and its hash type; a valid hash without a type is a flat SHA-256."""
         governance_hash = self.hash(digest)
+        if governance_hash is not None:  # one string for a hash that recurs (same content)
+            governance_hash = sys.intern(governance_hash)
         hash_type = self.choice(kind, sc.HASH_TYPES)
         return governance_hash, "sha256" if governance_hash and hash_type is None else hash_type
 
@@ -206,7 +209,20 @@ def _refs(
     content = None
     if governance_hash and hash_type == "sha256" and len({(t, n) for t, n, _, _ in raw}) == 1:
         content = governance_hash
-    return tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
+    refs = tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
+    return _shared(refs) if refs else ()
+
+
+_SHARED_REFS: dict[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = {}
+_SHARED_REFS_MAX = 4096
+
+
+def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
+    """One object for equal resource tuples: agents use the same policies and prompts (same
+    content, same hash) run after run, and pending runs then share what they name."""
+    if len(_SHARED_REFS) >= _SHARED_REFS_MAX:
+        _SHARED_REFS.clear()
+    return _SHARED_REFS.setdefault(refs, refs)
 
 
 def record_from_attributes(
