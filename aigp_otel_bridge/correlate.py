@@ -321,6 +321,9 @@ class Correlator:
         """Note the tool, model and agent name a GenAI span names."""
         state = run.genai or _NO_GENAI
         observed = state.observed
+        if (genai.tool is None and genai.agent_name is None and genai.model is not None
+                and ("model", genai.model, genai.provider) in observed):
+            return  # a model seen before, as chat spans repeat it: nothing new
         seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
         for resource_type, name, provider in seen:
             if name is None:

@@ -621,11 +621,29 @@ class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_limits", "_resource")
+    __slots__ = ("_genai", "_limits", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
+        self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
+        """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
+
+    def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
+        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+            return None
+        values = tuple(attributes.get(key) for key in sc.GEN_AI_KEYS)
+        try:
+            return self._genai[values]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value (a list): read it afresh
+            return genai_facts(attributes, self._limits)
+        facts = genai_facts(attributes, self._limits)
+        if len(self._genai) >= 1024:
+            self._genai.clear()
+        self._genai[values] = facts
+        return facts
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
         known = self._resource
@@ -636,7 +654,7 @@ class Extractor:
     def span(self, note: SpanNote) -> SpanFacts:
         local_root = note.local_root
         records = records_from_note(note, self._limits)
-        genai = genai_facts(note.attributes, self._limits)
+        genai = self.genai(note.attributes)
         if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
             records = [about_tool(record, genai.tool) for record in records]
         return SpanFacts(

@@ -219,3 +219,32 @@ def test_ended_runs_are_remembered_within_bounds_and_forgetting_is_counted(
     assert [e["eventType"] for e in transport.events] == ["COMPLETE", "COMPLETE", "OTHER"]
     assert transport.events[2]["run"]["runId"] == transport.events[1]["run"]["runId"]
     assert transport.events[2]["job"]["name"] == transport.events[1]["job"]["name"] == "support-bot.second"
+
+
+def test_a_model_its_trace_already_sent_is_not_noted_again_in_process(make_bridge: Bridge) -> None:
+    """Chat spans repeat their model call after call: in process, only the first reaches correlation;
+    a span naming a tool or an agent always does, and so does every span of a front door that may
+    see spans again (OTLP retries), which keeps no such memory."""
+    provider, _, _, _ = _session(make_bridge)
+    sent: dict[tuple[Any, ...], None] = {}
+    in_process: list[Any] = []
+    remembered_nothing: list[Any] = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span: Any) -> None:
+            in_process.append(capture_span(span, None, sent))
+            remembered_nothing.append(capture_span(span))
+
+    provider.add_span_processor(Keep())
+    span = provider.get_tracer("pydantic-ai").start_as_current_span
+    with span("root"):
+        for _ in range(3):
+            with span("chat gpt-4o", attributes=CHAT):
+                pass
+        with span("chat gpt-4o", attributes={**CHAT, "gen_ai.response.model": "gpt-4o-mini"}):
+            pass
+        for _ in range(2):
+            with span("execute_tool t", attributes=tool_span("t")):
+                pass
+    assert [note is not None for note in in_process] == [True, False, False, True, True, True, True]
+    assert all(note is not None for note in remembered_nothing)

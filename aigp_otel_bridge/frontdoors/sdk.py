@@ -47,6 +47,28 @@ def _governed_keys(keys: tuple[str, ...]) -> int:
     return verdict
 
 
+ModelsSent = dict[tuple[Any, ...], None]
+_MODELS_SENT_MAX = 4096
+
+
+def _model_sent_before(sent: ModelsSent | None, trace_id: int, attributes: Mapping[str, Any]) -> bool:
+    """A span that names only a model its trace already sent (chat spans repeat it call after
+    call) tells its run nothing new: one dict lookup instead of a note. ``sent`` is the front
+    door's own memory; None (a front door whose spans may come again, as OTLP retries) notes all."""
+    if sent is None or sc.GEN_AI_TOOL_NAME in attributes or sc.GEN_AI_AGENT_NAME in attributes:
+        return False
+    key = (trace_id, *(attributes.get(k) for k in sc.GEN_AI_KEYS[2:]))
+    try:
+        if key in sent:
+            return True
+        if len(sent) >= _MODELS_SENT_MAX:
+            sent.clear()
+        sent[key] = None
+    except TypeError:  # an unhashable value: always noted
+        pass
+    return False
+
+
 def _genai_only(attributes: Mapping[str, Any]) -> dict[str, Any]:
     """The few GenAI attributes the bridge reads, so a note never keeps a span's messages alive."""
     return {key: attributes[key] for key in sc.GEN_AI_KEYS if key in attributes}
@@ -56,7 +78,9 @@ def _event(event: Any) -> NoteEvent:
     return NoteEvent(event.name, event.timestamp, plain(event.attributes))
 
 
-def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
+def capture_span(
+    span: Any, local_root_of: dict[int, int] | None = None, models_sent: ModelsSent | None = None
+) -> SpanNote | None:
     """The compact note of a finished SDK span, or None when it matters to no run.
 
     ``local_root_of`` maps open span ids to their local root (kept by the span processor from
@@ -81,7 +105,9 @@ def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> Span
     verdict = _governed_keys(tuple(attributes)) if attributes else 0
     governed_attributes = verdict == _GOVERNED
     governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    if not (local_root or governance_events or verdict):
+    if not (local_root or governance_events or governed_attributes) and (
+        not verdict or _model_sent_before(models_sent, span.context.trace_id, attributes)
+    ):
         return None
     context = span.context
     status = span.status
