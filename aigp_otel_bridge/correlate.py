@@ -12,6 +12,10 @@ span, the record joins the trace's first run: that of the first local root seen 
 when none is known (the exporter sees no starts), records that wait until a local root of their
 trace ends and claims them.
 
+A run that ended is remembered for a while (bounded by count and time): records that arrive after
+its terminal event join it again and close it as ``LATE``, an ``OTHER`` event of the same run over
+all its records. GenAI spans add the tools and models they name, and the tool a record is about.
+
 The ``Correlator`` is a plain, single-threaded state machine: one worker owns it, so it needs no
 locks, and tests drive it with explicit clocks.
 """
