@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.correlate import Overflow
+from aigp_otel_bridge.correlate import Observed, Overflow
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord
 
@@ -28,7 +28,9 @@ class ResourceSummary:
     denied: bool = False
     """Any record about this resource was denied."""
     governed: bool = True
-    """Covered by at least one AIGP record (False: only observed on telemetry)."""
+    """Covered by at least one AIGP record (False: only observed on GenAI spans)."""
+    provider: str | None = None
+    """A model's provider, from its GenAI spans."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def _aggregate_hash(
 
 
 def _summarise_resources(
-    records: Iterable[GovernanceRecord], max_inputs: int
+    records: Iterable[GovernanceRecord], max_inputs: int, observed: Iterable[Observed] = ()
 ) -> tuple[tuple[ResourceSummary, ...], int]:
     versions: dict[tuple[str, str], set[int]] = {}
     leaves: dict[tuple[str, str], set[str]] = {}
@@ -89,6 +91,11 @@ def _summarise_resources(
                 leaves.setdefault(key, set()).add(ref.leaf_hash)
             if ref.content_hash is not None:
                 contents.setdefault(key, set()).add(ref.content_hash)
+    governed = set(versions)
+    providers: dict[tuple[str, str], str | None] = {}
+    for resource_type, name, provider in observed:
+        versions.setdefault((resource_type, name), set())
+        providers[(resource_type, name)] = providers.get((resource_type, name)) or provider
     keys = sorted(versions)
     summaries = tuple(
         ResourceSummary(
@@ -99,6 +106,8 @@ def _summarise_resources(
             leaf_hashes=tuple(sorted(leaves.get(key, ()))),
             content_hashes=tuple(sorted(contents.get(key, ()))),
             denied=key in denied,
+            governed=key in governed,
+            provider=providers.get(key),
         )
         for key in keys[:max_inputs]
     )
@@ -110,8 +119,11 @@ def aggregate(
     overflow: Overflow | None = None,
     *,
     max_inputs: int = 1000,
+    observed: Iterable[Observed] = (),
 ) -> RunSummary:
-    """Summarise a trace's records (plus those kept only as overflow) into its run's proof."""
+    """Summarise a trace's records (plus those kept only as overflow) into its run's proof;
+    ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
+    covers them (``governed: false``)."""
     records = list(records)
     overflow = overflow or Overflow()
     hashes: dict[str, tuple[str | None, int | None]] = {}
@@ -128,7 +140,7 @@ def aggregate(
     agent_ids = sorted({r.agent_id for r in records if r.agent_id is not None})
     first_agent = next((r.agent_id for r in records if r.agent_id is not None), None)
     times = [r.time_ns for r in records if r.time_ns is not None]
-    resources, inputs_left_out = _summarise_resources(records, max_inputs)
+    resources, inputs_left_out = _summarise_resources(records, max_inputs, observed)
     return RunSummary(
         governance_hash=governance_hash,
         hash_type=hash_type,

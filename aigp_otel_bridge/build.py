@@ -118,7 +118,9 @@ def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> De
         or (resource.service_name if resource is not None else None)
         or "unknown_service"
     )
-    job = job_of(config, root, resource, agent_id, trace_hex, closed.first_span_name)
+    job = closed.job or job_of(
+        config, root, resource, agent_id, trace_hex, closed.first_span_name, closed.agent_name
+    )
     (job_namespace, job_name), parent = RUN_LINKS.run_link(
         closed.key, closed.root_span_id or 0, closed.root_remote, job
     )
@@ -127,6 +129,10 @@ def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> De
         error = root.error if root is not None else None
         event_type = RunState.FAIL if error is not None else RunState.COMPLETE
         event_time = root.end_ns if root is not None else closed.last_end_ns
+    elif closed.reason is Reason.LATE:  # the same run, after its terminal event (section 2)
+        error = root.error if root is not None else None
+        event_type = RunState.OTHER
+        event_time = max(filter(None, (root.end_ns if root else None, closed.last_end_ns)), default=None)
     else:
         event_type = RunState.RUNNING
         event_time = closed.last_end_ns or summary.latest_time_ns
@@ -155,11 +161,17 @@ def job_of(
     agent_id: str,
     trace_hex: str,
     first_span_name: str | None = None,
+    agent_name: str | None = None,
 ) -> tuple[str, str]:
     """A run's job ``(namespace, name)`` (contract section 6). One rule, whether it is fixed while
-    the root runs (its identity propagated) or when the run is named."""
+    the root runs (its identity propagated: ``agent_name`` of the spans under it is not known yet)
+    or when the run is named (``agent_name``: that of the outermost span under the root)."""
     namespace = config.job_namespace or (resource.service_namespace if resource is not None else None)
-    return namespace or "default", _job_name(config, root, resource, agent_id, trace_hex, first_span_name)
+    task = (
+        (root.gen_ai_agent_name or agent_name or root.name) if root is not None
+        else (agent_name or first_span_name or "session")
+    )
+    return namespace or "default", _job_name(config, root, resource, agent_id, trace_hex, task)
 
 
 def _job_name(
@@ -168,12 +180,11 @@ def _job_name(
     resource: ResourceFacts | None,
     agent_id: str,
     trace_hex: str,
-    first_span_name: str | None,
+    task: str,
 ) -> str:
     setting = config.job_name
     if isinstance(setting, str):
         return setting
-    task = (root.gen_ai_agent_name or root.name) if root is not None else (first_span_name or "session")
     service = resource.service_name if resource is not None else None
     default = job_name_for(agent_id, service, task)[: config.max_string_length]
     if setting is None or root is None:
@@ -257,6 +268,7 @@ def build_inputs(run: DecidedRun, producer: str) -> list[InputDataset]:
             contentHashes=list(content) if len(content) > 1 else None,
             enforcementResult=sc.DENIED if resource.denied else sc.ALLOWED,
             governed=resource.governed,
+            provider=resource.provider,
             producer=producer,
         )
         inputs.append(
@@ -442,6 +454,8 @@ def _input_parts(run: DecidedRun, producer: str) -> list[tuple[str, str, Any]]:
             facet["contentHash"] = content[0]
         elif content:
             facet["contentHashes"] = list(content)
+        if resource.provider is not None:
+            facet["provider"] = resource.provider
         parts.append((run.resource_namespace, resource.name, facet))
     return parts
 

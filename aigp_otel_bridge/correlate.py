@@ -12,6 +12,10 @@ span, the record joins the trace's first run: that of the first local root seen 
 when none is known (the exporter sees no starts), records that wait until a local root of their
 trace ends and claims them.
 
+A run that ended is remembered for a while (bounded by count and time): records that arrive after
+its terminal event join it again and close it as ``LATE``, an ``OTHER`` event of the same run over
+all its records. GenAI spans add the tools and models they name, and the tool a record is about.
+
 The ``Correlator`` is a plain, single-threaded state machine: one worker owns it, so it needs no
 locks, and tests drive it with explicit clocks.
 """
@@ -20,10 +24,19 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.records import GovernanceRecord, ResourceFacts, RootFacts, SpanFacts, join_duplicate
+from aigp_otel_bridge.records import (
+    GenAIFacts,
+    GovernanceRecord,
+    ResourceFacts,
+    RootFacts,
+    SpanFacts,
+    about_tool,
+    join_duplicate,
+    names_tool,
+)
 from aigp_otel_bridge.telemetry import Stats
 
 TraceKey = int | str
@@ -40,6 +53,12 @@ class Reason(enum.Enum):
     TIMEOUT = "timeout"
     EVICTED = "evicted"
     SHUTDOWN = "shutdown"
+    LATE = "late"
+    """Records arrived after the run's terminal event: an ``OTHER`` event of the same run."""
+
+
+Observed = tuple[str, str, "str | None"]
+"""A resource seen on GenAI spans: (type, name, provider)."""
 
 
 @dataclass
@@ -64,6 +83,27 @@ class Overflow:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class _GenAI:
+    """What a run's GenAI spans said (contract section 9); only for runs that have some, or whose
+    records sit below spans the run has not seen end yet. Replaced, never changed (but for its
+    dicts), so that runs which only observed the same tools and models share one."""
+
+    observed: tuple[Observed, ...] = ()
+    """Tools and models seen, with a model's provider, sorted."""
+    tools: dict[int, str] | None = None
+    """``execute_tool`` spans seen: span id -> tool input name."""
+    waiting: dict[int, list[str]] | None = None
+    """Keys of tool-less records by the span id of the nearest ancestor not yet seen ending."""
+    agent: tuple[int, int, str] | None = None
+    """The outermost span under the root with ``gen_ai.agent.name``: (start, -end, name); the
+    earliest started is the outermost, since a span starts before every span under it."""
+
+
+_NO_GENAI = _GenAI()
+_SHARED_GENAI_MAX = 1024
+
+
 @dataclass(slots=True)
 class _Run:
     key: RunKey
@@ -82,6 +122,7 @@ class _Run:
     first_start_ns: int | None = None
     last_end_ns: int | None = None
     continuation: bool = False
+    genai: _GenAI | None = None
 
     @property
     def trace(self) -> TraceKey:
@@ -90,6 +131,17 @@ class _Run:
     @property
     def governed(self) -> bool:
         return bool(self.records) or self.overflow is not None
+
+
+@dataclass(slots=True)
+class _Ended:
+    """A run whose terminal event went out, remembered for records that arrive late."""
+
+    run: _Run
+    forget_at: float
+    job: tuple[str, str] | None = None
+    """The job the terminal event named (``Correlator.named``): a late event names the same."""
+    complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -110,6 +162,14 @@ class ClosedRun:
     resource: ResourceFacts | None
     first_start_ns: int | None
     last_end_ns: int | None
+    observed: tuple[Observed, ...] = ()
+    """Tools and models seen on the run's GenAI spans (sorted)."""
+    agent_name: str | None = None
+    """``gen_ai.agent.name`` of the outermost span under the root carrying one."""
+    job: tuple[str, str] | None = None
+    """For a late run: the job its terminal event named."""
+    run_key: RunKey | None = None
+    """Identifies the run to ``Correlator.named``."""
 
 
 class Correlator:
@@ -132,26 +192,36 @@ class Correlator:
         self._runs: OrderedDict[RunKey, _Run] = OrderedDict()
         self._emitted_early: OrderedDict[tuple[TraceKey, int | None], None] = OrderedDict()
         """(trace, local root or None) of runs emitted early, to mark their continuations."""
+        self._ended: OrderedDict[RunKey, _Ended] = OrderedDict()
+        """Runs whose terminal event went out, oldest first, bounded by count and by time."""
+        self._late: dict[RunKey, _Ended] = {}
+        """Ended runs that received records since their last event."""
+        self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
+        """One ``_GenAI`` per set of observations, for runs that have nothing else."""
 
     def __len__(self) -> int:
         return len(self._runs)
 
     def _run_for(
-        self, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
+        self, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun], *,
+        late: bool = False,
     ) -> _Run:
         """The pending run a span or event of this trace belongs to, made when there is none.
 
         A known local root has its own run; the first run of the trace takes what has no known
         root, and the first local root to claim it (start or end) makes those records its own.
+        With ``late``, records of a run that has already ended join that run again (section 2).
         """
         runs = self._runs
         run = runs.get(trace)
         if run is not None and local_root_id is not None and run.root_span_id not in (None, local_root_id):
             run = runs.get((trace, local_root_id))
             if run is None:
-                return self._new((trace, local_root_id), trace, local_root_id, now, closed)
+                ended = self._ended_run(trace, local_root_id, now) if late else None
+                return ended or self._new((trace, local_root_id), trace, local_root_id, now, closed)
         elif run is None:
-            return self._new(trace, trace, local_root_id, now, closed)
+            ended = self._ended_run(trace, local_root_id, now) if late else None
+            return ended or self._new(trace, trace, local_root_id, now, closed)
         elif run.root_span_id is None and local_root_id is not None:
             run.root_span_id = local_root_id
             run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
@@ -171,6 +241,34 @@ class Correlator:
             self._close(oldest, Reason.EVICTED, closed)
         return run
 
+    def _ended_run(self, trace: TraceKey, local_root_id: int | None, now: float) -> _Run | None:
+        """The ended run a late record belongs to, marked to be emitted again; None when forgotten."""
+        ended = self._ended.get(trace)
+        if ended is None or local_root_id not in (None, ended.run.root_span_id):
+            ended = self._ended.get((trace, local_root_id)) if local_root_id is not None else None
+        if ended is None:
+            return None
+        ended.forget_at = now + self._timeout
+        self._ended.move_to_end(ended.run.key)
+        self._late[ended.run.key] = ended
+        return ended.run
+
+    def named(self, closed: ClosedRun, job: tuple[str, str]) -> None:
+        """The job a terminal event named: a later event of the same run must name it again."""
+        ended = self._ended.get(closed.run_key) if closed.run_key is not None else None
+        if ended is not None and ended.job is None and ended.run.root_span_id == closed.root_span_id:
+            ended.job = job
+
+    def settle(self) -> list[ClosedRun]:
+        """An ``OTHER`` event for each ended run that received late records, the aggregate over
+        all of its records (called once the intake is drained, so a burst makes one event)."""
+        closed: list[ClosedRun] = []
+        for ended in self._late.values():
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+        self._late.clear()
+        self._stats.late_events += len(closed)
+        return closed
+
     def _emitted_before(self, trace: TraceKey, local_root_id: int | None) -> bool:
         """Part of this run already went out early (its own, or its trace's unattributed records)."""
         early = self._emitted_early
@@ -185,13 +283,19 @@ class Correlator:
 
     def span_ended(self, span: SpanFacts, now: float) -> list[ClosedRun]:
         closed: list[ClosedRun] = []
-        records, root = span.records, span.root
-        if not records and root is None:
+        records, root, genai = span.records, span.root, span.genai
+        if not records and root is None and genai is None:
             return closed
         local_root_id = root.span_id if root is not None else span.local_root_id
-        run = self._run_for(span.trace_id, local_root_id, now, closed)
-        for record in records:
-            self._add(run, record)
+        run = self._run_for(span.trace_id, local_root_id, now, closed, late=root is None and bool(records))
+        keys = [key for record in records if (key := self._add(run, record)) is not None]
+        if genai is not None:
+            self._stats.invalid_values += genai.invalid
+            self._observe(run, span, genai)
+        if root is None:
+            self._place_tool_less(run, span, keys, local_root_id)
+        elif genai is not None and genai.tool is not None:  # every span of the run is under its root
+            self._about_tool(run, list(run.records), genai.tool)
         if records and run.first_span_name is None:
             run.first_span_name = span.name
         if run.resource is None or root is not None:
@@ -212,12 +316,89 @@ class Correlator:
     ) -> list[ClosedRun]:
         """A full AIGP event: it joins the local root of its span when the front door knew it."""
         closed: list[ClosedRun] = []
-        self._add(self._run_for(key, local_root_id, now, closed), record)
+        self._add(self._run_for(key, local_root_id, now, closed, late=True), record)
         return closed
 
+    # ---- GenAI spans (contract section 9) ----
+
+    def _observe(self, run: _Run, span: SpanFacts, genai: GenAIFacts) -> None:
+        """Note the tool, model and agent name a GenAI span names."""
+        state = run.genai or _NO_GENAI
+        observed = state.observed
+        if (genai.tool is None and genai.agent_name is None and genai.model is not None
+                and ("model", genai.model, genai.provider) in observed):
+            return  # a model seen before, as chat spans repeat it: nothing new
+        seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
+        for resource_type, name, provider in seen:
+            if name is None:
+                continue
+            known = next((o for o in observed if o[0] == resource_type and o[1] == name), None)
+            if known is None and len(observed) >= self._max_records:
+                self._stats.invalid_values += 1
+            elif known is None or (known[2] is None and provider is not None):
+                others = tuple(o for o in observed if o is not known)
+                observed = tuple(sorted((*others, (resource_type, name, provider))))
+        agent = state.agent
+        if genai.agent_name is not None and span.root is None:
+            candidate = (span.start_ns, -span.end_ns, genai.agent_name)
+            agent = candidate if agent is None or candidate < agent else agent
+        tools = state.tools
+        if genai.tool is not None and span.root is None:
+            tools = tools if tools is not None else {}
+            tools[span.span_id] = genai.tool
+        if (observed, agent, tools) != (state.observed, state.agent, state.tools):
+            state = self._genai(replace(state, observed=observed, agent=agent, tools=tools))
+            run.genai = state
+        if genai.tool is not None and span.root is None and state.waiting:
+            self._about_tool(run, state.waiting.pop(span.span_id, []), genai.tool)
+
+    def _genai(self, state: _GenAI) -> _GenAI:
+        """The state, shared with other runs when it holds only observations."""
+        if state.tools is not None or state.waiting is not None or state.agent is not None:
+            return state
+        shared = self._shared_genai
+        if len(shared) >= _SHARED_GENAI_MAX:
+            shared.clear()
+        return shared.setdefault(state.observed, state)
+
+    def _place_tool_less(self, run: _Run, span: SpanFacts, keys: list[str], root_id: int | None) -> None:
+        """Tool-less records of a span under the root wait for the nearest ``execute_tool``
+        ancestor: spans end before their parents, so it is usually seen after them. Records
+        waiting on this span move up to its parent. A record's chain of ancestors is only known
+        through spans that reach correlation (governed, GenAI or local roots)."""
+        state = run.genai
+        if span.genai is not None and span.genai.tool is not None:
+            return  # extraction made this span's records about its own tool
+        moved = state.waiting.pop(span.span_id, []) if state is not None and state.waiting else []
+        keys = [key for key in keys if not names_tool(run.records[key])] + moved
+        parent = span.parent_span_id
+        if not keys or parent is None or parent == root_id or parent == run.root_span_id:
+            return  # under the root alone: about the root's tool, if it is one (at its end)
+        tool = state.tools.get(parent) if state is not None and state.tools else None
+        if tool is not None:
+            self._about_tool(run, keys, tool)
+            return
+        if state is None or state.waiting is None:
+            state = run.genai = replace(state or _NO_GENAI, waiting={})
+        assert state.waiting is not None
+        state.waiting.setdefault(parent, []).extend(keys)
+
+    def _about_tool(self, run: _Run, keys: list[str], tool: str) -> None:
+        records = run.records
+        for key in keys:
+            record = records.get(key)
+            if record is not None:
+                records[key] = about_tool(record, tool)
+
     def expire(self, now: float) -> list[ClosedRun]:
-        """Close every run quiet for longer than the timeout (least recently active first)."""
+        """Close every run quiet for longer than the timeout (least recently active first), and
+        forget ended runs quiet for as long."""
         closed: list[ClosedRun] = []
+        while self._ended:
+            ended = next(iter(self._ended.values()))
+            if ended.forget_at > now or ended.run.key in self._late:
+                break
+            del self._ended[ended.run.key]
         while self._runs:
             key, run = next(iter(self._runs.items()))
             if run.deadline > now:
@@ -230,13 +411,14 @@ class Correlator:
 
     def drain(self) -> list[ClosedRun]:
         """Close every pending run now (shutdown): governed ones are emitted as incomplete."""
-        closed: list[ClosedRun] = []
+        closed = self.settle()
         while self._runs:
             _, run = self._runs.popitem(last=False)
             self._close(run, Reason.SHUTDOWN, closed)
         return closed
 
-    def _add(self, run: _Run, record: GovernanceRecord) -> None:
+    def _add(self, run: _Run, record: GovernanceRecord) -> str | None:
+        """Keep a record in its run; its key, or None when it went to the overflow."""
         self._stats.records += 1
         self._stats.invalid_values += record.invalid
         records = run.records
@@ -248,14 +430,15 @@ class Correlator:
             if known is not None:
                 self._stats.duplicate_records += 1
                 records[key] = join_duplicate(known, record)
-                return
+                return key
         if len(records) >= self._max_records:
             self._stats.records_left_out += 1
             if run.overflow is None:
                 run.overflow = Overflow()
             run.overflow.add(record)
-            return
+            return None
         records[key] = record
+        return key
 
     def _close(self, run: _Run, reason: Reason, closed: list[ClosedRun]) -> None:
         # A run emitted early is closed by a terminal event when its root ends, even without
@@ -273,19 +456,48 @@ class Correlator:
         else:
             self._emitted_early.pop((trace, run.root_span_id), None)
             self._emitted_early.pop((trace, None), None)
-        closed.append(
-            ClosedRun(
-                key=trace,
-                root_span_id=run.root_span_id,
-                root_remote=run.root_remote,
-                records=tuple(run.records.values()),
-                overflow=run.overflow or Overflow(),
-                reason=reason,
-                complete=not early and not run.continuation,
-                root=run.root,
-                first_span_name=run.first_span_name,
-                resource=run.resource,
-                first_start_ns=run.first_start_ns,
-                last_end_ns=run.last_end_ns,
-            )
+        complete = not early and not run.continuation
+        if not early:  # an ended run of the same key goes out with its late records first
+            self._forget(self._ended.pop(run.key, None), closed)
+        closed.append(self._closed_run(run, reason, complete, None))
+        if not early:
+            self._remember(run, complete, closed)
+
+    def _remember(self, run: _Run, complete: bool, closed: list[ClosedRun]) -> None:
+        """Keep an ended run for its late records: at most ``max_pending_traces`` of them, each
+        for ``trace_timeout_s`` after its last activity; one forgotten earlier is counted (and
+        its late records, if any are waiting, go out first)."""
+        ended = self._ended
+        ended[run.key] = _Ended(run, run.deadline, None, complete)
+        while len(ended) > self._max_runs:
+            _, oldest = ended.popitem(last=False)
+            self._forget(oldest, closed)
+            self._stats.ended_runs_forgotten += 1
+
+    def _forget(self, ended: _Ended | None, closed: list[ClosedRun]) -> None:
+        if ended is not None and self._late.pop(ended.run.key, None) is not None:
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+            self._stats.late_events += 1
+
+    def _closed_run(
+        self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None
+    ) -> ClosedRun:
+        state = run.genai
+        return ClosedRun(
+            key=run.trace,
+            root_span_id=run.root_span_id,
+            root_remote=run.root_remote,
+            records=tuple(run.records.values()),
+            overflow=run.overflow or Overflow(),
+            reason=reason,
+            complete=complete,
+            root=run.root,
+            first_span_name=run.first_span_name,
+            resource=run.resource,
+            first_start_ns=run.first_start_ns,
+            last_end_ns=run.last_end_ns,
+            observed=state.observed if state is not None else (),
+            agent_name=state.agent[2] if state is not None and state.agent is not None else None,
+            job=job,
+            run_key=run.key,
         )

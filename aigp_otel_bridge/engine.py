@@ -32,7 +32,7 @@ from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.build import name_run
 from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import ClosedRun, Correlator
+from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
 from aigp_otel_bridge.deliver import Deliverer
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
@@ -356,7 +356,7 @@ class Engine:
                 if self._stop_done:
                     return
                 with self._correlating:
-                    self._hand_over(self._correlator.expire(time.monotonic()))
+                    self._hand_over(self._correlator.settle() + self._correlator.expire(time.monotonic()))
             except Exception:  # a bug must not kill the worker
                 self.log.log(logging.ERROR, "worker", "correlation worker error", exc_info=True)
                 time.sleep(0.05)
@@ -385,6 +385,7 @@ class Engine:
                 elif isinstance(item, Ingested):
                     self._hand_over(correlator.event_ingested(item.key, item.record, now, item.local_root_id))
                 elif isinstance(item, FlushRequest):
+                    self._hand_over(correlator.settle())
                     item.upto_seq = self._deliverer.last_seq
                     item.done.set()
                 else:
@@ -412,9 +413,12 @@ class Engine:
         for closed_run in closed:
             try:
                 summary = aggregate(
-                    closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run
+                    closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run,
+                    observed=closed_run.observed,
                 )
                 run = name_run(closed_run, summary, self.config)
+                if closed_run.reason is Reason.ROOT_ENDED:  # a late event of this run names this job
+                    self._correlator.named(closed_run, (run.job_namespace, run.job_name))
                 if self.run_chain is not None:
                     run = self.run_chain.link(closed_run, run)
             except Exception:

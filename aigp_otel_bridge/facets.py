@@ -53,6 +53,7 @@ class AIGPResourceInputFacet(InputDatasetFacet):
     contentHashes: list[str] | None = attr.field(default=None)  # noqa: N815
     enforcementResult: str = attr.field(default="allowed")  # noqa: N815
     governed: bool = attr.field(default=True)
+    provider: str | None = attr.field(default=None)
 
     @staticmethod
     def _get_schema() -> str:

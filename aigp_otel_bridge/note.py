@@ -42,7 +42,8 @@ class SpanNote:
     end_ns: int
     governance_events: tuple[NoteEvent, ...]
     attributes: Mapping[str, Any] | None
-    """The span's attributes, kept when they carry governance data or the span is a local root."""
+    """The span's attributes, kept when they carry governance data or the span is a local root;
+    for a span with GenAI names only, a copy of just the GenAI keys the bridge reads."""
     governed_attributes: bool
     """The span's own attributes include ``aigp.*`` keys beyond identity."""
     resource: Mapping[str, Any]

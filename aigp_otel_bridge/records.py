@@ -9,6 +9,7 @@ hashing helpers and the note.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -106,6 +107,8 @@ class _Reader:
     def proof(self, digest: object, kind: object) -> tuple[str | None, str | None]:
         """A governance hash and its hash type; a valid hash without a type is a flat SHA-256."""
         governance_hash = self.hash(digest)
+        if governance_hash is not None:  # one string for a hash that recurs (same content)
+            governance_hash = sys.intern(governance_hash)
         hash_type = self.choice(kind, sc.HASH_TYPES)
         return governance_hash, "sha256" if governance_hash and hash_type is None else hash_type
 
@@ -206,7 +209,20 @@ def _refs(
     content = None
     if governance_hash and hash_type == "sha256" and len({(t, n) for t, n, _, _ in raw}) == 1:
         content = governance_hash
-    return tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
+    refs = tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
+    return _shared(refs) if refs else ()
+
+
+_SHARED_REFS: dict[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = {}
+_SHARED_REFS_MAX = 4096
+
+
+def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
+    """One object for equal resource tuples: agents use the same policies and prompts (same
+    content, same hash) run after run, and pending runs then share what they name."""
+    if len(_SHARED_REFS) >= _SHARED_REFS_MAX:
+        _SHARED_REFS.clear()
+    return _SHARED_REFS.setdefault(refs, refs)
 
 
 def record_from_attributes(
@@ -459,6 +475,22 @@ class RootFacts:
     """The root's ``gen_ai.agent.name``, when valid: the task in the default job name."""
 
 
+@dataclass(frozen=True, slots=True)
+class GenAIFacts:
+    """What a span's GenAI attributes (contract section 9) say about the resources it used."""
+
+    tool: str | None = None
+    """``tool.<gen_ai.tool.name>`` of an ``execute_tool`` span."""
+    model: str | None = None
+    """``model.<model>``: the response model (what ran), else the request model."""
+    provider: str | None = None
+    """``gen_ai.provider.name`` (else the older ``gen_ai.system``), kept with the model."""
+    agent_name: str | None = None
+    """``gen_ai.agent.name``: a candidate task for the run's job name."""
+    invalid: int = 0
+    """Values left out as invalid."""
+
+
 @dataclass(slots=True)
 class SpanFacts:
     """Everything correlation needs of one finished span: where it belongs, and what it carries."""
@@ -473,6 +505,10 @@ class SpanFacts:
     records: list[GovernanceRecord]
     root: RootFacts | None
     """Set for a local root."""
+    span_id: int = 0
+    parent_span_id: int | None = None
+    genai: GenAIFacts | None = None
+    """Set when the span carries GenAI attributes the bridge reads."""
 
 
 def identity(mapping: Mapping[str, Any] | None, key: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
@@ -540,15 +576,74 @@ def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     )
 
 
+def _genai_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
+    """A GenAI value as a resource name (``tool.x``, ``model.x``), checked like any name."""
+    if not isinstance(value, str) or not value:
+        return read.name(None)  # counted
+    return read.name(value if keep_prefixed and value.startswith(prefix) else prefix + value)
+
+
+def genai_facts(attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> GenAIFacts | None:
+    """The GenAI facts of a span's attributes (contract section 9), None when it has none."""
+    if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+        return None
+    read = _Reader(limits)
+    tool_value = attributes.get(sc.GEN_AI_TOOL_NAME)
+    tool = None if tool_value is None else _genai_name("tool.", tool_value, read, keep_prefixed=True)
+    model_value = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
+    model = None if model_value is None else _genai_name("model.", model_value, read, keep_prefixed=False)
+    provider = None
+    if model is not None:
+        provider = read.text(attributes.get(sc.GEN_AI_PROVIDER_NAME) or attributes.get(sc.GEN_AI_SYSTEM))
+    agent_name = read.text(attributes.get(sc.GEN_AI_AGENT_NAME))
+    return GenAIFacts(tool, model, provider, agent_name, read.invalid)
+
+
+def names_tool(record: GovernanceRecord) -> bool:
+    return any(ref.type == "tool" for ref in record.resources)
+
+
+def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
+    """A record that names no tool, made about ``tool`` (the ``execute_tool`` span it sits on or
+    under). Its flat hash is the tool's own content hash only when the tool is all it covers."""
+    if names_tool(record):
+        return record
+    if record.resources:
+        resources = tuple(replace(r, content_hash=None) if r.content_hash else r for r in record.resources)
+        content = None
+    else:
+        resources = ()
+        content = record.governance_hash if record.hash_type == "sha256" else None
+    return replace(record, resources=(*resources, ResourceRef("tool", tool, None, None, content)))
+
+
 class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_limits", "_resource")
+    __slots__ = ("_genai", "_limits", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
+        self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
+        """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
+
+    def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
+        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+            return None
+        values = tuple(attributes.get(key) for key in sc.GEN_AI_KEYS)
+        try:
+            return self._genai[values]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value (a list): read it afresh
+            return genai_facts(attributes, self._limits)
+        facts = genai_facts(attributes, self._limits)
+        if len(self._genai) >= 1024:
+            self._genai.clear()
+        self._genai[values] = facts
+        return facts
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
         known = self._resource
@@ -558,6 +653,10 @@ class Extractor:
 
     def span(self, note: SpanNote) -> SpanFacts:
         local_root = note.local_root
+        records = records_from_note(note, self._limits)
+        genai = self.genai(note.attributes)
+        if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
+            records = [about_tool(record, genai.tool) for record in records]
         return SpanFacts(
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
@@ -565,6 +664,9 @@ class Extractor:
             note.start_ns,
             note.end_ns,
             self.resource(note.resource),
-            records_from_note(note, self._limits),
+            records,
             root_facts(note, self._limits) if local_root else None,
+            note.span_id,
+            note.parent_span_id,
+            genai,
         )

@@ -103,6 +103,24 @@ EXCEPTION_MESSAGE: Final = "exception.message"
 EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 GEN_AI_AGENT_ID: Final = "gen_ai.agent.id"
 GEN_AI_AGENT_NAME: Final = "gen_ai.agent.name"
+GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
+GEN_AI_REQUEST_MODEL: Final = "gen_ai.request.model"
+GEN_AI_RESPONSE_MODEL: Final = "gen_ai.response.model"
+GEN_AI_PROVIDER_NAME: Final = "gen_ai.provider.name"
+GEN_AI_SYSTEM: Final = "gen_ai.system"
+"""The provider's name before the conventions renamed it ``gen_ai.provider.name``."""
+GEN_AI_KEYS: Final = (
+    GEN_AI_AGENT_NAME,
+    GEN_AI_TOOL_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_SYSTEM,
+)
+"""The GenAI attributes the bridge reads (contract section 9); a span note keeps only these of a
+span that carries no governance data."""
+GEN_AI_MARKERS: Final = frozenset(GEN_AI_KEYS[:4])
+"""Keys that make a span matter to a run: an agent, a tool or a model (a provider alone does not)."""
 
 # Version of the AIGP facet schemas the bridge emits (copies in tests/data/schemas/aigp).
 AIGP_FACET_SPEC_VERSION: Final = "0.8.0"

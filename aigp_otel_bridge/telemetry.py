@@ -57,6 +57,13 @@ class Stats:
     outbox_dropped: int = _counter("oldest outbox rows deleted at the outbox size bound")
     traces_evicted: int = _counter("pending runs emitted early because max_pending_traces was reached")
     traces_timed_out: int = _counter("governed runs emitted early after trace_timeout_s of quiet")
+    late_events: int = _counter(
+        "OTHER events for runs that received records after their COMPLETE/FAIL (aggregate over all)"
+    )
+    ended_runs_forgotten: int = _counter(
+        "ended runs forgotten before trace_timeout_s because max_pending_traces later runs ended:"
+        " their late records start a new run"
+    )
     intake_dropped: int = _counter("span notes or ingested events refused by a full intake queue")
     ingest_rejected: int = _counter("ingest_aigp_event calls without an AIGP event with a trace id")
     lineage_context_rejected: int = _counter(

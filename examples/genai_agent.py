@@ -5,9 +5,12 @@ Run: ``python examples/genai_agent.py`` (needs ``pip install "aigp-otel-bridge[d
 The spans say *what the agent did* in the ``gen_ai.*`` namespace (agent invocation, chat calls,
 tool executions, token usage) that GenAI observability tools read. The reference AIGP SDK adds
 *what governed it* as ``aigp.*`` span events on the same spans. The two namespaces never share a
-key, so neither tool disturbs the other: the bridge reads only ``aigp.*`` and turns the session
-into one OpenLineage RunEvent, and the ``gen_ai.*`` attributes reach the tracing backend as they
-were. The job is named from ``gen_ai.agent.name`` through a ``job_name`` callable.
+key, so neither tool disturbs the other: the ``gen_ai.*`` attributes reach the tracing backend as
+they were, and the bridge turns the session into one OpenLineage RunEvent. From ``gen_ai.*`` it
+reads only names (docs/facets.md, "GenAI inputs"): the ``execute_tool`` span names the tool its
+AIGP events are about (the SDK's tool events carry only a hash), the chat spans name the model and
+its provider. Token counts stay in the tracing backend. The job is named from
+``gen_ai.agent.name`` and the operation through a ``job_name`` callable.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from aigp_otel_bridge import AIGPLineageSpanProcessor, RootInfo
 
 AGENT_NAME = "research-assistant"
 MODEL = "gpt-4o"
+SNAPSHOT = "gpt-4o-2024-08-06"
+"""The model that ran (``gen_ai.response.model``): the model input is named after it."""
 
 
 def job_from_genai(root: RootInfo) -> str:
@@ -56,15 +61,15 @@ def run_agent(tracer: Tracer, aigp: AIGPInstrumentor) -> None:
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": MODEL,
                 "gen_ai.request.temperature": 0.2,
-                "gen_ai.response.model": "gpt-4o-2024-08-06",
+                "gen_ai.response.model": SNAPSHOT,
                 "gen_ai.response.finish_reasons": ("tool_calls",),
                 "gen_ai.usage.input_tokens": 412,
                 "gen_ai.usage.output_tokens": 37,
-                # The SDK's model and tool events carry only a hash: naming the governed resource
-                # on the span (the AIGP array attributes) makes it an input dataset of the run.
-                "aigp.models.names": (f"model.{MODEL}",),
+                # The SDK's model events carry only a hash: naming the governed model on the span
+                # (an AIGP array attribute) says which model the proof is about.
+                "aigp.models.names": (f"model.{SNAPSHOT}",),
             })
-            aigp.model_loaded(f"model.{MODEL}", "provider=openai; snapshot=2024-08-06")
+            aigp.model_loaded(f"model.{SNAPSHOT}", "provider=openai; snapshot=2024-08-06")
             aigp.prompt_used("prompt.research-system", 6, "You are a careful research assistant.")
 
         with tracer.start_as_current_span("execute_tool search_papers", kind=SpanKind.INTERNAL) as tool:
@@ -73,15 +78,16 @@ def run_agent(tracer: Tracer, aigp: AIGPInstrumentor) -> None:
                 "gen_ai.tool.name": "search_papers",
                 "gen_ai.tool.type": "function",
                 "gen_ai.tool.call.id": "call_mszuSIzqtI65i1wAUOE8w5H4",
-                "aigp.tools.names": ("tool.search-papers",),
             })
-            aigp.tool_invoked("tool.search-papers", 3, "query=retrieval augmented generation")
+            # About tool.search_papers: the execute_tool span it sits on names the tool.
+            aigp.tool_invoked("tool.search_papers", 3, "query=retrieval augmented generation")
 
         with tracer.start_as_current_span(f"chat {MODEL}", kind=SpanKind.CLIENT) as answer:
             answer.set_attributes({
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": "openai",
                 "gen_ai.request.model": MODEL,
+                "gen_ai.response.model": SNAPSHOT,
                 "gen_ai.response.finish_reasons": ("stop",),
                 "gen_ai.usage.input_tokens": 913,
                 "gen_ai.usage.output_tokens": 188,

@@ -6,7 +6,7 @@ returns ``run_event_dict``: each must serialise exactly as ``class_built_run_eve
 an object of its class, ``_schemaURL`` and ``_producer`` included) does with the client's
 ``Serde``. Checked on every kind of run: complete, failed with a stack trace, running, a nested
 run with a parent, several agents, resources with several hashes and versions, denied,
-ungoverned, and an empty producer (the client's own default).
+ungoverned (a tool, and a model with its provider), and an empty producer (the client's own default).
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _runs() -> dict[str, DecidedRun]:
         denied=True,
     )
     ungoverned = ResourceSummary(type="tool", name="tool.unseen", governed=False)
+    model = ResourceSummary(type="model", name="model.gpt-4o", governed=False, provider="openai")
     caller = RunIdentity("3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", "finco", "planner.invoke")
     top = RunIdentity("0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d", "finco", "desk.invoke")
     return {
@@ -93,8 +94,8 @@ def _runs() -> dict[str, DecidedRun]:
             summary=dataclasses.replace(
                 summary,
                 agent_ids=("agent.a", "agent.b"),
-                resources=(*summary.resources, several, ungoverned),
-                ungoverned_count=1,
+                resources=(*summary.resources, several, ungoverned, model),
+                ungoverned_count=2,
                 leaf_count=None,
                 classification=None,
             ),

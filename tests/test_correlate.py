@@ -578,10 +578,24 @@ def test_every_record_reaches_exactly_one_run_and_a_named_root_is_respected(
             wanted_root[event_id] = root
     closed += correlator.drain()
 
-    seen = [(r.event_id, run) for run in closed for r in run.records]
+    # A late event repeats its run's earlier records (its aggregate covers all of them): each
+    # record belongs to exactly one run, and only late events of that run repeat it.
+    first = [run for run in closed if run.reason is not Reason.LATE]
+    seen = [(r.event_id, run) for run in first for r in run.records]
+    late_only = {r.event_id for run in closed if run.reason is Reason.LATE for r in run.records}
+    late_only -= {event_id for event_id, _ in seen}
     added = stats.records
-    assert len(seen) == added == len({event_id for event_id, _ in seen})
-    assert stats.records_left_out == sum(run.overflow.count for run in closed) == 0
+    assert len(seen) + len(late_only) == added == len({event_id for event_id, _ in seen} | late_only)
+    for position, run in enumerate(closed):
+        if run.reason is Reason.LATE:
+            ended = [  # the terminal events of that run before it (a root id may recur here)
+                c for c in closed[:position]
+                if c.reason is Reason.ROOT_ENDED
+                and (c.run_key, c.root_span_id) == (run.run_key, run.root_span_id)
+            ]
+            assert ended
+            assert {r.event_id for r in ended[-1].records} <= {r.event_id for r in run.records}
+    assert stats.records_left_out == sum(run.overflow.count for run in first) == 0
     for event_id, run in seen:
         if event_id in wanted_root:
             assert run.root_span_id == wanted_root[event_id]

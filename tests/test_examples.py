@@ -54,7 +54,9 @@ def _load_example(name: str) -> ModuleType:
     return module
 
 
-GENAI_INPUTS = ["model.gpt-4o", "policy.research-sources", "prompt.research-system", "tool.search-papers"]
+GENAI_INPUTS = [
+    "model.gpt-4o-2024-08-06", "policy.research-sources", "prompt.research-system", "tool.search_papers"
+]
 
 
 def test_genai_agent_prints_one_valid_run_event_named_after_the_genai_agent() -> None:
@@ -70,7 +72,7 @@ def test_genai_agent_prints_one_valid_run_event_named_after_the_genai_agent() ->
 
 
 def test_genai_and_aigp_namespaces_coexist_on_the_same_spans() -> None:
-    """The bridge reads only aigp.*; the gen_ai.* spans reach the tracing backend untouched."""
+    """The gen_ai.* spans reach the tracing backend untouched; the bridge takes only names from them."""
     spans = InMemorySpanExporter()
     transport = CaptureTransport()
     _load_example("genai_agent").main(client=OpenLineageClient(transport=transport), span_exporter=spans)
@@ -89,6 +91,14 @@ def test_genai_and_aigp_namespaces_coexist_on_the_same_spans() -> None:
     governance = event["run"]["facets"]["aigp_governance"]
     assert governance["eventCount"] == aigp_events + governed_spans
     assert sorted(d["name"] for d in event["inputs"]) == GENAI_INPUTS
+    facets = {d["name"]: d["inputFacets"]["aigp_resource"] for d in event["inputs"]}
+    # The tool is named by its execute_tool span and governed by the SDK event on it.
+    assert facets["tool.search_papers"]["governed"] is True
+    assert facets["tool.search_papers"]["contentHash"]
+    assert facets["model.gpt-4o-2024-08-06"]["provider"] == "openai"
+    assert governance["ungovernedResourceCount"] == 0
+    # Names only: token counts and other gen_ai.* values stay in the tracing backend.
+    assert ": 412" not in json.dumps(event)  # input tokens of the first chat
     assert not any(key.startswith("gen_ai") for key in json.dumps(event).split('"'))
 
 
@@ -241,3 +251,35 @@ def test_readme_quick_start_pasted_as_is_prints_its_run_event(tmp_path: Path) ->
     validate_run_event(event)  # type: ignore[arg-type]
     governance = event["run"]["facets"]["aigp_governance"]  # type: ignore[index]
     assert governance["agentId"] == "agent.trading-bot-v2" and governance["eventCount"] == 1
+
+
+def test_multi_agent_example_links_the_callee_run_to_the_caller_run() -> None:
+    """Two agent processes over HTTP (W3C trace context and the bridge's propagator), one command."""
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "multi_agent" / "run.py")],
+        capture_output=True, text=True, timeout=180, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))},
+    )
+    assert result.returncode == 0, result.stderr
+    planner, research = _json_blocks(result.stdout)
+    for event in (planner, research):
+        validate_run_event(event)
+    assert (planner["job"]["name"], research["job"]["name"]) == ("planner.planner", "researcher.researcher")
+    assert "parent" not in planner["run"]["facets"]
+    parent = research["run"]["facets"]["parent"]
+    assert parent["run"]["runId"] == planner["run"]["runId"] == parent["root"]["run"]["runId"]
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("acme.agents", "planner.planner")
+    assert f"parent run   {planner['run']['runId']} (acme.agents / planner.planner)" in result.stdout
+    tools = {d["name"]: d["inputFacets"]["aigp_resource"] for d in research["inputs"]}
+    assert tools["tool.search_filings"]["governed"] is True
+    assert tools["model.gpt-4o-2024-08-06"]["governed"] is False
+
+
+def _json_blocks(text: str) -> list[dict[str, Any]]:
+    """The pretty-printed JSON documents in ``text`` (each starts with ``{`` on its own line)."""
+    decoder = json.JSONDecoder()
+    found = []
+    for index, line in enumerate(lines := text.splitlines()):
+        if line == "{":
+            found.append(decoder.raw_decode("\n".join(lines[index:]))[0])
+    return found

@@ -604,7 +604,9 @@ def test_arbitrary_dicts_to_ingest_never_raise(
     )
     for event in emitted:
         check_output(event, utf8=False)
-    refused = [v for v in handed if not (isinstance(_trace_of(v), str) and _trace_of(v))]
+    refused = [  # no text trace id, or one past max_string_length (the default 1024)
+        v for v in handed if not (isinstance(t := _trace_of(v), str) and 0 < len(t) <= 1024)
+    ]
     assert processor.stats()["ingest_rejected"] - rejected_before == len(refused)
 
 

@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.frontdoors.sdk import ModelsSent, capture_span
 from aigp_otel_bridge.links import RUN_LINKS
 from aigp_otel_bridge.records import record_from_aigp_event, span_key_of, trace_key_of
 
@@ -62,6 +62,8 @@ class BridgeCore:
         self.engine = Engine(
             self.config, _suppressed(self.client.emit), outbox_from_environment=from_environment
         )
+        self.models_sent: ModelsSent = {}
+        """(trace, model names) whose span was noted: a repeat is not noted again."""
 
     def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> None:
         """Capture one finished span and queue it (nothing once stopped); never raises into the caller.
@@ -69,7 +71,7 @@ class BridgeCore:
         ``local_root_of``: open span id -> its local root, from a front door that sees starts.
         """
         try:
-            note = capture_span(span, local_root_of)
+            note = capture_span(span, local_root_of, self.models_sent)
         except Exception:
             self.engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
             return

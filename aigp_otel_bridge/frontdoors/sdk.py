@@ -24,27 +24,63 @@ def plain(attributes: Any) -> Mapping[str, Any]:
     return inner if isinstance(inner, dict) else attributes
 
 
-_KEY_VERDICTS: dict[tuple[str, ...], bool] = {}
+_KEY_VERDICTS: dict[tuple[str, ...], int] = {}
 _KEY_VERDICTS_MAX = 4096
+_GOVERNED = 1
+"""The keys include ``aigp.*`` beyond identity: the span's attributes make a record."""
+_GENAI = 2
+"""The keys include a GenAI agent, tool or model (contract section 9), and nothing governed."""
 
 
-def _governed_keys(keys: tuple[str, ...]) -> bool:
-    """``has_governance_attributes`` remembered per key tuple: instrumentation repeats its key sets,
-    and a dict lookup is cheaper than testing every key of every span."""
+def _governed_keys(keys: tuple[str, ...]) -> int:
+    """What a key tuple makes of a span (0, ``_GOVERNED`` or ``_GENAI``), remembered per tuple:
+    instrumentation repeats its key sets, and a dict lookup is cheaper than testing every key."""
     verdict = _KEY_VERDICTS.get(keys)
     if verdict is None:
-        verdict = has_governance_attributes(keys)
+        verdict = (
+            _GOVERNED if has_governance_attributes(keys)
+            else _GENAI if not sc.GEN_AI_MARKERS.isdisjoint(keys) else 0
+        )
         if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
             _KEY_VERDICTS.clear()
         _KEY_VERDICTS[keys] = verdict
     return verdict
 
 
+ModelsSent = dict[tuple[Any, ...], None]
+_MODELS_SENT_MAX = 4096
+
+
+def _model_sent_before(sent: ModelsSent | None, trace_id: int, attributes: Mapping[str, Any]) -> bool:
+    """A span that names only a model its trace already sent (chat spans repeat it call after
+    call) tells its run nothing new: one dict lookup instead of a note. ``sent`` is the front
+    door's own memory; None (a front door whose spans may come again, as OTLP retries) notes all."""
+    if sent is None or sc.GEN_AI_TOOL_NAME in attributes or sc.GEN_AI_AGENT_NAME in attributes:
+        return False
+    key = (trace_id, *(attributes.get(k) for k in sc.GEN_AI_KEYS[2:]))
+    try:
+        if key in sent:
+            return True
+        if len(sent) >= _MODELS_SENT_MAX:
+            sent.clear()
+        sent[key] = None
+    except TypeError:  # an unhashable value: always noted
+        pass
+    return False
+
+
+def _genai_only(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The few GenAI attributes the bridge reads, so a note never keeps a span's messages alive."""
+    return {key: attributes[key] for key in sc.GEN_AI_KEYS if key in attributes}
+
+
 def _event(event: Any) -> NoteEvent:
     return NoteEvent(event.name, event.timestamp, plain(event.attributes))
 
 
-def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
+def capture_span(
+    span: Any, local_root_of: dict[int, int] | None = None, models_sent: ModelsSent | None = None
+) -> SpanNote | None:
     """The compact note of a finished SDK span, or None when it matters to no run.
 
     ``local_root_of`` maps open span ids to their local root (kept by the span processor from
@@ -66,9 +102,12 @@ def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> Span
     local_root = parent is None or parent.is_remote
     events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
     attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
-    governed_attributes = bool(attributes) and _governed_keys(tuple(attributes))
+    verdict = _governed_keys(tuple(attributes)) if attributes else 0
+    governed_attributes = verdict == _GOVERNED
     governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    if not (local_root or governance_events or governed_attributes):
+    if not (local_root or governance_events or governed_attributes) and (
+        not verdict or _model_sent_before(models_sent, span.context.trace_id, attributes)
+    ):
         return None
     context = span.context
     status = span.status
@@ -87,7 +126,7 @@ def capture_span(span: Any, local_root_of: dict[int, int] | None = None) -> Span
         start,
         span.end_time or start,
         governance_events,
-        attributes if (governed_attributes or local_root) else None,
+        attributes if (governed_attributes or local_root) else _genai_only(attributes) if verdict else None,
         governed_attributes,
         plain(getattr(span.resource, "attributes", None)),
         error,

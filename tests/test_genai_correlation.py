@@ -1,0 +1,103 @@
+"""Which tool a tool-less record is about, whatever order the spans end in (contract section 9)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from aigp_otel_bridge.aggregate import aggregate
+from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.telemetry import Stats
+from tests.test_correlate import ROOT, TRACE, _correlator, _end, _governed, _note, _root
+
+TOOL_SPAN, MIDDLE, LEAF, OTHER_TOOL = 0xA1, 0xA2, 0xA3, 0xA4
+
+
+def _span(span_id: int, parent: int, attributes: dict[str, Any] | None = None, start_ns: int = 1000
+          ) -> SpanNote:
+    note = _note(span_id=span_id, local_root_id=ROOT, attributes=attributes, start_ns=start_ns)
+    return replace(note, parent_span_id=parent)
+
+
+def _tool(name: str) -> dict[str, object]:
+    return {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name}
+
+
+def _tools_of(run: ClosedRun) -> dict[str, tuple[bool, tuple[str, ...]]]:
+    """tool input -> (governed, content hashes)."""
+    summary = aggregate(run.records, run.overflow, observed=run.observed)
+    return {r.name: (r.governed, r.content_hashes) for r in summary.resources if r.type == "tool"}
+
+
+def _close(correlator: Correlator) -> ClosedRun:
+    (run,) = _end(correlator, _root(), [], now=9.0)
+    return run
+
+
+def test_a_record_deep_under_a_tool_span_is_about_it_when_the_spans_between_reach_correlation() -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    record = _governed("deep", content="rows")
+    _end(correlator, _span(LEAF, MIDDLE), [record], now=1.0)
+    # The middle span is a chat span: it reaches correlation and passes the record up.
+    _end(correlator, _span(MIDDLE, TOOL_SPAN, {"gen_ai.request.model": "m"}), [], now=2.0)
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("query_db")), [], now=3.0)
+    tools = _tools_of(_close(correlator))
+    assert tools == {"tool.query_db": (True, (record.governance_hash,))}
+
+
+def test_a_tool_span_that_ended_before_its_child_still_claims_the_childs_record() -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("async_job")), [], now=1.0)
+    record = _governed("child", content="job")
+    _end(correlator, _span(LEAF, TOOL_SPAN), [record], now=2.0)
+    assert _tools_of(_close(correlator)) == {"tool.async_job": (True, (record.governance_hash,))}
+
+
+def test_the_nearest_tool_wins_and_a_record_naming_a_tool_keeps_it() -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    inner = _governed("inner", content="inner")
+    named = _governed("named", content="named", **{"aigp.tools.names": ["tool.explicit"]})
+    _end(correlator, _span(LEAF, OTHER_TOOL), [inner, named], now=1.0)
+    _end(correlator, _span(OTHER_TOOL, TOOL_SPAN, _tool("inner_tool")), [], now=2.0)
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("outer_tool")), [], now=3.0)
+    tools = _tools_of(_close(correlator))
+    assert tools["tool.inner_tool"] == (True, (inner.governance_hash,))
+    assert tools["tool.outer_tool"] == (False, ())  # observed only
+    assert tools["tool.explicit"][0] is True
+
+
+def test_an_execute_tool_root_takes_every_tool_less_record_of_its_run() -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    record = _governed("r", content="served")
+    _end(correlator, _span(LEAF, ROOT), [record], now=1.0)
+    (run,) = _end(correlator, _root(attributes=_tool("remote_tool")), [], now=2.0)
+    assert _tools_of(run) == {"tool.remote_tool": (True, (record.governance_hash,))}
+
+
+def test_records_under_an_unseen_span_stay_tool_less_and_nothing_is_lost() -> None:
+    """The documented limit: a plain span between the record and the tool never reaches correlation."""
+    stats = Stats()
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    record = _governed("lost-link", content="x")
+    _end(correlator, _span(LEAF, MIDDLE), [record], now=1.0)
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("query_db")), [], now=3.0)
+    run = _close(correlator)
+    assert run.reason is Reason.ROOT_ENDED and len(run.records) == 1
+    assert _tools_of(run) == {"tool.query_db": (False, ())}
+    assert stats.records == 1
+
+
+def test_the_job_task_candidate_is_the_earliest_started_agent_span_under_the_root() -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    agent = "gen_ai.agent.name"
+    _end(correlator, _span(LEAF, MIDDLE, {agent: "inner"}, start_ns=1_500), [], now=1.0)
+    _end(correlator, _span(MIDDLE, ROOT, {agent: "outer"}, start_ns=1_100), [_governed("g")], now=2.0)
+    _end(correlator, _span(OTHER_TOOL, ROOT, {agent: "later"}, start_ns=1_900), [], now=3.0)
+    assert _close(correlator).agent_name == "outer"
