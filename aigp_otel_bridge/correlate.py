@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
+from typing import TypeAlias
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.records import (
@@ -93,14 +94,46 @@ class _GenAI:
     """Tools and models seen, with a model's provider, sorted."""
     tools: dict[int, str] | None = None
     """``execute_tool`` spans seen: span id -> tool input name."""
-    waiting: dict[int, list[str]] | None = None
-    """Keys of tool-less records by the span id of the nearest ancestor not yet seen ending."""
     agent: tuple[int, int, str] | None = None
     """The outermost span under the root with ``gen_ai.agent.name``: (start, -end, name); the
     earliest started is the outermost, since a span starts before every span under it."""
 
 
 _NO_GENAI = _GenAI()
+
+Waiting: TypeAlias = tuple[int | str, ...] | dict[int, list[str]] | None
+"""Records waiting for an ``execute_tool`` ancestor: a flat ``(span id, key, span id, key, ...)``
+tuple while few (a pending run holds no dict or list for them), a dict of lists past
+``_WAITING_FLAT_MAX`` pairs (so that many waiting records never cost a scan per span)."""
+_WAITING_FLAT_MAX = 8
+
+
+def _wait(waiting: Waiting, parent: int, keys: list[str]) -> Waiting:
+    """``waiting`` with ``keys`` waiting under ``parent``."""
+    if isinstance(waiting, dict):
+        waiting.setdefault(parent, []).extend(keys)
+        return waiting
+    flat = (*(waiting or ()), *(item for key in keys for item in (parent, key)))
+    if len(flat) <= 2 * _WAITING_FLAT_MAX:
+        return flat
+    grouped: dict[int, list[str]] = {}
+    for index in range(0, len(flat), 2):
+        grouped.setdefault(int(flat[index]), []).append(str(flat[index + 1]))
+    return grouped
+
+
+def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
+    """The keys waiting under ``span_id``, and what still waits."""
+    if not waiting:
+        return [], waiting
+    if isinstance(waiting, dict):
+        return waiting.pop(span_id, []), waiting
+    taken = [str(waiting[i + 1]) for i in range(0, len(waiting), 2) if waiting[i] == span_id]
+    if not taken:
+        return taken, waiting
+    left = tuple(item for i in range(0, len(waiting), 2) if waiting[i] != span_id
+                 for item in waiting[i : i + 2])
+    return taken, left or None
 _SHARED_GENAI_MAX = 1024
 
 
@@ -123,6 +156,8 @@ class _Run:
     last_end_ns: int | None = None
     continuation: bool = False
     genai: _GenAI | None = None
+    waiting: Waiting = None
+    """Keys of tool-less records by the span id of their nearest ancestor not yet seen ending."""
 
     @property
     def trace(self) -> TraceKey:
@@ -349,12 +384,13 @@ class Correlator:
         if (observed, agent, tools) != (state.observed, state.agent, state.tools):
             state = self._genai(replace(state, observed=observed, agent=agent, tools=tools))
             run.genai = state
-        if genai.tool is not None and span.root is None and state.waiting:
-            self._about_tool(run, state.waiting.pop(span.span_id, []), genai.tool)
+        if genai.tool is not None and span.root is None and run.waiting:
+            keys, run.waiting = _take(run.waiting, span.span_id)
+            self._about_tool(run, keys, genai.tool)
 
     def _genai(self, state: _GenAI) -> _GenAI:
         """The state, shared with other runs when it holds only observations."""
-        if state.tools is not None or state.waiting is not None or state.agent is not None:
+        if state.tools is not None or state.agent is not None:
             return state
         shared = self._shared_genai
         if len(shared) >= _SHARED_GENAI_MAX:
@@ -369,7 +405,7 @@ class Correlator:
         state = run.genai
         if span.genai is not None and span.genai.tool is not None:
             return  # extraction made this span's records about its own tool
-        moved = state.waiting.pop(span.span_id, []) if state is not None and state.waiting else []
+        moved, run.waiting = _take(run.waiting, span.span_id)
         keys = [key for key in keys if not names_tool(run.records[key])] + moved
         parent = span.parent_span_id
         if not keys or parent is None or parent == root_id or parent == run.root_span_id:
@@ -378,10 +414,7 @@ class Correlator:
         if tool is not None:
             self._about_tool(run, keys, tool)
             return
-        if state is None or state.waiting is None:
-            state = run.genai = replace(state or _NO_GENAI, waiting={})
-        assert state.waiting is not None
-        state.waiting.setdefault(parent, []).extend(keys)
+        run.waiting = _wait(run.waiting, parent, keys)
 
     def _about_tool(self, run: _Run, keys: list[str], tool: str) -> None:
         records = run.records
