@@ -101,3 +101,20 @@ def test_the_job_task_candidate_is_the_earliest_started_agent_span_under_the_roo
     _end(correlator, _span(MIDDLE, ROOT, {agent: "outer"}, start_ns=1_100), [_governed("g")], now=2.0)
     _end(correlator, _span(OTHER_TOOL, ROOT, {agent: "later"}, start_ns=1_900), [], now=3.0)
     assert _close(correlator).agent_name == "outer"
+
+
+def test_many_waiting_records_under_two_tools_each_find_theirs() -> None:
+    """Past eight waiting records the run keeps them grouped by span: every one still lands."""
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    first = [_governed(f"a{i}", content=f"a{i}") for i in range(7)]
+    second = [_governed(f"b{i}", content=f"b{i}") for i in range(7)]
+    for index, record in enumerate(first):
+        _end(correlator, _span(0x100 + index, TOOL_SPAN), [record], now=1.0)
+    for index, record in enumerate(second):
+        _end(correlator, _span(0x200 + index, OTHER_TOOL), [record], now=1.5)
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("first_tool")), [], now=2.0)
+    _end(correlator, _span(OTHER_TOOL, ROOT, _tool("second_tool")), [], now=3.0)
+    tools = _tools_of(_close(correlator))
+    assert tools["tool.first_tool"] == (True, tuple(sorted(r.governance_hash for r in first)))
+    assert tools["tool.second_tool"] == (True, tuple(sorted(r.governance_hash for r in second)))
