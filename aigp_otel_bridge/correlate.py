@@ -140,7 +140,9 @@ _SHARED_GENAI_MAX = 1024
 @dataclass(slots=True)
 class _Run:
     key: RunKey
-    deadline: float
+    active_at: float
+    """When the run last saw activity (it times out ``trace_timeout_s`` later): the clock reading the
+    worker takes once per batch, so the runs a batch touches share one float."""
     root_span_id: int | None = None
     """The run's local root; None while its records are not attributed to one."""
     # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
@@ -260,14 +262,14 @@ class Correlator:
         elif run.root_span_id is None and local_root_id is not None:
             run.root_span_id = local_root_id
             run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
-        run.deadline = now + self._timeout
+        run.active_at = now
         runs.move_to_end(run.key)
         return run
 
     def _new(
         self, key: RunKey, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
     ) -> _Run:
-        run = _Run(key, now + self._timeout, local_root_id)
+        run = _Run(key, now, local_root_id)
         run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
         while len(self._runs) > self._max_runs:
@@ -434,7 +436,7 @@ class Correlator:
             del self._ended[ended.run.key]
         while self._runs:
             key, run = next(iter(self._runs.items()))
-            if run.deadline > now:
+            if run.active_at + self._timeout > now:
                 break
             del self._runs[key]
             if run.governed:
@@ -501,7 +503,7 @@ class Correlator:
         for ``trace_timeout_s`` after its last activity; one forgotten earlier is counted (and
         its late records, if any are waiting, go out first)."""
         ended = self._ended
-        ended[run.key] = _Ended(run, run.deadline, None, complete)
+        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete)
         while len(ended) > self._max_runs:
             _, oldest = ended.popitem(last=False)
             self._forget(oldest, closed)

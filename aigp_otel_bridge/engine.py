@@ -367,6 +367,7 @@ class Engine:
         intake = self._intake
         correlator = self._correlator
         extract = self._extractor.span
+        now = time.monotonic()  # one reading per batch: the runs it touches share it
         for _ in range(limit):
             if self._stop_done:
                 return False
@@ -374,7 +375,6 @@ class Engine:
                 item = intake.popleft()
             except IndexError:
                 return True
-            now = time.monotonic()
             try:
                 if isinstance(item, SpanNote):
                     self.stats.spans_seen += 1
