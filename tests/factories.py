@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from aigp_otel_bridge.merkle import leaf_hash
@@ -13,3 +15,14 @@ def two_leaves() -> list[dict[str, Any]]:
         {"resource_type": kind, "resource_name": name, "hash": leaf_hash(kind, name, content)}
         for kind, name, content in (("policy", "policy.a", "A"), ("prompt", "prompt.b", "B"))
     ]
+
+
+def instrumented_environ(home: Path, **variables: str) -> dict[str, str]:
+    """The environment of an ``opentelemetry-instrument`` subprocess: this one's without any
+    OpenTelemetry, OpenLineage or bridge setting, its own ``HOME`` (no ``~/.openlineage``), no
+    metrics or logs exporter, then ``variables``."""
+    own = ("OTEL_", "OPENLINEAGE", "AIGP_BRIDGE_")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(own)}
+    environ.update(HOME=str(home), OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+    environ.update(variables)
+    return environ

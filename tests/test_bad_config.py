@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.telemetry import redact
+from tests.factories import instrumented_environ
 from tests.schemas import validate_run_event
 
 MALFORMED_URL = "http://lineage:s3cr3t-pw@lineage host:5000/api?api_key=t0ken"
@@ -97,14 +98,10 @@ def test_the_warning_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_exporters_after_ours_still_run_under_opentelemetry_instrument(tmp_path: Path) -> None:
-    own = ("OTEL_", "OPENLINEAGE", "AIGP_BRIDGE_")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(own)}
-    environ.update(
-        HOME=str(tmp_path),
+    environ = instrumented_environ(
+        tmp_path,
         OTEL_TRACES_EXPORTER="aigp_openlineage,console",
         OTEL_SERVICE_NAME="support-agent",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
         OPENLINEAGE_URL=MALFORMED_URL,
     )
     result = subprocess.run(

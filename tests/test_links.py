@@ -43,6 +43,7 @@ from aigp_otel_bridge.links import (
     run_id_for_trace,
 )
 from tests.conftest import CaptureTransport
+from tests.factories import instrumented_environ
 from tests.schemas import _validator, validate_run_event
 
 CALLER = RunIdentity(str(uuid.uuid4()), "finco.trading", "trading-bot.plan")
@@ -526,15 +527,11 @@ def test_zero_code_propagation_under_opentelemetry_instrument(tmp_path: Any) -> 
     events_file = tmp_path / "events.jsonl"
     script = tmp_path / "agent.py"
     script.write_text(AGENT_SCRIPT)
-    own = ("OTEL_", "OPENLINEAGE", "AIGP_BRIDGE_")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(own)}
-    environ.update(
-        HOME=str(tmp_path),
+    environ = instrumented_environ(
+        tmp_path,
         OTEL_TRACES_EXPORTER="aigp_openlineage",
         OTEL_PROPAGATORS="tracecontext,baggage,aigp_lineage",
         OTEL_SERVICE_NAME="planner",
-        OTEL_METRICS_EXPORTER="none",
-        OTEL_LOGS_EXPORTER="none",
         OPENLINEAGE_CONTEXT=context_json(CALLER, TOP),
         OPENLINEAGE__TRANSPORT__TYPE="file",
         OPENLINEAGE__TRANSPORT__LOG_FILE_PATH=str(events_file),
