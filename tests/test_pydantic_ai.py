@@ -3,7 +3,13 @@ governed with the reference AIGP SDK inside its tool, through the bridge (contra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+
+import pytest
+
+if sys.version_info < (3, 11):  # the releases tested here (pydantic-ai-slim 2.68+) need 3.11
+    pytest.skip("pydantic-ai-slim 2.68 or newer needs Python 3.11", allow_module_level=True)
 
 from aigp import AIGPInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
