@@ -86,9 +86,9 @@ class Overflow:
 
 @dataclass(frozen=True, slots=True)
 class _GenAI:
-    """What a run's GenAI spans said (contract section 9); only for runs that have some, or whose
-    records sit below spans the run has not seen end yet. Replaced, never changed (but for its
-    dicts), so that runs which only observed the same tools and models share one."""
+    """What a run's GenAI spans said (contract section 9); only for runs that have some (records
+    waiting for a tool ancestor are the run's own ``waiting``). Replaced, never changed (but for
+    its ``tools`` dict), so that runs which only observed the same tools and models share one."""
 
     observed: tuple[Observed, ...] = ()
     """Tools and models seen, with a model's provider, sorted."""
