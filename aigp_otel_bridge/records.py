@@ -10,7 +10,7 @@ hashing helpers and the note.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -528,12 +528,22 @@ def resource_facts(resource: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS)
     )
 
 
-def records_from_note(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> list[GovernanceRecord]:
+EventParser = Callable[[Mapping[str, Any], str, "int | None"], GovernanceRecord]
+"""Reads one ``aigp.*`` span event: (attributes, event name, time)."""
+
+
+def records_from_note(
+    note: SpanNote, limits: Limits = DEFAULT_LIMITS, parse_event: EventParser | None = None
+) -> list[GovernanceRecord]:
     """Every record a captured span carries: one per ``aigp.*`` event, plus its own attributes."""
-    records = [
-        record_from_attributes(event.attributes, event_name=event.name, time_ns=event.time_ns, limits=limits)
-        for event in note.governance_events
-    ]
+    events = note.governance_events
+    if parse_event is None:
+        records = [
+            record_from_attributes(e.attributes, event_name=e.name, time_ns=e.time_ns, limits=limits)
+            for e in events
+        ]
+    else:
+        records = [parse_event(e.attributes, e.name, e.time_ns) for e in events]
     if note.governed_attributes and note.attributes is not None:
         records.append(record_from_attributes(note.attributes, time_ns=note.end_ns, limits=limits))
     return records
@@ -617,22 +627,74 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
     return replace(record, resources=(*resources, ResourceRef("tool", tool, None, None, content)))
 
 
+_EVENTS_CACHED_MAX = 1024
+
+
 class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_genai", "_limits", "_resource")
+    __slots__ = ("_events", "_genai", "_limits", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
         self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
         """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
+        self._events: dict[tuple[object, ...], GovernanceRecord] = {}
+        """Span-event records by everything but their event id and time (see ``event_record``)."""
+
+    def event_record(
+        self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
+    ) -> GovernanceRecord:
+        """``record_from_attributes`` of a span event, validated once per distinct value.
+
+        Everything an AIGP span event carries but its event id repeats from one action to the next
+        (the same policy, version, content hash and verdict), so the validated record is kept by
+        the event name and the values with their types (``1``, ``1.0`` and ``True`` are equal keys
+        but not equally valid), and a hit only checks the event id. The record read is the same
+        either way; values left out as invalid are counted each time they are seen.
+        """
+        event_id = attributes.get(sc.EVENT_ID)
+        rest = attributes
+        if event_id is not None:
+            rest = dict(attributes)
+            del rest[sc.EVENT_ID]
+        types = tuple(map(type, rest.values()))
+        key: tuple[object, ...] = (event_name, tuple(rest.items()), types)
+        if tuple in types or list in types:  # (True,) and (1,) are equal keys too
+            key = (*key, tuple(tuple(map(type, v)) for v in rest.values() if type(v) in (tuple, list)))
+        known = self._events
+        try:
+            cached = known.get(key)
+        except TypeError:  # an unhashable value: read it afresh
+            return record_from_attributes(
+                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
+            )
+        if cached is None:
+            cached = record_from_attributes(rest, event_name=event_name, limits=self._limits)
+            if len(known) >= _EVENTS_CACHED_MAX:
+                known.clear()
+            known[key] = cached
+        read = _Reader(self._limits, cached.invalid)
+        return GovernanceRecord(
+            read.text(event_id),
+            cached.event_type,
+            cached.governance_hash,
+            cached.hash_type,
+            cached.leaf_count,
+            cached.denied,
+            cached.classification,
+            cached.agent_id,
+            time_ns,
+            cached.resources,
+            read.invalid,
+        )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
         if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
             return None
-        values = tuple(attributes.get(key) for key in sc.GEN_AI_KEYS)
+        values = tuple(map(attributes.get, sc.GEN_AI_KEYS))
         try:
             return self._genai[values]
         except KeyError:
@@ -653,7 +715,7 @@ class Extractor:
 
     def span(self, note: SpanNote) -> SpanFacts:
         local_root = note.local_root
-        records = records_from_note(note, self._limits)
+        records = records_from_note(note, self._limits, self.event_record)
         genai = self.genai(note.attributes)
         if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
             records = [about_tool(record, genai.tool) for record in records]

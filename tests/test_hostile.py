@@ -23,7 +23,7 @@ from aigp_otel_bridge.openlineage import (
     build_openlineage_run_event,
     build_resource_input_facets,
 )
-from aigp_otel_bridge.records import Limits
+from aigp_otel_bridge.records import Extractor, Limits, record_from_attributes
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
@@ -667,3 +667,24 @@ def test_builders_refuse_only_bad_trace_ids_and_otherwise_emit_valid_output(valu
             call()
         except (ValueError, TypeError):
             assert _refusal_expected(value), "a builder refused a session with one valid trace id"
+
+
+@HYPOTHESIS
+@given(
+    event_names,
+    otel_attributes,
+    st.one_of(st.none(), st.text(max_size=8), st.integers(0, 3)),
+    st.sampled_from([list, tuple]),
+)
+def test_a_span_event_read_from_the_cache_is_the_record_read_afresh(
+    event_name: str, attributes: dict[str, Any], event_id: object, sequence: type
+) -> None:
+    """The worker validates repeated span events once; every record it returns, on a miss or a
+    hit, is the one ``record_from_attributes`` reads, with every invalid value counted again."""
+    attributes = {k: sequence(v) if isinstance(v, list) else v for k, v in attributes.items()}
+    if event_id is not None:
+        attributes["aigp.event.id"] = event_id
+    extractor = Extractor()
+    fresh = record_from_attributes(attributes, event_name=event_name, time_ns=7)
+    assert extractor.event_record(attributes, event_name, 7) == fresh
+    assert extractor.event_record(dict(attributes), event_name, 7) == fresh

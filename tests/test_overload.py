@@ -284,11 +284,11 @@ def test_the_correlation_worker_survives_an_unexpected_error(monkeypatch: pytest
     real = records.records_from_note
     calls = {"n": 0}
 
-    def once_broken(note: Any, limits: Any) -> Any:
+    def once_broken(note: Any, *args: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
             raise MemoryError("a bug, once")
-        return real(note, limits)
+        return real(note, *args)
 
     monkeypatch.setattr(records, "records_from_note", once_broken)
     transport = CaptureTransport()

@@ -768,3 +768,32 @@ def test_the_resource_is_read_once_per_resource() -> None:
     assert extractor.span(_note(span_id=3, resource=resource)).resource is first
     other = extractor.span(_note(resource={sc.SERVICE_NAME: "other"})).resource
     assert other.service_name == "other"
+
+
+def test_the_event_cache_tells_equal_values_of_different_types_apart() -> None:
+    """``1``, ``True`` and ``1.0`` are one dict key; only the integer is a valid version."""
+    extractor = Extractor()
+    for _ in range(2):
+        for version, valid in ((1, True), (True, False), (1.0, False), ((1,), False)):
+            record = extractor.event_record(
+                {sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: version}, "aigp.inject.success", None
+            )
+            assert record.resources[0].version == (1 if valid else None)
+            assert record.invalid == (0 if valid else 1)
+        for versions, valid in (((1,), True), ((True,), False)):
+            attributes = {"aigp.policies.names": ("policy.a",), "aigp.policies.versions": versions}
+            record = extractor.event_record(attributes, "aigp.inject.success", None)
+            assert record.resources[0].version == (1 if valid else None)
+
+
+def test_the_event_cache_checks_each_event_id_and_counts_bad_values_every_time() -> None:
+    extractor = Extractor(Limits(max_string_length=8))
+    attributes = {sc.POLICY_NAME: "policy.a", sc.GOVERNANCE_HASH: "not a hash"}
+    first = extractor.event_record({**attributes, sc.EVENT_ID: "e-1"}, "aigp.inject.success", 5)
+    second = extractor.event_record({**attributes, sc.EVENT_ID: "much-too-long"}, "aigp.inject.success", 6)
+    third = extractor.event_record({**attributes, sc.EVENT_ID: "e-3"}, "aigp.inject.success", 7)
+    assert (first.event_id, first.time_ns, first.invalid) == ("e-1", 5, 1)
+    assert (second.event_id, second.time_ns, second.invalid) == (None, 6, 2)
+    assert (third.event_id, third.time_ns, third.invalid) == ("e-3", 7, 1)
+    unhashable = extractor.event_record({"aigp.tools.names": ["tool.a"]}, "aigp.tool.invoked", None)
+    assert unhashable.resources[0].name == "tool.a"
