@@ -404,14 +404,18 @@ class Correlator:
         ancestor: spans end before their parents, so it is usually seen after them. Records
         waiting on this span move up to its parent. A record's chain of ancestors is only known
         through spans that reach correlation (governed, GenAI or local roots)."""
-        state = run.genai
         if span.genai is not None and span.genai.tool is not None:
             return  # extraction made this span's records about its own tool
-        moved, run.waiting = _take(run.waiting, span.span_id)
-        keys = [key for key in keys if not names_tool(run.records[key])] + moved
+        moved: list[str] = []
+        if run.waiting:
+            moved, run.waiting = _take(run.waiting, span.span_id)
         parent = span.parent_span_id
-        if not keys or parent is None or parent == root_id or parent == run.root_span_id:
+        if parent is None or parent == root_id or parent == run.root_span_id:
             return  # under the root alone: about the root's tool, if it is one (at its end)
+        keys = [key for key in keys if not names_tool(run.records[key])] + moved
+        if not keys:
+            return
+        state = run.genai
         tool = state.tools.get(parent) if state is not None and state.tools else None
         if tool is not None:
             self._about_tool(run, keys, tool)
