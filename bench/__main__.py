@@ -48,6 +48,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,7 +102,11 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool]:
     parser.add_argument("--sessions", type=_positive,
                         help=f"governed sessions per window (default {DEFAULT.sessions})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON results (default {DEFAULT_OUT})")
+    parser.add_argument("--only", type=lambda text: frozenset(text.split(",")), default=None,
+                        help=f"comma-separated measurements to run (default all: {', '.join(MEASUREMENTS)})")
     args = parser.parse_args(argv)
+    if args.only is not None and not args.only <= set(MEASUREMENTS):
+        parser.error(f"--only: unknown measurement {', '.join(sorted(args.only - set(MEASUREMENTS)))}")
     base = QUICK if args.quick else DEFAULT
     sizes = Sizes(
         rounds=args.rounds or base.rounds,
@@ -114,34 +119,43 @@ def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool]:
         sustained_rounds=base.sustained_rounds,
         builder_sessions=base.builder_sessions,
     )
-    return sizes, args.out, args.quick
+    return sizes, args.out, args.quick, args.only
 
 
-def run(sizes: Sizes, *, quick: bool = False) -> dict[str, Any]:
-    def step(text: str) -> None:
-        print(f"  {text} ...", file=sys.stderr, flush=True)
+MEASUREMENTS = ("ungoverned_span", "governed_span", "governed_session", "pending_trace_memory", "flood_rss",
+                "sustained_sessions", "builder_session", "builder_throughput")
 
+
+def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None) -> dict[str, Any]:
+    """Every measurement (or those in ``only``), in the order of ``MEASUREMENTS``."""
+    steps: dict[str, tuple[str, Callable[[], Any]]] = {
+        "ungoverned_span": (f"ungoverned spans ({sizes.spans} per window, {sizes.rounds} rounds)",
+                            lambda: timing.measure_spans("ungoverned_span", sizes.spans, sizes.rounds,
+                                                         governed=False).to_json()),
+        "governed_span": (f"governed spans ({sizes.spans} per window)",
+                          lambda: timing.measure_spans("governed_span", sizes.spans, sizes.rounds,
+                                                       governed=True).to_json()),
+        "governed_session": (f"governed sessions ({sizes.sessions} per window)",
+                             lambda: timing.measure_sessions(sizes.sessions, sizes.rounds).to_json()),
+        "pending_trace_memory": (f"memory per pending trace ({sizes.pending_traces} traces)",
+                                 lambda: memory.pending_trace_memory(sizes.pending_traces)),
+        "flood_rss": (f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)",
+                      lambda: memory.flood_rss(sizes.flood_sessions)),
+        "sustained_sessions": (
+            f"sustained sessions ({sizes.sustained_sessions} per window, {sizes.sustained_rounds} rounds)",
+            lambda: timing.measure_sustained(sizes.sustained_sessions, sizes.sustained_rounds)),
+        "builder_session": (f"builder API on a session of three events ({sizes.builder_sessions} per window)",
+                            lambda: builder.measure_session(sizes.rounds, sizes.builder_sessions)),
+        "builder_throughput": ("builder API throughput",
+                               lambda: builder.measure_builder(sizes.builder_loops, sizes.rounds)),
+    }
     began = time.perf_counter()
     measurements: dict[str, Any] = {}
-    step(f"ungoverned spans ({sizes.spans} per window, {sizes.rounds} rounds)")
-    measurements["ungoverned_span"] = timing.measure_spans(
-        "ungoverned_span", sizes.spans, sizes.rounds, governed=False).to_json()
-    step(f"governed spans ({sizes.spans} per window)")
-    measurements["governed_span"] = timing.measure_spans(
-        "governed_span", sizes.spans, sizes.rounds, governed=True).to_json()
-    step(f"governed sessions ({sizes.sessions} per window)")
-    measurements["governed_session"] = timing.measure_sessions(sizes.sessions, sizes.rounds).to_json()
-    step(f"memory per pending trace ({sizes.pending_traces} traces)")
-    measurements["pending_trace_memory"] = memory.pending_trace_memory(sizes.pending_traces)
-    step(f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)")
-    measurements["flood_rss"] = memory.flood_rss(sizes.flood_sessions)
-    step(f"sustained sessions ({sizes.sustained_sessions} per window, {sizes.sustained_rounds} rounds)")
-    measurements["sustained_sessions"] = timing.measure_sustained(
-        sizes.sustained_sessions, sizes.sustained_rounds)
-    step(f"builder API on a session of three events ({sizes.builder_sessions} per window)")
-    measurements["builder_session"] = builder.measure_session(sizes.rounds, sizes.builder_sessions)
-    step("builder API throughput")
-    measurements["builder_throughput"] = builder.measure_builder(sizes.builder_loops, sizes.rounds)
+    for name in MEASUREMENTS:
+        if only is None or name in only:
+            text, measure = steps[name]
+            print(f"  {text} ...", file=sys.stderr, flush=True)
+            measurements[name] = measure()
     results: dict[str, Any] = {
         "format": 2,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -175,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import gateway
 
         return gateway.main(arguments[1:])
-    sizes, out, quick = parse_args(argv)
+    sizes, out, quick, only = parse_args(argv)
     if sizes.rounds < MIN_ROUNDS:
         print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",
               file=sys.stderr)
-    results = run(sizes, quick=quick)
+    results = run(sizes, quick=quick, only=only)
     print(report.table(results))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -67,16 +67,20 @@ def targets(measurements: dict[str, Any]) -> list[dict[str, Any]]:
         })
 
     for case, limit in (("ungoverned_span", 0.25), ("governed_span", 1.0)):
-        data = measurements[case]
+        data = measurements.get(case)
+        if data is None:  # not run (--only)
+            continue
         extra, median = data["extra_ns_per_item"], data["median_extra_ns_per_item"]
         add(case, f"bridge extra CPU / BatchSpanProcessor extra CPU, per {case.replace('_', ' ')}",
             extra["bridge"], extra["batch"], limit, _ratio(median["bridge"], median["batch"]))
-    session = measurements["governed_session"]
-    add("governed_session",
-        "bridge extra CPU per governed session / one hand-built openlineage-python RunEvent emitted "
-        "(both serialised)",
-        session["extra_ns_per_item"]["bridge"], session["min_ns_per_item"]["hand_built"], 1.0,
-        _ratio(session["median_extra_ns_per_item"]["bridge"], session["median_ns_per_item"]["hand_built"]))
+    session = measurements.get("governed_session")
+    if session:
+        add("governed_session",
+            "bridge extra CPU per governed session / one hand-built openlineage-python RunEvent emitted "
+            "(both serialised)",
+            session["extra_ns_per_item"]["bridge"], session["min_ns_per_item"]["hand_built"], 1.0,
+            _ratio(session["median_extra_ns_per_item"]["bridge"],
+                   session["median_ns_per_item"]["hand_built"]))
     builder = measurements.get("builder_session", {})
     if "skipped" not in builder and builder:
         add("builder_session",
@@ -89,9 +93,10 @@ def targets(measurements: dict[str, Any]) -> list[dict[str, Any]]:
         add("sustained_sessions", "governed sessions per process CPU second (all delivered) / 2 000",
             sustained["per_cpu_second"]["best"], 2000.0, 1.0,
             sustained["per_cpu_second"]["median"] / 2000.0, at_least=True)
-    memory = measurements["pending_trace_memory"]
-    add("pending_trace_memory", "bridge bytes per pending governed trace / 512 B",
-        memory["bridge_bytes_per_trace"], 512.0, 1.0)
+    memory = measurements.get("pending_trace_memory")
+    if memory:
+        add("pending_trace_memory", "bridge bytes per pending governed trace / 512 B",
+            memory["bridge_bytes_per_trace"], 512.0, 1.0)
     return found
 
 
@@ -116,7 +121,9 @@ def table(results: dict[str, Any]) -> str:
         f"{'hand-built':>26}{'| wall: batch':>16}{'bridge':>12}",
     ]
     for case in ("ungoverned_span", "governed_span", "governed_session"):
-        data = m[case]
+        data = m.get(case)
+        if data is None:
+            continue
         floor, median = data["min_ns_per_item"], data["median_ns_per_item"]
         extra, median_extra = data["extra_ns_per_item"], data["median_extra_ns_per_item"]
         wall = data["wall_extra_ns_per_item"]
@@ -128,14 +135,14 @@ def table(results: dict[str, Any]) -> str:
             f"{_extra(extra['bridge']) + ' / ' + _extra(median_extra['bridge']):>26}{hand:>26}"
             f"{'| ' + _extra(wall['batch']):>16}{_extra(wall['bridge']):>12}"
         )
-    memory = m["pending_trace_memory"]
-    lines += [
+    memory = m.get("pending_trace_memory")
+    lines += [""] if memory is None else [
         "",
         f"memory per pending governed trace: bridge {memory['bridge_bytes_per_trace']:,.0f} B "
         f"(tracemalloc, {memory['traces']} traces; no processor {memory['bytes_per_trace']['none']:,.0f} B, "
         f"with bridge {memory['bytes_per_trace']['bridge']:,.0f} B)",
     ]
-    flood = m["flood_rss"]
+    flood = m.get("flood_rss", {})
     if "none" in flood and "bridge" in flood:
         bridge = flood["bridge"]
         lines.append(
@@ -163,8 +170,10 @@ def table(results: dict[str, Any]) -> str:
             f"{_us(reference['bridge'])}; reference SDK builder x3 + json.dumps: {_us(ours['reference'])} / "
             f"{_us(reference['reference'])} (min / median)"
         )
-    builder = m["builder_throughput"]
-    if "skipped" in builder:
+    builder = m.get("builder_throughput", {})
+    if not builder:
+        pass
+    elif "skipped" in builder:
         lines.append(f"builder API: skipped — {builder['skipped']}")
     else:
         lines.append(
