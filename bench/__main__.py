@@ -189,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import gateway
 
         return gateway.main(arguments[1:])
+    if arguments[:1] == ["compare"]:
+        from bench import compare
+
+        return compare.main(arguments[1:])
     sizes, out, quick, only = parse_args(argv)
     if sizes.rounds < MIN_ROUNDS:
         print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",

@@ -116,8 +116,12 @@ def null_client() -> tuple[OpenLineageClient, NullTransport]:
     return OpenLineageClient(transport=transport), transport
 
 
-def make_setup(config: str, *, queue_hint: int = 0, **bridge_settings: Any) -> Setup:
-    """A fresh provider for ``config``; ``queue_hint`` sizes the batch queue so it never drops."""
+def make_setup(
+    config: str, *, queue_hint: int = 0, processor: type[AIGPLineageSpanProcessor] | None = None,
+    **bridge_settings: Any,
+) -> Setup:
+    """A fresh provider for ``config``; ``queue_hint`` sizes the batch queue so it never drops.
+    ``processor``: the bridge class of another checkout (``python -m bench compare``)."""
     provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
     setup = Setup(config, provider, provider.get_tracer("bench"))
     if config == "batch":
@@ -125,9 +129,10 @@ def make_setup(config: str, *, queue_hint: int = 0, **bridge_settings: Any) -> S
         provider.add_span_processor(
             BatchSpanProcessor(setup.exporter, max_queue_size=max(2048, queue_hint + 64))
         )
-    elif config == "bridge":
+    elif config == "bridge" or processor is not None:
         client, setup.transport = null_client()
-        setup.bridge = AIGPLineageSpanProcessor(client, job_namespace=JOB_NAMESPACE, **bridge_settings)
+        bridge_class = processor or AIGPLineageSpanProcessor
+        setup.bridge = bridge_class(client, job_namespace=JOB_NAMESPACE, **bridge_settings)
         provider.add_span_processor(setup.bridge)
     elif config != "none":
         raise ValueError(f"unknown configuration {config!r}")

@@ -15,12 +15,13 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Tracer
 
+from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from bench import workloads
 from bench.setups import CONFIGS, make_setup, null_client
@@ -98,8 +99,12 @@ class Case:
 Work = Callable[[Tracer], None]
 
 
-def _span_window(config: str, work: Work, *, spans: int, runs: int) -> Window:
-    setup = make_setup(config, queue_hint=spans)
+Others = Mapping[str, "type[AIGPLineageSpanProcessor]"]
+"""Further bridge configurations: their name and the processor class of another checkout."""
+
+
+def _span_window(config: str, work: Work, *, spans: int, runs: int, others: Others) -> Window:
+    setup = make_setup(config, queue_hint=spans, processor=others.get(config))
     gc.collect()
     clock = Clock()
     work(setup.tracer)
@@ -137,7 +142,9 @@ def interleave(case: Case, windows: dict[str, Callable[[], Window]], rounds: int
     return case
 
 
-def measure_spans(name: str, spans: int, rounds: int, *, governed: bool) -> Case:
+def measure_spans(
+    name: str, spans: int, rounds: int, *, governed: bool, others: Others | None = None
+) -> Case:
     """Child spans with ordinary attributes; governed ones carry one ``aigp.*`` span event each."""
     events = workloads.span_events(spans) if governed else None
     roots = workloads.roots_for(spans)
@@ -146,12 +153,14 @@ def measure_spans(name: str, spans: int, rounds: int, *, governed: bool) -> Case
         workloads.run_spans(tracer, spans, events)
 
     def window(config: str) -> Callable[[], Window]:
-        return lambda: _span_window(config, work, spans=spans + roots, runs=roots if governed else 0)
+        return lambda: _span_window(config, work, spans=spans + roots, runs=roots if governed else 0,
+                                    others=others or {})
 
-    return interleave(Case(name, "span", spans), {c: window(c) for c in CONFIGS}, rounds)
+    configs = (*CONFIGS, *(others or {}))
+    return interleave(Case(name, "span", spans), {c: window(c) for c in configs}, rounds)
 
 
-def measure_sessions(sessions: int, rounds: int) -> Case:
+def measure_sessions(sessions: int, rounds: int, others: Others | None = None) -> Case:
     """Governed agent sessions, and the same number of RunEvents built and emitted by hand."""
     events = workloads.session_events(sessions)
     hand = workloads.hand_sessions(events)
@@ -161,9 +170,9 @@ def measure_sessions(sessions: int, rounds: int) -> Case:
         workloads.run_sessions(tracer, events)
 
     def window(config: str) -> Callable[[], Window]:
-        return lambda: _span_window(config, work, spans=spans, runs=sessions)
+        return lambda: _span_window(config, work, spans=spans, runs=sessions, others=others or {})
 
-    windows = {c: window(c) for c in CONFIGS}
+    windows = {c: window(c) for c in (*CONFIGS, *(others or {}))}
     windows[HAND_BUILT] = lambda: _hand_window(hand)
     return interleave(Case("governed_session", "session", sessions), windows, rounds)
 

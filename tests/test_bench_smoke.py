@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,28 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     for target in targets.values():
         assert target["ratio"] is None or _finite(target["ratio"])
         assert target["met"] in (True, False, None)
+
+
+def test_compare_measures_another_checkout_beside_this_one(tmp_path: Path) -> None:
+    """``python -m bench compare`` imports a second copy of the package (here a copy of this one)
+    and runs it as one more configuration, every window checked for drops and missing runs."""
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(PROJECT_ROOT / "aigp_otel_bridge", other / "aigp_otel_bridge")
+    out = tmp_path / "compare.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(other), "--rounds", "1", "--spans", "50",
+         "--sessions", "5", "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    for case in TIMED:
+        assert results[case]["problems"] == [], results[case]["problems"]
+        assert _positive(results[case]["min_ns_per_item"]["other"])
+        assert "bridge/other" in done.stdout
+    missing = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(tmp_path / "nowhere")],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert missing.returncode != 0 and "holds no aigp_otel_bridge" in missing.stderr
