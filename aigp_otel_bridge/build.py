@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -62,17 +63,19 @@ _job_name_log = RateLimitedLog(_log)
 ENGINE_NAME = "aigp-otel-bridge"
 
 def iso_millis(time_ns: int | None) -> str:
-    """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably."""
+    """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably.
+    Exact integer arithmetic on the whole milliseconds; no time, or one out of range, is now."""
     try:
         if time_ns is None:
             raise ValueError
-        moment = datetime.fromtimestamp(time_ns // 1_000_000 / 1000, tz=timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        moment = datetime.now(timezone.utc)
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
-    )
+        moment = _EPOCH + timedelta(0, 0, 0, time_ns // 1_000_000)
+    except (ValueError, OverflowError):
+        moment = datetime.now(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat("T", "milliseconds") + "Z"
+
+
+_EPOCH = datetime(1970, 1, 1)
+"""Naive UTC: ``isoformat`` then writes no offset, and ``Z`` follows."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +341,8 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
 def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     """``Serde.to_dict(build_run_event(run, producer))``, built directly; owns all its dicts."""
     producer = producer or client_base.PRODUCER
-    uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
+    if not (isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id)):
+        uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
     return {
         "eventTime": iso_millis(run.event_time_ns),
         "producer": producer,
@@ -358,6 +362,8 @@ def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     }
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form run ids are made in; ``uuid.UUID`` accepts it and checks any other."""
 _RUN_EVENT_SCHEMA = RunEvent._get_schema()
 _GOVERNANCE_SCHEMA = AIGPGovernanceRunFacet._get_schema()
 _RESOURCE_SCHEMA = AIGPResourceInputFacet._get_schema()
