@@ -56,6 +56,8 @@ class RunSummary:
 
 
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
+_NO_OVERFLOW = Overflow()
+"""Read, never changed: a run with nothing past the per-run bound."""
 
 
 def _aggregate_hash(
@@ -140,7 +142,7 @@ def aggregate(
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
     covers them (``governed: false``). One pass over the records."""
     records = list(records)
-    overflow = overflow or Overflow()
+    overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
     denied, invalid, top_rank = overflow.denied, overflow.invalid, overflow.classification_rank

@@ -416,7 +416,7 @@ def _small(values: tuple[object, ...], max_length: int) -> bool:
 
 def _annotated_resources(annotations: object) -> bool:
     """Whether a full event's annotations name resources (multi-policy, OTel attributes)."""
-    return isinstance(annotations, Mapping) and (
+    return isinstance(annotations, (dict, Mapping)) and (  # dict first: the cheap check
         annotations.get("all_policies") is not None or annotations.get("otel_attributes") is not None
     )
 
