@@ -324,10 +324,11 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
     """The RunEvent of a decided run: the client's event classes, the facets as plain dicts."""
     producer = producer or client_base.PRODUCER
     job_facets: dict[str, Any] = {"jobType": _job_type_dict(producer)}
+    event_time = iso_millis(run.event_time_ns)
     return RunEvent(
         eventType=run.event_type,
-        eventTime=iso_millis(run.event_time_ns),
-        run=Run(runId=run.run_id, facets=_run_facets(run, producer)),
+        eventTime=event_time,
+        run=Run(runId=run.run_id, facets=_run_facets(run, producer, event_time)),
         job=Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets),
         inputs=[
             InputDataset(namespace=namespace, name=name, inputFacets={RESOURCE_FACET_KEY: facet})
@@ -343,12 +344,13 @@ def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     producer = producer or client_base.PRODUCER
     if not (isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id)):
         uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
+    event_time = iso_millis(run.event_time_ns)
     return {
-        "eventTime": iso_millis(run.event_time_ns),
+        "eventTime": event_time,
         "producer": producer,
         "schemaURL": _RUN_EVENT_SCHEMA,
         "eventType": run.event_type.value,
-        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, shared=False)},
+        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, event_time, shared=False)},
         "job": {
             "namespace": run.job_namespace,
             "name": run.job_name,
@@ -370,7 +372,9 @@ _RESOURCE_SCHEMA = AIGPResourceInputFacet._get_schema()
 _NOMINAL_TIME_SCHEMA = NominalTimeRunFacet._get_schema()
 
 
-def _run_facets(run: DecidedRun, producer: str, *, shared: bool = True) -> dict[str, Any]:
+def _run_facets(run: DecidedRun, producer: str, event_time: str, *, shared: bool = True) -> dict[str, Any]:
+    """``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal to
+    it (a run that ended with its root) reuses."""
     engine = _engine_dict(producer)
     facets: dict[str, Any] = {
         GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer),
@@ -382,8 +386,9 @@ def _run_facets(run: DecidedRun, producer: str, *, shared: bool = True) -> dict[
             "_producer": producer,
             "_schemaURL": _NOMINAL_TIME_SCHEMA,
         }
-        if run.nominal_end_ns is not None:
-            nominal["nominalEndTime"] = iso_millis(run.nominal_end_ns)
+        end_ns = run.nominal_end_ns
+        if end_ns is not None:
+            nominal["nominalEndTime"] = event_time if end_ns == run.event_time_ns else iso_millis(end_ns)
         facets["nominalTime"] = nominal
     if run.parent is not None:  # rare: a nested run; the client's own facet, as a dict
         facets["parent"] = Serde.to_dict(parent_run_facet(run.parent, producer))
