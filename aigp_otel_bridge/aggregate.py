@@ -15,7 +15,7 @@ from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceSummary:
     """One governed resource of a run: one OpenLineage input dataset."""
 
@@ -33,7 +33,7 @@ class ResourceSummary:
     """A model's provider, from its GenAI spans."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """The aggregate proof of one run, before it is given an OpenLineage shape."""
 

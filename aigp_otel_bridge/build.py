@@ -78,7 +78,7 @@ _EPOCH = datetime(1970, 1, 1)
 """Naive UTC: ``isoformat`` then writes no offset, and ``Z`` follows."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DecidedRun:
     """One run, named and summarised, ready to be built (again, on every attempt)."""
 
