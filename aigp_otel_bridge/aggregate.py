@@ -140,7 +140,7 @@ def aggregate(
 ) -> RunSummary:
     """Summarise a trace's records (plus those kept only as overflow) into its run's proof;
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
-    covers them (``governed: false``). One pass over the records."""
+    covers them (``governed: false``)."""
     records = list(records)
     overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
