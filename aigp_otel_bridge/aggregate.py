@@ -15,7 +15,7 @@ from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ResourceSummary:
     """One governed resource of a run: one OpenLineage input dataset."""
 
@@ -33,7 +33,7 @@ class ResourceSummary:
     """A model's provider, from its GenAI spans."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """The aggregate proof of one run, before it is given an OpenLineage shape."""
 
@@ -56,6 +56,8 @@ class RunSummary:
 
 
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
+_NO_OVERFLOW = Overflow()
+"""Read, never changed: a run with nothing past the per-run bound."""
 
 
 def _aggregate_hash(
@@ -75,43 +77,58 @@ def _aggregate_hash(
 def _summarise_resources(
     records: Iterable[GovernanceRecord], max_inputs: int, observed: Iterable[Observed] = ()
 ) -> tuple[tuple[ResourceSummary, ...], int]:
-    versions: dict[tuple[str, str], set[int]] = {}
-    leaves: dict[tuple[str, str], set[str]] = {}
-    contents: dict[tuple[str, str], set[str]] = {}
-    denied: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], _Resource] = {}
     for record in records:
         for ref in record.resources:
             key = (ref.type, ref.name)
-            versions.setdefault(key, set())
+            resource = found.get(key)
+            if resource is None:
+                resource = found[key] = _Resource()
             if record.denied:
-                denied.add(key)
+                resource.denied = True
             if ref.version is not None:
-                versions[key].add(ref.version)
+                resource.versions.add(ref.version)
             if ref.leaf_hash is not None:
-                leaves.setdefault(key, set()).add(ref.leaf_hash)
+                resource.leaves.add(ref.leaf_hash)
             if ref.content_hash is not None:
-                contents.setdefault(key, set()).add(ref.content_hash)
-    governed = set(versions)
-    providers: dict[tuple[str, str], str | None] = {}
+                resource.contents.add(ref.content_hash)
     for resource_type, name, provider in observed:
-        versions.setdefault((resource_type, name), set())
-        providers[(resource_type, name)] = providers.get((resource_type, name)) or provider
-    keys = sorted(versions)
-    summaries = tuple(
-        ResourceSummary(
-            type=key[0],
-            name=key[1],
-            version=max(versions[key]) if versions[key] else None,
-            observed_versions=tuple(sorted(versions[key])) if len(versions[key]) > 1 else (),
-            leaf_hashes=tuple(sorted(leaves.get(key, ()))),
-            content_hashes=tuple(sorted(contents.get(key, ()))),
-            denied=key in denied,
-            governed=key in governed,
-            provider=providers.get(key),
-        )
-        for key in keys[:max_inputs]
-    )
+        resource = found.get((resource_type, name))
+        if resource is None:
+            resource = found[(resource_type, name)] = _Resource(governed=False)
+        resource.provider = resource.provider or provider
+    keys = sorted(found)
+    summaries = tuple(_summary(key, found[key]) for key in keys[:max_inputs])
     return summaries, max(0, len(keys) - max_inputs)
+
+
+class _Resource:
+    """What a run's records say about one resource, gathered before it becomes a summary."""
+
+    __slots__ = ("contents", "denied", "governed", "leaves", "provider", "versions")
+
+    def __init__(self, *, governed: bool = True) -> None:
+        self.versions: set[int] = set()
+        self.leaves: set[str] = set()
+        self.contents: set[str] = set()
+        self.denied = False
+        self.governed = governed
+        self.provider: str | None = None
+
+
+def _summary(key: tuple[str, str], resource: _Resource) -> ResourceSummary:
+    versions, leaves, contents = resource.versions, resource.leaves, resource.contents
+    return ResourceSummary(
+        key[0],
+        key[1],
+        max(versions) if versions else None,
+        tuple(sorted(versions)) if len(versions) > 1 else (),
+        tuple(sorted(leaves)) if len(leaves) > 1 else tuple(leaves),
+        tuple(sorted(contents)) if len(contents) > 1 else tuple(contents),
+        resource.denied,
+        resource.governed,
+        resource.provider,
+    )
 
 
 def aggregate(
@@ -125,21 +142,39 @@ def aggregate(
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
     covers them (``governed: false``)."""
     records = list(records)
-    overflow = overflow or Overflow()
-    hashes: dict[str, tuple[str | None, int | None]] = {}
-    for record in sorted(records, key=_record_order):
-        if record.governance_hash is not None:
-            hashes.setdefault(record.governance_hash, (record.hash_type, record.leaf_count))
+    overflow = overflow or _NO_OVERFLOW
+    speaking: dict[str, GovernanceRecord] = {}
+    """Per governance hash, the record that speaks for it (``_record_order``)."""
+    denied, invalid, top_rank = overflow.denied, overflow.invalid, overflow.classification_rank
+    agent_ids: set[str] = set()
+    first_agent: str | None = None
+    latest: int | None = None
+    earliest: int | None = None
+    for record in records:
+        digest = record.governance_hash
+        if digest is not None:
+            known = speaking.get(digest)
+            if known is None or _record_order(record) < _record_order(known):
+                speaking[digest] = record
+        denied += record.denied
+        invalid += record.invalid
+        if record.classification is not None:
+            top_rank = max(top_rank, sc.CLASSIFICATION_RANK[record.classification])
+        agent_id = record.agent_id
+        if agent_id is not None:
+            agent_ids.add(agent_id)
+            if first_agent is None:
+                first_agent = agent_id
+        time_ns = record.time_ns
+        if time_ns is not None:
+            if latest is None or time_ns > latest:
+                latest = time_ns
+            if earliest is None or time_ns < earliest:
+                earliest = time_ns
+    hashes = {digest: (record.hash_type, record.leaf_count) for digest, record in speaking.items()}
     for digest, details in overflow.hashes.items():
         hashes.setdefault(digest, details)
     governance_hash, hash_type, leaf_count = _aggregate_hash(hashes)
-
-    denied = sum(record.denied for record in records) + overflow.denied
-    ranks = [sc.CLASSIFICATION_RANK[r.classification] for r in records if r.classification is not None]
-    top_rank = max([*ranks, overflow.classification_rank], default=-1)
-    agent_ids = sorted({r.agent_id for r in records if r.agent_id is not None})
-    first_agent = next((r.agent_id for r in records if r.agent_id is not None), None)
-    times = [r.time_ns for r in records if r.time_ns is not None]
     resources, inputs_left_out = _summarise_resources(records, max_inputs, observed)
     return RunSummary(
         governance_hash=governance_hash,
@@ -149,12 +184,12 @@ def aggregate(
         classification=_CLASSIFICATION_BY_RANK.get(top_rank),
         event_count=len(records) + overflow.count,
         denied_count=denied,
-        agent_ids=tuple(agent_ids),
+        agent_ids=tuple(sorted(agent_ids)),
         first_agent_id=first_agent,
         resources=resources,
-        latest_time_ns=max(times, default=None),
-        earliest_time_ns=min(times, default=None),
-        invalid=sum(r.invalid for r in records) + overflow.invalid + inputs_left_out,
+        latest_time_ns=latest,
+        earliest_time_ns=earliest,
+        invalid=invalid + inputs_left_out,
         ungoverned_count=sum(not resource.governed for resource in resources),
     )
 

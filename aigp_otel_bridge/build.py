@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
@@ -62,20 +63,22 @@ _job_name_log = RateLimitedLog(_log)
 ENGINE_NAME = "aigp-otel-bridge"
 
 def iso_millis(time_ns: int | None) -> str:
-    """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably."""
+    """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably.
+    Exact integer arithmetic on the whole milliseconds; no time, or one out of range, is now."""
     try:
         if time_ns is None:
             raise ValueError
-        moment = datetime.fromtimestamp(time_ns // 1_000_000 / 1000, tz=timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        moment = datetime.now(timezone.utc)
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:{moment.minute:02d}:"
-        f"{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
-    )
+        moment = _EPOCH + timedelta(0, 0, 0, time_ns // 1_000_000)
+    except (ValueError, OverflowError):
+        moment = datetime.now(timezone.utc).replace(tzinfo=None)
+    return moment.isoformat("T", "milliseconds") + "Z"
 
 
-@dataclass(frozen=True)
+_EPOCH = datetime(1970, 1, 1)
+"""Naive UTC: ``isoformat`` then writes no offset, and ``Z`` follows."""
+
+
+@dataclass(frozen=True, slots=True)
 class DecidedRun:
     """One run, named and summarised, ready to be built (again, on every attempt)."""
 
@@ -321,10 +324,11 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
     """The RunEvent of a decided run: the client's event classes, the facets as plain dicts."""
     producer = producer or client_base.PRODUCER
     job_facets: dict[str, Any] = {"jobType": _job_type_dict(producer)}
+    event_time = iso_millis(run.event_time_ns)
     return RunEvent(
         eventType=run.event_type,
-        eventTime=iso_millis(run.event_time_ns),
-        run=Run(runId=run.run_id, facets=_run_facets(run, producer)),
+        eventTime=event_time,
+        run=Run(runId=run.run_id, facets=_run_facets(run, producer, event_time)),
         job=Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets),
         inputs=[
             InputDataset(namespace=namespace, name=name, inputFacets={RESOURCE_FACET_KEY: facet})
@@ -338,13 +342,15 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
 def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     """``Serde.to_dict(build_run_event(run, producer))``, built directly; owns all its dicts."""
     producer = producer or client_base.PRODUCER
-    uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
+    if not (isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id)):
+        uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
+    event_time = iso_millis(run.event_time_ns)
     return {
-        "eventTime": iso_millis(run.event_time_ns),
+        "eventTime": event_time,
         "producer": producer,
         "schemaURL": _RUN_EVENT_SCHEMA,
         "eventType": run.event_type.value,
-        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, shared=False)},
+        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, event_time, shared=False)},
         "job": {
             "namespace": run.job_namespace,
             "name": run.job_name,
@@ -358,13 +364,17 @@ def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     }
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""The form run ids are made in; ``uuid.UUID`` accepts it and checks any other."""
 _RUN_EVENT_SCHEMA = RunEvent._get_schema()
 _GOVERNANCE_SCHEMA = AIGPGovernanceRunFacet._get_schema()
 _RESOURCE_SCHEMA = AIGPResourceInputFacet._get_schema()
 _NOMINAL_TIME_SCHEMA = NominalTimeRunFacet._get_schema()
 
 
-def _run_facets(run: DecidedRun, producer: str, *, shared: bool = True) -> dict[str, Any]:
+def _run_facets(run: DecidedRun, producer: str, event_time: str, *, shared: bool = True) -> dict[str, Any]:
+    """``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal to
+    it (a run that ended with its root) reuses."""
     engine = _engine_dict(producer)
     facets: dict[str, Any] = {
         GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer),
@@ -376,8 +386,9 @@ def _run_facets(run: DecidedRun, producer: str, *, shared: bool = True) -> dict[
             "_producer": producer,
             "_schemaURL": _NOMINAL_TIME_SCHEMA,
         }
-        if run.nominal_end_ns is not None:
-            nominal["nominalEndTime"] = iso_millis(run.nominal_end_ns)
+        end_ns = run.nominal_end_ns
+        if end_ns is not None:
+            nominal["nominalEndTime"] = event_time if end_ns == run.event_time_ns else iso_millis(end_ns)
         facets["nominalTime"] = nominal
     if run.parent is not None:  # rare: a nested run; the client's own facet, as a dict
         facets["parent"] = Serde.to_dict(parent_run_facet(run.parent, producer))

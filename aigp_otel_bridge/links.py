@@ -415,9 +415,9 @@ _UUID_FORM = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-
 
 def run_id_for_trace(trace_id: str) -> str:
     """The run id of a trace: its id as a canonical UUID, else a uuid5 of the (UTF-8-safe) text."""
-    if sc.OTEL_TRACE_ID.fullmatch(trace_id):  # 32 hex digits: the UUID's canonical form, directly
-        h = trace_id.lower()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    if sc.OTEL_TRACE_ID.fullmatch(trace_id):  # str(uuid.UUID(hex=trace_id)), written directly
+        hex_id = trace_id.lower()
+        return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
     if _UUID_FORM.fullmatch(trace_id):
         return str(uuid.UUID(trace_id))
     return str(uuid.uuid5(RUN_ID_NAMESPACE, sc.clean_text(trace_id)))

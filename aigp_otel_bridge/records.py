@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aigp_otel_bridge import semconv as sc
@@ -276,8 +276,11 @@ def parse_event_time(value: object) -> int | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return (moment - _EPOCH) // _MICROSECOND * 1_000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _merkle_leaves(tree: object, read: _Reader) -> tuple[list[_RawResource], int | None]:
@@ -334,7 +337,91 @@ def _all_policies(value: object, read: _Reader) -> list[_RawResource]:
 
 
 def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> GovernanceRecord:
-    """Read one record from a full AIGP event (the JSON a governance store keeps)."""
+    """Read one record from a full AIGP event (the JSON a governance store keeps).
+
+    Everything but the event id and time repeats from event to event of one resource version,
+    so the rest is read once per distinct value (``_event_fields``)."""
+    read = _Reader(limits)
+    event_id = read.text(event.get("event_id"))
+    fields = _event_fields(event, limits)
+    return GovernanceRecord(
+        event_id,
+        fields.event_type,
+        fields.governance_hash,
+        fields.hash_type,
+        fields.leaf_count,
+        fields.denied,
+        fields.classification,
+        fields.agent_id,
+        parse_event_time(event.get("event_time")),
+        fields.resources,
+        fields.invalid + read.invalid,
+        True,
+    )
+
+
+_CACHED_FIELDS = (
+    "event_type",
+    "governance_hash",
+    "hash_type",
+    "enforcement_result",
+    "data_classification",
+    "agent_id",
+    "policy_name",
+    "policy_version",
+    "prompt_name",
+    "prompt_version",
+)
+"""What a full event's record depends on, besides its id, its time and nested resources."""
+
+_FIELDS_READ: dict[tuple[object, ...], GovernanceRecord] = {}
+_FIELDS_READ_MAX = 1024
+
+
+def _event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
+    """A full event's record without its id and time, read once per distinct value: keyed by the
+    values read and their types (``1``, ``1.0`` and ``True`` are equal keys, not equally valid),
+    so a hit returns exactly what reading afresh gives, its count of invalid values included.
+    Events with a Merkle tree or resources in their annotations are read afresh."""
+    if event.get("governance_merkle_tree") is not None or _annotated_resources(event.get("annotations")):
+        return _read_event_fields(event, limits)
+    values = tuple(map(event.get, _CACHED_FIELDS))
+    key = (limits.max_string_length, values, tuple(map(type, values)))
+    try:
+        known = _FIELDS_READ.get(key)
+    except TypeError:  # an unhashable value (a list, a dict): read afresh
+        return _read_event_fields(event, limits)
+    if known is None:
+        known = _read_event_fields(event, limits)
+        if _small(values, limits.max_string_length):
+            if len(_FIELDS_READ) >= _FIELDS_READ_MAX:
+                _FIELDS_READ.clear()
+            _FIELDS_READ[key] = known
+    return known
+
+
+def _small(values: tuple[object, ...], max_length: int) -> bool:
+    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid."""
+    for value in values:
+        if type(value) is str:
+            if len(value) > max_length:
+                return False
+        elif type(value) is int:
+            if not -(1 << 63) <= value < 1 << 63:
+                return False
+        elif value is not None and type(value) is not bool:
+            return False
+    return True
+
+
+def _annotated_resources(annotations: object) -> bool:
+    """Whether a full event's annotations name resources (multi-policy, OTel attributes)."""
+    return isinstance(annotations, (dict, Mapping)) and (  # dict first: the cheap check
+        annotations.get("all_policies") is not None or annotations.get("otel_attributes") is not None
+    )
+
+
+def _read_event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
     read = _Reader(limits)
     event_type = read.event_type(event.get("event_type"))
     governance_hash, hash_type = read.proof(event.get("governance_hash"), event.get("hash_type"))
@@ -342,7 +429,6 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
     enforcement = read.enforcement(event.get("enforcement_result"))
     resources = _resources_from_event(event, read) + leaves
     return GovernanceRecord(
-        event_id=read.text(event.get("event_id")),
         event_type=event_type,
         governance_hash=governance_hash,
         hash_type=hash_type,
@@ -350,7 +436,6 @@ def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT
         denied=sc.is_denied(event_type, enforcement),
         classification=read.choice(event.get("data_classification"), sc.CLASSIFICATION_RANK),
         agent_id=read.text(event.get("agent_id")),
-        time_ns=parse_event_time(event.get("event_time")),
         resources=_refs(resources, governance_hash, hash_type),
         invalid=read.invalid,
         full=True,

@@ -5,6 +5,7 @@ Run from the project root::
     python -m bench                    # default sizes, about a minute or two on 2 cores
     python -m bench --quick            # tiny sizes: checks the harness, figures mean nothing
     python -m bench --rounds 21 --spans 10000 --out /tmp/bench.json
+    python -m bench builder            # the builder API measurements alone
 
 Configurations, each on a fresh ``TracerProvider`` per timed window (shut down after it):
 ``none`` (no span processor), ``batch`` (the SDK's ``BatchSpanProcessor`` with an exporter that
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         from bench import compare
 
         return compare.main(arguments[1:])
+    if arguments[:1] == ["builder"]:
+        return builder.main(arguments[1:])
     sizes, out, quick, only = parse_args(argv)
     if sizes.rounds < MIN_ROUNDS:
         print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",

@@ -11,10 +11,14 @@ process CPU time, minimum and median.
 ``builder_throughput``: ``build_openlineage_run_event`` on each example event (each its own
 session). Without the examples folder (an installed package, not a clone) or without the
 reference SDK (``pip install aigp``) a measurement is skipped with a note.
+
+``python -m bench builder [--rounds N] [--sessions N] [--quick] [--out FILE]`` runs only these two
+measurements and prints the builder target's ratio (see docs/performance.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import statistics
@@ -28,6 +32,8 @@ from bench.timing import CLOCK, Case, Clock, Window, interleave
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SESSION_EXAMPLES = ("inject-success-otel.json", "tool-invoked.json", "memory-read.json")
 SESSIONS_PER_WINDOW = 200
+TARGET = 2.0
+"""Builder session / reference SDK, CPU time (the issue's target; ``report.targets`` holds the same)."""
 
 
 def examples_dir() -> Path:
@@ -122,3 +128,48 @@ def measure_builder(loops: int, rounds: int) -> dict[str, Any]:
         "median_ns_per_event": statistics.median(cpu) / calls,
         "events_per_second": 1e9 / ns_per_event,
     }
+
+
+def _us(ns: float) -> str:
+    return f"{ns / 1000:,.1f} µs"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench builder``: the builder measurements alone, with the builder target."""
+    parser = argparse.ArgumentParser(prog="python -m bench builder", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness only")
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds (default 21)")
+    parser.add_argument("--sessions", type=int, default=SESSIONS_PER_WINDOW,
+                        help=f"sessions per window (default {SESSIONS_PER_WINDOW})")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+    rounds, sessions, loops = (7, 5, 1) if args.quick else (max(args.rounds, 1), max(args.sessions, 1), 20)
+    session = measure_session(rounds, sessions)
+    throughput = measure_builder(loops, rounds)
+    lines = []
+    if "skipped" in session:
+        lines.append(f"builder API, session of three events: skipped — {session['skipped']}")
+    else:
+        low, mid = session["min_ns_per_item"], session["median_ns_per_item"]
+        lines.append(
+            f"session of three events + json.dumps ({rounds} rounds, min / median): builder "
+            f"{_us(low['bridge'])} / {_us(mid['bridge'])}, reference SDK x3 {_us(low['reference'])} / "
+            f"{_us(mid['reference'])}"
+        )
+        ratio, median = low["bridge"] / low["reference"], mid["bridge"] / mid["reference"]
+        verdict = "met" if ratio <= TARGET else "NOT MET"
+        lines.append(f"target: ratio {ratio:.2f} (median {median:.2f}) <= {TARGET}: {verdict}")
+    if "skipped" in throughput:
+        lines.append(f"builder throughput: skipped — {throughput['skipped']}")
+    else:
+        lines.append(
+            f"builder on each example event: {_us(throughput['ns_per_event'])} / "
+            f"{_us(throughput['median_ns_per_event'])} per event, "
+            f"{throughput['events_per_second']:,.0f} events per CPU second ({throughput['built']} examples)"
+        )
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        figures = {"builder_session": session, "builder_throughput": throughput}
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0

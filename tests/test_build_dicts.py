@@ -88,6 +88,9 @@ def _runs() -> dict[str, DecidedRun]:
             base, event_type=RunState.RUNNING, complete=False, nominal_end_ns=None
         ),
         "no nominal time": dataclasses.replace(base, nominal_start_ns=None, nominal_end_ns=None),
+        "nominal end before the event": dataclasses.replace(
+            base, nominal_end_ns=(base.nominal_end_ns or 0) - 1_500_000_000
+        ),
         "nested": dataclasses.replace(base, parent=RunParent(caller, top)),
         "several agents and hashes": dataclasses.replace(
             base,

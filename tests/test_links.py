@@ -700,9 +700,3 @@ def test_an_open_root_emitted_early_keeps_its_job_name_when_it_completes(
     assert running["job"] == completed["job"]
     assert running["job"]["name"] == "planner.plan"  # the open root named it, once
 
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="0123456789abcdefABCDEF", min_size=32, max_size=32))
-def test_a_trace_ids_run_id_is_its_canonical_uuid(trace_hex: str) -> None:
-    """The run id of a 32-hex trace id is that id as the canonical (lower-case, dashed) UUID."""
-    assert run_id_for_trace(trace_hex) == str(uuid.UUID(hex=trace_hex))
