@@ -738,7 +738,9 @@ class Extractor:
         (the same policy, version, content hash and verdict), so the validated record is kept by
         the event name and the values with their types (``1``, ``1.0`` and ``True`` are equal keys
         but not equally valid), and a hit only checks the event id. The record read is the same
-        either way; values left out as invalid are counted each time they are seen.
+        either way; values left out as invalid are counted each time they are seen. Only small
+        keys are kept (``_small``: arrays and long strings are read afresh each time), so the
+        cache's size stays bounded in bytes as well as in entries.
         """
         event_id = attributes.get(sc.EVENT_ID)
         rest = attributes
@@ -758,9 +760,11 @@ class Extractor:
             )
         if cached is None:
             cached = record_from_attributes(rest, event_name=event_name, limits=self._limits)
-            if len(known) >= _EVENTS_CACHED_MAX:
-                known.clear()
-            known[key] = cached
+            cap = self._limits.max_string_length
+            if _small(tuple(rest), cap) and _small(tuple(rest.values()), cap):
+                if len(known) >= _EVENTS_CACHED_MAX:
+                    known.clear()
+                known[key] = cached
         read = _Reader(self._limits, cached.invalid)
         return GovernanceRecord(
             read.text(event_id),

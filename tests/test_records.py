@@ -797,3 +797,18 @@ def test_the_event_cache_checks_each_event_id_and_counts_bad_values_every_time()
     assert (third.event_id, third.time_ns, third.invalid) == ("e-3", 7, 1)
     unhashable = extractor.event_record({"aigp.tools.names": ["tool.a"]}, "aigp.tool.invoked", None)
     assert unhashable.resources[0].name == "tool.a"
+
+
+def test_the_event_cache_keeps_only_small_keys() -> None:
+    """Arrays and strings longer than any accepted name are read afresh every time, so what the
+    cache holds stays small whatever the application puts on its events."""
+    extractor = Extractor(Limits(max_string_length=16))
+    long_name = {sc.POLICY_NAME: "p" * 17, sc.EVENT_ID: "e-1"}
+    array = {"aigp.tools.names": ("tool.a",), sc.EVENT_ID: "e-2"}
+    small = {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: "e-3"}
+    for attributes in (long_name, array, small):
+        first = extractor.event_record(attributes, "aigp.inject.success", 1)
+        assert extractor.event_record(attributes, "aigp.inject.success", 1) == first
+    assert (long_name_record := extractor.event_record(long_name, "aigp.inject.success", 1)).invalid == 1
+    assert long_name_record.resources == ()
+    assert len(extractor._events) == 1  # only the small one
