@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -137,21 +138,30 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 _SHARED_GENAI_MAX = 1024
 
 
+Held: TypeAlias = GovernanceRecord | dict[str, GovernanceRecord] | None
+"""A run's records: none, the only one itself (most runs hold one), or a dict by key from the
+second on. A record's key is its event id, else ``#`` and its position among the run's records."""
+
+
+def _key_of(record: GovernanceRecord, position: int) -> str:
+    return record.event_id if record.event_id is not None else f"#{position}"
+
+
 @dataclass(slots=True)
 class _Run:
+    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
+    # what most runs never need (a dict for one record, the overflow, the root's facts, which only
+    # an ended run has: ``_Ended``) is not held per run.
     key: RunKey
     active_at: float
     """When the run last saw activity (it times out ``trace_timeout_s`` later): the clock reading the
     worker takes once per batch, so the runs a batch touches share one float."""
     root_span_id: int | None = None
     """The run's local root; None while its records are not attributed to one."""
-    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
-    # what most runs never need (overflow, an ended root's facts) is allocated only when needed.
-    records: dict[str, GovernanceRecord] = field(default_factory=dict)
+    records: Held = None
     overflow: Overflow | None = None
     root_remote: bool = False
     """The local root has a remote parent (known from its start or its end)."""
-    root: RootFacts | None = None
     first_span_name: str | None = None
     resource: ResourceFacts | None = None
     first_start_ns: int | None = None
@@ -167,7 +177,32 @@ class _Run:
 
     @property
     def governed(self) -> bool:
-        return bool(self.records) or self.overflow is not None
+        return self.records is not None or self.overflow is not None
+
+    def record_keys(self) -> list[str]:
+        held = self.records
+        if held is None:
+            return []
+        return list(held) if isinstance(held, dict) else [_key_of(held, 0)]
+
+    def kept_records(self) -> tuple[GovernanceRecord, ...]:
+        held = self.records
+        if held is None:
+            return ()
+        return tuple(held.values()) if isinstance(held, dict) else (held,)
+
+    def record(self, key: str) -> GovernanceRecord | None:
+        held = self.records
+        if isinstance(held, dict):
+            return held.get(key)
+        return held if held is not None and _key_of(held, 0) == key else None
+
+    def replace_record(self, key: str, record: GovernanceRecord) -> None:
+        """Put ``record`` in place of the one kept under ``key`` (its position unchanged)."""
+        if isinstance(self.records, dict):
+            self.records[key] = record
+        else:
+            self.records = record
 
 
 @dataclass(slots=True)
@@ -179,6 +214,8 @@ class _Ended:
     job: tuple[str, str] | None = None
     """The job the terminal event named (``Correlator.named``): a late event names the same."""
     complete: bool = True
+    root: RootFacts | None = None
+    """The local root's facts, when its end closed the run."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +263,9 @@ class Correlator:
         self._max_records = max_records_per_trace
         self._emit_ungoverned = emit_ungoverned
         self._stats = stats
-        self._runs: OrderedDict[RunKey, _Run] = OrderedDict()
+        self._runs: dict[RunKey, _Run] = {}
+        """Pending runs, least recently active first: a run that sees activity is inserted again
+        at the end (a plain dict costs about half an ``OrderedDict`` per entry)."""
         self._emitted_early: OrderedDict[tuple[TraceKey, int | None], None] = OrderedDict()
         """(trace, local root or None) of runs emitted early, to mark their continuations."""
         self._ended: OrderedDict[RunKey, _Ended] = OrderedDict()
@@ -263,7 +302,10 @@ class Correlator:
             run.root_span_id = local_root_id
             run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
         run.active_at = now
-        runs.move_to_end(run.key)
+        key = run.key
+        if runs[next(reversed(runs))] is not run:  # consecutive spans of one run: no move
+            del runs[key]
+            runs[key] = run
         return run
 
     def _new(
@@ -273,7 +315,7 @@ class Correlator:
         run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
         while len(self._runs) > self._max_runs:
-            _, oldest = self._runs.popitem(last=False)
+            oldest = self._runs.pop(next(iter(self._runs)))
             self._stats.traces_evicted += 1
             self._close(oldest, Reason.EVICTED, closed)
         return run
@@ -301,7 +343,7 @@ class Correlator:
         all of its records (called once the intake is drained, so a burst makes one event)."""
         closed: list[ClosedRun] = []
         for ended in self._late.values():
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
         self._late.clear()
         self._stats.late_events += len(closed)
         return closed
@@ -332,7 +374,7 @@ class Correlator:
         if root is None:
             self._place_tool_less(run, span, keys, local_root_id)
         elif genai is not None and genai.tool is not None:  # every span of the run is under its root
-            self._about_tool(run, list(run.records), genai.tool)
+            self._about_tool(run, run.record_keys(), genai.tool)
         if records and run.first_span_name is None:
             run.first_span_name = span.name
         if run.resource is None or root is not None:
@@ -342,10 +384,9 @@ class Correlator:
         if run.last_end_ns is None or span.end_ns > run.last_end_ns:
             run.last_end_ns = span.end_ns
         if root is not None:
-            run.root = root
             run.root_remote = root.remote_parent
             del self._runs[run.key]
-            self._close(run, Reason.ROOT_ENDED, closed)
+            self._close(run, Reason.ROOT_ENDED, closed, root)
         return closed
 
     def event_ingested(
@@ -412,7 +453,7 @@ class Correlator:
         parent = span.parent_span_id
         if parent is None or parent == root_id or parent == run.root_span_id:
             return  # under the root alone: about the root's tool, if it is one (at its end)
-        keys = [key for key in keys if not names_tool(run.records[key])] + moved
+        keys = [key for key in keys if (kept := run.record(key)) is not None and not names_tool(kept)] + moved
         if not keys:
             return
         state = run.genai
@@ -423,11 +464,10 @@ class Correlator:
         run.waiting = _wait(run.waiting, parent, keys)
 
     def _about_tool(self, run: _Run, keys: list[str], tool: str) -> None:
-        records = run.records
         for key in keys:
-            record = records.get(key)
+            record = run.record(key)
             if record is not None:
-                records[key] = about_tool(record, tool)
+                run.replace_record(key, about_tool(record, tool))
 
     def expire(self, now: float) -> list[ClosedRun]:
         """Close every run quiet for longer than the timeout (least recently active first), and
@@ -438,11 +478,9 @@ class Correlator:
             if ended.forget_at > now or ended.run.key in self._late:
                 break
             del self._ended[ended.run.key]
-        while self._runs:
-            key, run = next(iter(self._runs.items()))
-            if run.active_at + self._timeout > now:
-                break
-            del self._runs[key]
+        quiet = list(_quiet(self._runs, now, self._timeout))
+        for run in quiet:
+            del self._runs[run.key]
             if run.governed:
                 self._stats.traces_timed_out += 1
             self._close(run, Reason.TIMEOUT, closed)
@@ -451,8 +489,9 @@ class Correlator:
     def drain(self) -> list[ClosedRun]:
         """Close every pending run now (shutdown): governed ones are emitted as incomplete."""
         closed = self.settle()
-        while self._runs:
-            _, run = self._runs.popitem(last=False)
+        runs = list(self._runs.values())
+        self._runs.clear()
+        for run in runs:
             self._close(run, Reason.SHUTDOWN, closed)
         return closed
 
@@ -460,16 +499,18 @@ class Correlator:
         """Keep a record in its run; its key, or None when it went to the overflow."""
         self._stats.records += 1
         self._stats.invalid_values += record.invalid
-        records = run.records
-        if record.event_id is None:
-            key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
-        else:
-            key = record.event_id
-            known = records.get(key)
-            if known is not None:
-                self._stats.duplicate_records += 1
-                records[key] = join_duplicate(known, record)
-                return key
+        held = run.records
+        if held is None:  # max_records is at least one
+            run.records = record
+            return _key_of(record, 0)
+        records = held if isinstance(held, dict) else {_key_of(held, 0): held}
+        # unique: records are never removed, so the length only grows
+        key = _key_of(record, len(records))
+        known = records.get(key)
+        if known is not None:
+            self._stats.duplicate_records += 1
+            run.replace_record(key, join_duplicate(known, record))
+            return key
         if len(records) >= self._max_records:
             self._stats.records_left_out += 1
             if run.overflow is None:
@@ -477,9 +518,12 @@ class Correlator:
             run.overflow.add(record)
             return None
         records[key] = record
+        run.records = records
         return key
 
-    def _close(self, run: _Run, reason: Reason, closed: list[ClosedRun]) -> None:
+    def _close(
+        self, run: _Run, reason: Reason, closed: list[ClosedRun], root: RootFacts | None = None
+    ) -> None:
         # A run emitted early is closed by a terminal event when its root ends, even without
         # new records, so that no lineage backend shows it running for ever.
         closes_early_run = run.continuation and reason is Reason.ROOT_ENDED
@@ -498,16 +542,16 @@ class Correlator:
         complete = not early and not run.continuation
         if not early:  # an ended run of the same key goes out with its late records first
             self._forget(self._ended.pop(run.key, None), closed)
-        closed.append(self._closed_run(run, reason, complete, None))
+        closed.append(self._closed_run(run, reason, complete, None, root))
         if not early:
-            self._remember(run, complete, closed)
+            self._remember(run, complete, closed, root)
 
-    def _remember(self, run: _Run, complete: bool, closed: list[ClosedRun]) -> None:
+    def _remember(self, run: _Run, complete: bool, closed: list[ClosedRun], root: RootFacts | None) -> None:
         """Keep an ended run for its late records: at most ``max_pending_traces`` of them, each
         for ``trace_timeout_s`` after its last activity; one forgotten earlier is counted (and
         its late records, if any are waiting, go out first)."""
         ended = self._ended
-        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete)
+        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete, root)
         while len(ended) > self._max_runs:
             _, oldest = ended.popitem(last=False)
             self._forget(oldest, closed)
@@ -515,22 +559,23 @@ class Correlator:
 
     def _forget(self, ended: _Ended | None, closed: list[ClosedRun]) -> None:
         if ended is not None and self._late.pop(ended.run.key, None) is not None:
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
             self._stats.late_events += 1
 
     def _closed_run(
-        self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None
+        self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None,
+        root: RootFacts | None,
     ) -> ClosedRun:
         state = run.genai
         return ClosedRun(
             key=run.trace,
             root_span_id=run.root_span_id,
             root_remote=run.root_remote,
-            records=tuple(run.records.values()),
+            records=run.kept_records(),
             overflow=run.overflow or Overflow(),
             reason=reason,
             complete=complete,
-            root=run.root,
+            root=root,
             first_span_name=run.first_span_name,
             resource=run.resource,
             first_start_ns=run.first_start_ns,
@@ -540,3 +585,11 @@ class Correlator:
             job=job,
             run_key=run.key,
         )
+
+
+def _quiet(runs: dict[RunKey, _Run], now: float, timeout: float) -> Iterator[_Run]:
+    """The runs quiet for longer than ``timeout`` at ``now``, least recently active first."""
+    for run in runs.values():
+        if run.active_at + timeout > now:
+            return
+        yield run
