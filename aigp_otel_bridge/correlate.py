@@ -138,8 +138,19 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 _SHARED_GENAI_MAX = 1024
 
 
-Held: TypeAlias = GovernanceRecord | dict[str, GovernanceRecord] | None
-"""A run's records: none, the only one itself (most runs hold one), or a dict by key from the
+class _Records(dict[str, GovernanceRecord]):
+    """A run's records by key once it has more than one (or one and an overflow), with what the
+    per-run bound left out."""
+
+    __slots__ = ("overflow",)
+
+    def __init__(self, key: str, record: GovernanceRecord) -> None:
+        super().__init__(((key, record),))
+        self.overflow: Overflow | None = None
+
+
+Held: TypeAlias = GovernanceRecord | _Records | None
+"""A run's records: none, the only one itself (most runs hold one), or ``_Records`` from the
 second on. A record's key is its event id, else ``#`` and its position among the run's records."""
 
 
@@ -147,11 +158,37 @@ def _key_of(record: GovernanceRecord, position: int) -> str:
     return record.event_id if record.event_id is not None else f"#{position}"
 
 
+Extent: TypeAlias = int | tuple[int, int] | None
+"""The first start and the last end of a run's spans: one int, ``start << 64 | end``, while both
+are unsigned 64-bit nanoseconds (as OTLP defines them), which costs half of two ints; else a pair."""
+_NS_MAX = (1 << 64) - 1
+
+
+def _extent(start: int, end: int) -> Extent:
+    if type(start) is int and type(end) is int and 0 <= start <= _NS_MAX and 0 <= end <= _NS_MAX:
+        return start << 64 | end
+    return (start, end)
+
+
+def _bounds(extent: Extent) -> tuple[int | None, int | None]:
+    """(first start, last end) of an extent."""
+    if extent is None:
+        return None, None
+    if isinstance(extent, tuple):
+        return extent
+    return extent >> 64, extent & _NS_MAX
+
+
+_REMOTE = 1
+_CONTINUATION = 2
+
+
 @dataclass(slots=True)
 class _Run:
-    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
-    # what most runs never need (a dict for one record, the overflow, the root's facts, which only
-    # an ended run has: ``_Ended``) is not held per run.
+    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces, so a
+    # run holds no more than it must: no dict for a single record; the overflow with the records
+    # (``_Records``); the root's facts only once ended (``_Ended``); two flags in one int; the
+    # first start and the last end in one (``Extent``).
     key: RunKey
     active_at: float
     """When the run last saw activity (it times out ``trace_timeout_s`` later): the clock reading the
@@ -159,17 +196,40 @@ class _Run:
     root_span_id: int | None = None
     """The run's local root; None while its records are not attributed to one."""
     records: Held = None
-    overflow: Overflow | None = None
-    root_remote: bool = False
-    """The local root has a remote parent (known from its start or its end)."""
+    flags: int = 0
+    """``_REMOTE`` and ``_CONTINUATION``: read as ``root_remote`` and ``continuation``."""
     first_span_name: str | None = None
     resource: ResourceFacts | None = None
-    first_start_ns: int | None = None
-    last_end_ns: int | None = None
-    continuation: bool = False
+    extent: Extent = None
     genai: _GenAI | None = None
     waiting: Waiting = None
     """Keys of tool-less records by the span id of their nearest ancestor not yet seen ending."""
+
+    @property
+    def root_remote(self) -> bool:
+        """The local root has a remote parent (known from its start or its end)."""
+        return bool(self.flags & _REMOTE)
+
+    @root_remote.setter
+    def root_remote(self, remote: bool) -> None:
+        self.flags = self.flags | _REMOTE if remote else self.flags & ~_REMOTE
+
+    @property
+    def continuation(self) -> bool:
+        """Part of this run already went out early: it ends incomplete."""
+        return bool(self.flags & _CONTINUATION)
+
+    @continuation.setter
+    def continuation(self, continued: bool) -> None:
+        self.flags = self.flags | _CONTINUATION if continued else self.flags & ~_CONTINUATION
+
+    def cover(self, start_ns: int, end_ns: int) -> None:
+        """Widen the run's extent to a span's start and end."""
+        first, last = _bounds(self.extent)
+        self.extent = _extent(
+            start_ns if first is None or start_ns < first else first,
+            end_ns if last is None or end_ns > last else last,
+        )
 
     @property
     def trace(self) -> TraceKey:
@@ -177,29 +237,29 @@ class _Run:
 
     @property
     def governed(self) -> bool:
-        return self.records is not None or self.overflow is not None
+        return self.records is not None  # the first record is always kept, so an overflow has one
 
     def record_keys(self) -> list[str]:
         held = self.records
         if held is None:
             return []
-        return list(held) if isinstance(held, dict) else [_key_of(held, 0)]
+        return list(held) if isinstance(held, _Records) else [_key_of(held, 0)]
 
     def kept_records(self) -> tuple[GovernanceRecord, ...]:
         held = self.records
         if held is None:
             return ()
-        return tuple(held.values()) if isinstance(held, dict) else (held,)
+        return tuple(held.values()) if isinstance(held, _Records) else (held,)
 
     def record(self, key: str) -> GovernanceRecord | None:
         held = self.records
-        if isinstance(held, dict):
+        if isinstance(held, _Records):
             return held.get(key)
         return held if held is not None and _key_of(held, 0) == key else None
 
     def replace_record(self, key: str, record: GovernanceRecord) -> None:
         """Put ``record`` in place of the one kept under ``key`` (its position unchanged)."""
-        if isinstance(self.records, dict):
+        if isinstance(self.records, _Records):
             self.records[key] = record
         else:
             self.records = record
@@ -379,10 +439,7 @@ class Correlator:
             run.first_span_name = span.name
         if run.resource is None or root is not None:
             run.resource = span.resource
-        if run.first_start_ns is None or span.start_ns < run.first_start_ns:
-            run.first_start_ns = span.start_ns
-        if run.last_end_ns is None or span.end_ns > run.last_end_ns:
-            run.last_end_ns = span.end_ns
+        run.cover(span.start_ns, span.end_ns)
         if root is not None:
             run.root_remote = root.remote_parent
             del self._runs[run.key]
@@ -503,7 +560,7 @@ class Correlator:
         if held is None:  # max_records is at least one
             run.records = record
             return _key_of(record, 0)
-        records = held if isinstance(held, dict) else {_key_of(held, 0): held}
+        records = held if isinstance(held, _Records) else _Records(_key_of(held, 0), held)
         # unique: records are never removed, so the length only grows
         key = _key_of(record, len(records))
         known = records.get(key)
@@ -513,9 +570,10 @@ class Correlator:
             return key
         if len(records) >= self._max_records:
             self._stats.records_left_out += 1
-            if run.overflow is None:
-                run.overflow = Overflow()
-            run.overflow.add(record)
+            if records.overflow is None:
+                records.overflow = Overflow()
+            records.overflow.add(record)
+            run.records = records
             return None
         records[key] = record
         run.records = records
@@ -567,19 +625,22 @@ class Correlator:
         root: RootFacts | None,
     ) -> ClosedRun:
         state = run.genai
+        held = run.records
+        overflow = held.overflow if isinstance(held, _Records) else None
+        first_start_ns, last_end_ns = _bounds(run.extent)
         return ClosedRun(
             key=run.trace,
             root_span_id=run.root_span_id,
             root_remote=run.root_remote,
             records=run.kept_records(),
-            overflow=run.overflow or Overflow(),
+            overflow=overflow or Overflow(),
             reason=reason,
             complete=complete,
             root=root,
             first_span_name=run.first_span_name,
             resource=run.resource,
-            first_start_ns=run.first_start_ns,
-            last_end_ns=run.last_end_ns,
+            first_start_ns=first_start_ns,
+            last_end_ns=last_end_ns,
             observed=state.observed if state is not None else (),
             agent_name=state.agent[2] if state is not None and state.agent is not None else None,
             job=job,

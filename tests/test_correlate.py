@@ -601,6 +601,37 @@ def test_first_start_and_last_end_cover_every_span(stats: Stats) -> None:
     assert (run.first_start_ns, run.last_end_ns) == (100, 9_000)
 
 
+@pytest.mark.parametrize(
+    ("starts", "ends"),
+    [
+        ((0, 2**64 - 1), (2**64 - 1, 0)),  # the edges of unsigned 64-bit nanoseconds
+        ((2**64, 5), (2**64 + 7, 6)),  # beyond them: kept exactly all the same
+        ((-3, 4), (-1, 9)),
+    ],
+)
+def test_first_start_and_last_end_are_exact_whatever_the_values(
+    stats: Stats, starts: tuple[int, int], ends: tuple[int, int]
+) -> None:
+    correlator = _correlator(stats)
+    _end(correlator, _note(start_ns=starts[0], end_ns=ends[0]), [_governed()], now=1.0)
+    _end(correlator, _note(span_id=CHILD + 1, start_ns=starts[1], end_ns=ends[1]), [_governed()], now=2.0)
+    (pending,) = correlator.drain()
+    assert (pending.first_start_ns, pending.last_end_ns) == (min(starts), max(ends))
+
+
+def test_a_continuation_whose_root_has_a_remote_parent_keeps_both(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=1)
+    correlator.root_started(TRACE, ROOT, True, now=0.0)
+    _end(correlator, _note(TRACE, local_root_id=ROOT), [_governed("a")], now=1.0)
+    (evicted,) = _end(correlator, _note(OTHER), [_governed("b")], now=2.0)
+    assert (evicted.key, evicted.root_remote) == (TRACE, True)
+    (other,) = correlator.root_started(TRACE, ROOT, True, now=3.0)
+    assert other.key == OTHER
+    (finished,) = _end(correlator, _root(TRACE, remote_parent=True), [], now=4.0)
+    assert (finished.key, finished.reason) == (TRACE, Reason.ROOT_ENDED)
+    assert (finished.root_remote, finished.complete) == (True, False)
+
+
 # --- whatever the order: nothing lost, nothing in the wrong run ---------------------------
 
 _TRACES = st.sampled_from([TRACE, OTHER])
