@@ -143,10 +143,15 @@ class _Records(dict[str, GovernanceRecord]):
     per-run bound left out."""
 
     __slots__ = ("overflow",)
+    overflow: Overflow | None
 
-    def __init__(self, key: str, record: GovernanceRecord) -> None:
-        super().__init__(((key, record),))
-        self.overflow: Overflow | None = None
+
+def _records(key: str, record: GovernanceRecord) -> _Records:
+    """``_Records`` holding one record (built without a Python ``__init__``: a tenth of the cost)."""
+    records = _Records()
+    records[key] = record
+    records.overflow = None
+    return records
 
 
 Held: TypeAlias = GovernanceRecord | _Records | None
@@ -225,11 +230,16 @@ class _Run:
 
     def cover(self, start_ns: int, end_ns: int) -> None:
         """Widen the run's extent to a span's start and end."""
-        first, last = _bounds(self.extent)
-        self.extent = _extent(
-            start_ns if first is None or start_ns < first else first,
-            end_ns if last is None or end_ns > last else last,
-        )
+        extent = self.extent
+        if extent is not None:
+            first, last = (extent >> 64, extent & _NS_MAX) if isinstance(extent, int) else extent
+            if not (start_ns < first or end_ns > last):
+                return
+            if not start_ns < first:
+                start_ns = first
+            if not end_ns > last:
+                end_ns = last
+        self.extent = _extent(start_ns, end_ns)
 
     @property
     def trace(self) -> TraceKey:
@@ -278,9 +288,10 @@ class _Ended:
     """The local root's facts, when its end closed the run."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClosedRun:
-    """Everything the build stage needs of a closed run."""
+    """Everything the build stage needs of a closed run. Treated as immutable once built; not
+    frozen, because a frozen dataclass of this size costs twice as much to build (once per run)."""
 
     key: TraceKey
     root_span_id: int | None
@@ -326,6 +337,9 @@ class Correlator:
         self._runs: dict[RunKey, _Run] = {}
         """Pending runs, least recently active first: a run that sees activity is inserted again
         at the end (a plain dict costs about half an ``OrderedDict`` per entry)."""
+        self._latest: _Run | None = None
+        """The run last put at the end of ``_runs``: the spans of one run, which mostly come
+        together, move nothing while it is still there."""
         self._emitted_early: OrderedDict[tuple[TraceKey, int | None], None] = OrderedDict()
         """(trace, local root or None) of runs emitted early, to mark their continuations."""
         self._ended: OrderedDict[RunKey, _Ended] = OrderedDict()
@@ -362,10 +376,11 @@ class Correlator:
             run.root_span_id = local_root_id
             run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
         run.active_at = now
-        key = run.key
-        if runs[next(reversed(runs))] is not run:  # consecutive spans of one run: no move
+        if run is not self._latest:  # nothing was added after it since, so it is still the last
+            key = run.key
             del runs[key]
             runs[key] = run
+            self._latest = run
         return run
 
     def _new(
@@ -374,6 +389,7 @@ class Correlator:
         run = _Run(key, now, local_root_id)
         run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
+        self._latest = run
         while len(self._runs) > self._max_runs:
             oldest = self._runs.pop(next(iter(self._runs)))
             self._stats.traces_evicted += 1
@@ -557,12 +573,13 @@ class Correlator:
         self._stats.records += 1
         self._stats.invalid_values += record.invalid
         held = run.records
+        key = record.event_id
         if held is None:  # max_records is at least one
             run.records = record
-            return _key_of(record, 0)
-        records = held if isinstance(held, _Records) else _Records(_key_of(held, 0), held)
-        # unique: records are never removed, so the length only grows
-        key = _key_of(record, len(records))
+            return key if key is not None else "#0"
+        records = held if isinstance(held, _Records) else _records(_key_of(held, 0), held)
+        if key is None:
+            key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
         known = records.get(key)
         if known is not None:
             self._stats.duplicate_records += 1
