@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import TypeAlias
 
@@ -137,29 +138,108 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 _SHARED_GENAI_MAX = 1024
 
 
+class _Records(dict[str, GovernanceRecord]):
+    """A run's records by key once it has more than one (or one and an overflow), with what the
+    per-run bound left out."""
+
+    __slots__ = ("overflow",)
+    overflow: Overflow | None
+
+
+def _records(key: str, record: GovernanceRecord) -> _Records:
+    """``_Records`` holding one record (without a Python ``__init__``, which costs three times as much)."""
+    records = _Records()
+    records[key] = record
+    records.overflow = None
+    return records
+
+
+Held: TypeAlias = GovernanceRecord | _Records | None
+"""A run's records: none, the only one itself (most runs hold one), or ``_Records`` from the
+second on. A record's key is its event id, else ``#`` and its position among the run's records."""
+
+
+def _key_of(record: GovernanceRecord, position: int) -> str:
+    return record.event_id if record.event_id is not None else f"#{position}"
+
+
+Extent: TypeAlias = int | tuple[int, int] | None
+"""The first start and the last end of a run's spans: one int, ``start << 64 | end``, while both
+are unsigned 64-bit nanoseconds (as OTLP defines them), which costs half of two ints; else a pair."""
+_NS_MAX = (1 << 64) - 1
+
+
+def _extent(start: int, end: int) -> Extent:
+    if type(start) is int and type(end) is int and 0 <= start <= _NS_MAX and 0 <= end <= _NS_MAX:
+        return start << 64 | end
+    return (start, end)
+
+
+def _bounds(extent: Extent) -> tuple[int | None, int | None]:
+    """(first start, last end) of an extent."""
+    if extent is None:
+        return None, None
+    if isinstance(extent, tuple):
+        return extent
+    return extent >> 64, extent & _NS_MAX
+
+
+_REMOTE = 1
+_CONTINUATION = 2
+
+
 @dataclass(slots=True)
 class _Run:
+    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces, so a
+    # run holds no more than it must: no dict for a single record; the overflow with the records
+    # (``_Records``); the root's facts only once ended (``_Ended``); two flags in one int; the
+    # first start and the last end in one (``Extent``).
     key: RunKey
     active_at: float
     """When the run last saw activity (it times out ``trace_timeout_s`` later): the clock reading the
     worker takes once per batch, so the runs a batch touches share one float."""
     root_span_id: int | None = None
     """The run's local root; None while its records are not attributed to one."""
-    # Memory per pending run is bounded by configuration but multiplied by max_pending_traces:
-    # what most runs never need (overflow, an ended root's facts) is allocated only when needed.
-    records: dict[str, GovernanceRecord] = field(default_factory=dict)
-    overflow: Overflow | None = None
-    root_remote: bool = False
-    """The local root has a remote parent (known from its start or its end)."""
-    root: RootFacts | None = None
+    records: Held = None
+    flags: int = 0
+    """``_REMOTE`` and ``_CONTINUATION``: read as ``root_remote`` and ``continuation``."""
     first_span_name: str | None = None
     resource: ResourceFacts | None = None
-    first_start_ns: int | None = None
-    last_end_ns: int | None = None
-    continuation: bool = False
+    extent: Extent = None
     genai: _GenAI | None = None
     waiting: Waiting = None
     """Keys of tool-less records by the span id of their nearest ancestor not yet seen ending."""
+
+    @property
+    def root_remote(self) -> bool:
+        """The local root has a remote parent (known from its start or its end)."""
+        return bool(self.flags & _REMOTE)
+
+    @root_remote.setter
+    def root_remote(self, remote: bool) -> None:
+        self.flags = self.flags | _REMOTE if remote else self.flags & ~_REMOTE
+
+    @property
+    def continuation(self) -> bool:
+        """Part of this run already went out early: it ends incomplete."""
+        return bool(self.flags & _CONTINUATION)
+
+    @continuation.setter
+    def continuation(self, continued: bool) -> None:
+        self.flags = self.flags | _CONTINUATION if continued else self.flags & ~_CONTINUATION
+
+    def cover(self, start_ns: int, end_ns: int) -> None:
+        """Widen the run's extent to a span's start and end."""
+        extent = self.extent
+        if extent is not None:
+            first, last = (extent >> 64, extent & _NS_MAX) if isinstance(extent, int) else extent
+            if not (start_ns < first or end_ns > last):
+                return
+            if not start_ns < first:
+                start_ns = first
+            if not end_ns > last:
+                end_ns = last
+        self.extent = _extent(start_ns, end_ns)
 
     @property
     def trace(self) -> TraceKey:
@@ -167,7 +247,32 @@ class _Run:
 
     @property
     def governed(self) -> bool:
-        return bool(self.records) or self.overflow is not None
+        return self.records is not None  # the first record is always kept, so an overflow has one
+
+    def record_keys(self) -> list[str]:
+        held = self.records
+        if held is None:
+            return []
+        return list(held) if isinstance(held, _Records) else [_key_of(held, 0)]
+
+    def kept_records(self) -> tuple[GovernanceRecord, ...]:
+        held = self.records
+        if held is None:
+            return ()
+        return tuple(held.values()) if isinstance(held, _Records) else (held,)
+
+    def record(self, key: str) -> GovernanceRecord | None:
+        held = self.records
+        if isinstance(held, _Records):
+            return held.get(key)
+        return held if held is not None and _key_of(held, 0) == key else None
+
+    def replace_record(self, key: str, record: GovernanceRecord) -> None:
+        """Put ``record`` in place of the one kept under ``key`` (its position unchanged)."""
+        if isinstance(self.records, _Records):
+            self.records[key] = record
+        else:
+            self.records = record
 
 
 @dataclass(slots=True)
@@ -179,11 +284,14 @@ class _Ended:
     job: tuple[str, str] | None = None
     """The job the terminal event named (``Correlator.named``): a late event names the same."""
     complete: bool = True
+    root: RootFacts | None = None
+    """The local root's facts, when its end closed the run."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClosedRun:
-    """Everything the build stage needs of a closed run."""
+    """Everything the build stage needs of a closed run. Treated as immutable once built; not
+    frozen, because a frozen dataclass of this size costs twice as much to build (once per run)."""
 
     key: TraceKey
     root_span_id: int | None
@@ -226,7 +334,12 @@ class Correlator:
         self._max_records = max_records_per_trace
         self._emit_ungoverned = emit_ungoverned
         self._stats = stats
-        self._runs: OrderedDict[RunKey, _Run] = OrderedDict()
+        self._runs: dict[RunKey, _Run] = {}
+        """Pending runs, least recently active first: a run that sees activity is inserted again
+        at the end (a plain dict costs about half an ``OrderedDict`` per entry)."""
+        self._latest: _Run | None = None
+        """The run last put at the end of ``_runs``: the spans of one run, which mostly come
+        together, move nothing while it is still there."""
         self._emitted_early: OrderedDict[tuple[TraceKey, int | None], None] = OrderedDict()
         """(trace, local root or None) of runs emitted early, to mark their continuations."""
         self._ended: OrderedDict[RunKey, _Ended] = OrderedDict()
@@ -263,7 +376,11 @@ class Correlator:
             run.root_span_id = local_root_id
             run.continuation = run.continuation or self._emitted_before(trace, local_root_id)
         run.active_at = now
-        runs.move_to_end(run.key)
+        if run is not self._latest:  # nothing was added after it since, so it is still the last
+            key = run.key
+            del runs[key]
+            runs[key] = run
+            self._latest = run
         return run
 
     def _new(
@@ -272,8 +389,9 @@ class Correlator:
         run = _Run(key, now, local_root_id)
         run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
+        self._latest = run
         while len(self._runs) > self._max_runs:
-            _, oldest = self._runs.popitem(last=False)
+            oldest = self._runs.pop(next(iter(self._runs)))
             self._stats.traces_evicted += 1
             self._close(oldest, Reason.EVICTED, closed)
         return run
@@ -301,7 +419,7 @@ class Correlator:
         all of its records (called once the intake is drained, so a burst makes one event)."""
         closed: list[ClosedRun] = []
         for ended in self._late.values():
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
         self._late.clear()
         self._stats.late_events += len(closed)
         return closed
@@ -332,20 +450,16 @@ class Correlator:
         if root is None:
             self._place_tool_less(run, span, keys, local_root_id)
         elif genai is not None and genai.tool is not None:  # every span of the run is under its root
-            self._about_tool(run, list(run.records), genai.tool)
+            self._about_tool(run, run.record_keys(), genai.tool)
         if records and run.first_span_name is None:
             run.first_span_name = span.name
         if run.resource is None or root is not None:
             run.resource = span.resource
-        if run.first_start_ns is None or span.start_ns < run.first_start_ns:
-            run.first_start_ns = span.start_ns
-        if run.last_end_ns is None or span.end_ns > run.last_end_ns:
-            run.last_end_ns = span.end_ns
+        run.cover(span.start_ns, span.end_ns)
         if root is not None:
-            run.root = root
             run.root_remote = root.remote_parent
             del self._runs[run.key]
-            self._close(run, Reason.ROOT_ENDED, closed)
+            self._close(run, Reason.ROOT_ENDED, closed, root)
         return closed
 
     def event_ingested(
@@ -412,7 +526,7 @@ class Correlator:
         parent = span.parent_span_id
         if parent is None or parent == root_id or parent == run.root_span_id:
             return  # under the root alone: about the root's tool, if it is one (at its end)
-        keys = [key for key in keys if not names_tool(run.records[key])] + moved
+        keys = [key for key in keys if (kept := run.record(key)) is not None and not names_tool(kept)] + moved
         if not keys:
             return
         state = run.genai
@@ -423,11 +537,10 @@ class Correlator:
         run.waiting = _wait(run.waiting, parent, keys)
 
     def _about_tool(self, run: _Run, keys: list[str], tool: str) -> None:
-        records = run.records
         for key in keys:
-            record = records.get(key)
+            record = run.record(key)
             if record is not None:
-                records[key] = about_tool(record, tool)
+                run.replace_record(key, about_tool(record, tool))
 
     def expire(self, now: float) -> list[ClosedRun]:
         """Close every run quiet for longer than the timeout (least recently active first), and
@@ -438,11 +551,9 @@ class Correlator:
             if ended.forget_at > now or ended.run.key in self._late:
                 break
             del self._ended[ended.run.key]
-        while self._runs:
-            key, run = next(iter(self._runs.items()))
-            if run.active_at + self._timeout > now:
-                break
-            del self._runs[key]
+        quiet = list(_quiet(self._runs, now, self._timeout))
+        for run in quiet:
+            del self._runs[run.key]
             if run.governed:
                 self._stats.traces_timed_out += 1
             self._close(run, Reason.TIMEOUT, closed)
@@ -451,8 +562,9 @@ class Correlator:
     def drain(self) -> list[ClosedRun]:
         """Close every pending run now (shutdown): governed ones are emitted as incomplete."""
         closed = self.settle()
-        while self._runs:
-            _, run = self._runs.popitem(last=False)
+        runs = list(self._runs.values())
+        self._runs.clear()
+        for run in runs:
             self._close(run, Reason.SHUTDOWN, closed)
         return closed
 
@@ -460,26 +572,33 @@ class Correlator:
         """Keep a record in its run; its key, or None when it went to the overflow."""
         self._stats.records += 1
         self._stats.invalid_values += record.invalid
-        records = run.records
-        if record.event_id is None:
+        held = run.records
+        key = record.event_id
+        if held is None:  # max_records is at least one
+            run.records = record
+            return key if key is not None else "#0"
+        records = held if isinstance(held, _Records) else _records(_key_of(held, 0), held)
+        if key is None:
             key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
-        else:
-            key = record.event_id
-            known = records.get(key)
-            if known is not None:
-                self._stats.duplicate_records += 1
-                records[key] = join_duplicate(known, record)
-                return key
+        known = records.get(key)
+        if known is not None:
+            self._stats.duplicate_records += 1
+            run.replace_record(key, join_duplicate(known, record))
+            return key
         if len(records) >= self._max_records:
             self._stats.records_left_out += 1
-            if run.overflow is None:
-                run.overflow = Overflow()
-            run.overflow.add(record)
+            if records.overflow is None:
+                records.overflow = Overflow()
+            records.overflow.add(record)
+            run.records = records
             return None
         records[key] = record
+        run.records = records
         return key
 
-    def _close(self, run: _Run, reason: Reason, closed: list[ClosedRun]) -> None:
+    def _close(
+        self, run: _Run, reason: Reason, closed: list[ClosedRun], root: RootFacts | None = None
+    ) -> None:
         # A run emitted early is closed by a terminal event when its root ends, even without
         # new records, so that no lineage backend shows it running for ever.
         closes_early_run = run.continuation and reason is Reason.ROOT_ENDED
@@ -498,16 +617,16 @@ class Correlator:
         complete = not early and not run.continuation
         if not early:  # an ended run of the same key goes out with its late records first
             self._forget(self._ended.pop(run.key, None), closed)
-        closed.append(self._closed_run(run, reason, complete, None))
+        closed.append(self._closed_run(run, reason, complete, None, root))
         if not early:
-            self._remember(run, complete, closed)
+            self._remember(run, complete, closed, root)
 
-    def _remember(self, run: _Run, complete: bool, closed: list[ClosedRun]) -> None:
+    def _remember(self, run: _Run, complete: bool, closed: list[ClosedRun], root: RootFacts | None) -> None:
         """Keep an ended run for its late records: at most ``max_pending_traces`` of them, each
         for ``trace_timeout_s`` after its last activity; one forgotten earlier is counted (and
         its late records, if any are waiting, go out first)."""
         ended = self._ended
-        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete)
+        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete, root)
         while len(ended) > self._max_runs:
             _, oldest = ended.popitem(last=False)
             self._forget(oldest, closed)
@@ -515,28 +634,40 @@ class Correlator:
 
     def _forget(self, ended: _Ended | None, closed: list[ClosedRun]) -> None:
         if ended is not None and self._late.pop(ended.run.key, None) is not None:
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job))
+            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
             self._stats.late_events += 1
 
     def _closed_run(
-        self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None
+        self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None,
+        root: RootFacts | None,
     ) -> ClosedRun:
         state = run.genai
+        held = run.records
+        overflow = held.overflow if isinstance(held, _Records) else None
+        first_start_ns, last_end_ns = _bounds(run.extent)
         return ClosedRun(
             key=run.trace,
             root_span_id=run.root_span_id,
             root_remote=run.root_remote,
-            records=tuple(run.records.values()),
-            overflow=run.overflow or Overflow(),
+            records=run.kept_records(),
+            overflow=overflow or Overflow(),
             reason=reason,
             complete=complete,
-            root=run.root,
+            root=root,
             first_span_name=run.first_span_name,
             resource=run.resource,
-            first_start_ns=run.first_start_ns,
-            last_end_ns=run.last_end_ns,
+            first_start_ns=first_start_ns,
+            last_end_ns=last_end_ns,
             observed=state.observed if state is not None else (),
             agent_name=state.agent[2] if state is not None and state.agent is not None else None,
             job=job,
             run_key=run.key,
         )
+
+
+def _quiet(runs: dict[RunKey, _Run], now: float, timeout: float) -> Iterator[_Run]:
+    """The runs quiet for longer than ``timeout`` at ``now``, least recently active first."""
+    for run in runs.values():
+        if run.active_at + timeout > now:
+            return
+        yield run

@@ -6,7 +6,10 @@ makes it, so the strings the bridge keeps count). After ``force_flush`` the work
 note in, and (with a long ``trace_timeout_s`` and a large ``max_pending_traces``) every trace is
 still pending. The same spans are made with no processor; the difference in traced memory,
 divided by the number of traces, is what the bridge keeps per trace (the open roots and the
-harness's own data are in both and cancel out).
+harness's own data are in both and cancel out). The same difference is broken down by where each
+kept block was allocated: the innermost frame in the bridge's package names its module; a block
+allocated elsewhere (an event id, a timestamp) is a value of the application or of the SDK that the
+bridge keeps alive.
 
 Under a flood (RSS): ``bench.flood`` runs in a fresh process per configuration, so the peak
 resident set (``VmHWM``) of that process belongs to that configuration alone.
@@ -19,6 +22,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +32,34 @@ from bench import workloads
 from bench.setups import make_setup
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = str(PROJECT_ROOT / "aigp_otel_bridge") + "/"
+KEPT_VALUES = "values of the application or SDK kept"
+FRAMES = 16
+"""Deep enough to reach the bridge's frame from any allocation it causes (tracemalloc's own memory
+is not traced, so the depth does not change the figures)."""
 
 
-def _traced_bytes(config: str, traces: int) -> tuple[int, list[str]]:
+def _by_site(snapshot: tracemalloc.Snapshot) -> Counter[str]:
+    """Traced bytes by the bridge module that allocated them, or ``KEPT_VALUES``."""
+    sites: Counter[str] = Counter()
+    for statistic in snapshot.statistics("traceback"):
+        module = next(
+            (frame.filename[len(PACKAGE):] for frame in reversed(statistic.traceback)  # innermost first
+             if frame.filename.startswith(PACKAGE)),
+            KEPT_VALUES,
+        )
+        sites[module] += statistic.size
+    return sites
+
+
+def _traced_bytes(config: str, traces: int) -> tuple[int, Counter[str], list[str]]:
     setup = make_setup(
         config, trace_timeout_s=3600.0, max_pending_traces=2 * traces + 16, max_queue_size=2 * traces + 16
     )
     tracer = setup.tracer
     gc.collect()
-    tracemalloc.start()
+    tracemalloc.start(FRAMES)
+    before = _by_site(tracemalloc.take_snapshot())
     base = tracemalloc.get_traced_memory()[0]
     roots: list[Span] = []
     for _ in range(traces):
@@ -52,6 +75,8 @@ def _traced_bytes(config: str, traces: int) -> tuple[int, list[str]]:
     setup.flush()
     gc.collect()
     kept = tracemalloc.get_traced_memory()[0] - base
+    sites = _by_site(tracemalloc.take_snapshot())
+    sites.subtract(before)
     tracemalloc.stop()
     problems = setup.check()
     if setup.bridge is not None:
@@ -63,23 +88,29 @@ def _traced_bytes(config: str, traces: int) -> tuple[int, list[str]]:
             )
     setup.shutdown()  # emits the pending traces as RUNNING; not measured
     del roots
-    return kept, problems
+    return kept, sites, problems
 
 
 def pending_trace_memory(traces: int) -> dict[str, Any]:
     """Traced bytes per pending governed trace, with and without the bridge."""
     kept: dict[str, int] = {}
+    sites: dict[str, Counter[str]] = {}
     problems: list[str] = []
     _traced_bytes("bridge", min(traces, 100))  # warm-up: first-call allocations and caches
     for config in ("none", "bridge"):
-        kept[config], found = _traced_bytes(config, traces)
+        kept[config], sites[config], found = _traced_bytes(config, traces)
         problems.extend(found)
+    bridge_sites = sites["bridge"]
+    bridge_sites.subtract(sites["none"])  # what the application itself keeps is in both
     return {
         "unit": "bytes",
         "traces": traces,
         "traced_bytes": kept,
         "bytes_per_trace": {c: b / traces for c, b in kept.items()},
         "bridge_bytes_per_trace": (kept["bridge"] - kept["none"]) / traces,
+        "bridge_bytes_per_trace_by_site": {
+            site: size / traces for site, size in bridge_sites.most_common() if abs(size) >= traces
+        },
         "problems": problems,
     }
 

@@ -403,6 +403,79 @@ def test_records_without_event_ids_are_all_kept(stats: Stats) -> None:
     assert stats.duplicate_records == 0
 
 
+# --- a run's records: the only one held as itself, a dict from the second on ----------------
+
+
+def test_the_only_record_then_its_duplicate_then_more_keep_arrival_order(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    first = _governed("a", "first")
+    _end(correlator, _note(), [first], now=1.0)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("a")), now=2.0)
+    _end(correlator, _note(span_id=CHILD + 1), [_governed(None, "anonymous"), _governed("b", "b")], now=3.0)
+    _end(correlator, _note(span_id=CHILD + 2), [_governed("a", "again"), _governed(None, "x")], now=4.0)
+    (run,) = _end(correlator, _root(), [], now=5.0)
+
+    assert [r.event_id for r in run.records] == ["a", None, "b", None]
+    assert run.records[0].governance_hash == flat_hash("full")  # the full event won, in place
+    assert run.records[0].event_type == "INJECT_DENIED"
+    assert stats.duplicate_records == 2
+    assert stats.records == 6
+
+
+def test_a_duplicate_of_the_only_record_is_joined_even_at_the_bound(stats: Stats) -> None:
+    correlator = _correlator(stats, max_records_per_trace=1)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    _end(correlator, _note(), [_governed("a", "span")], now=1.0)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("a")), now=2.0)
+    _end(correlator, _note(span_id=CHILD + 1), [_governed("b", "b"), _governed(None, "c")], now=3.0)
+    (run,) = _end(correlator, _root(), [], now=4.0)
+
+    assert [(r.event_id, r.governance_hash) for r in run.records] == [("a", flat_hash("full"))]
+    assert run.overflow.count == 2
+    assert stats.duplicate_records == 1
+    assert stats.records_left_out == 2
+
+
+def test_an_anonymous_only_record_is_kept_beside_later_anonymous_ones(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    _end(correlator, _note(), [_governed(None, "x")], now=0.0)
+    _end(correlator, _note(span_id=CHILD + 1), [_governed(None, "x"), _governed(None, "y")], now=1.0)
+    (run,) = _end(correlator, _root(), [], now=2.0)
+    assert [r.governance_hash for r in run.records] == [flat_hash("x"), flat_hash("x"), flat_hash("y")]
+    assert stats.duplicate_records == 0
+
+
+def test_a_late_record_joins_an_ended_run_that_held_one(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    (ended,) = _end(correlator, _root(), [_governed("a", "a")], now=1.0)
+    correlator.event_ingested(TRACE, record_from_aigp_event(_full_event("late")), now=2.0)
+    (late,) = correlator.settle()
+    assert ended.root is not None and late.root == ended.root
+    assert late.reason is Reason.LATE
+    assert [r.event_id for r in late.records] == ["a", "late"]
+
+
+def test_timeouts_and_eviction_follow_the_latest_activity(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=3)
+    for now, trace in enumerate((TRACE, OTHER, THIRD)):
+        _end(correlator, _note(trace), [_governed(f"{trace:x}")], now=float(now))
+    _end(correlator, _note(TRACE, span_id=CHILD + 1), [], now=3.0)  # no record: no activity
+    _end(correlator, _note(OTHER, span_id=CHILD + 1), [_governed("o2")], now=4.0)
+    _end(correlator, _note(OTHER, span_id=CHILD + 2), [_governed("o3")], now=5.0)  # already the latest
+    _end(correlator, _note(TRACE, span_id=CHILD + 2), [_governed("t2")], now=6.0)
+
+    # Least recently active first: THIRD (2.0), then OTHER (5.0), then TRACE (6.0).
+    (evicted,) = correlator.root_started(0x42, ROOT, False, now=7.0)
+    assert evicted.key == THIRD and evicted.reason is Reason.EVICTED
+    timed_out = correlator.expire(now=5.5 + TIMEOUT)
+    assert [run.key for run in timed_out] == [OTHER]
+    assert [r.event_id for r in timed_out[0].records] == [f"{OTHER:x}", "o2", "o3"]
+    assert [run.key for run in correlator.drain()] == [TRACE]
+    assert len(correlator) == 0
+
+
 # --- full AIGP events ---------------------------------------------------------------------
 
 
@@ -526,6 +599,37 @@ def test_first_start_and_last_end_cover_every_span(stats: Stats) -> None:
     (run,) = _end(correlator, _root(start_ns=100, end_ns=8_000), [], now=2.0)
     assert isinstance(run, ClosedRun)
     assert (run.first_start_ns, run.last_end_ns) == (100, 9_000)
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends"),
+    [
+        ((0, 2**64 - 1), (2**64 - 1, 0)),  # the edges of unsigned 64-bit nanoseconds
+        ((2**64, 5), (2**64 + 7, 6)),  # beyond them: kept exactly all the same
+        ((-3, 4), (-1, 9)),
+    ],
+)
+def test_first_start_and_last_end_are_exact_whatever_the_values(
+    stats: Stats, starts: tuple[int, int], ends: tuple[int, int]
+) -> None:
+    correlator = _correlator(stats)
+    _end(correlator, _note(start_ns=starts[0], end_ns=ends[0]), [_governed()], now=1.0)
+    _end(correlator, _note(span_id=CHILD + 1, start_ns=starts[1], end_ns=ends[1]), [_governed()], now=2.0)
+    (pending,) = correlator.drain()
+    assert (pending.first_start_ns, pending.last_end_ns) == (min(starts), max(ends))
+
+
+def test_a_continuation_whose_root_has_a_remote_parent_keeps_both(stats: Stats) -> None:
+    correlator = _correlator(stats, max_pending_traces=1)
+    correlator.root_started(TRACE, ROOT, True, now=0.0)
+    _end(correlator, _note(TRACE, local_root_id=ROOT), [_governed("a")], now=1.0)
+    (evicted,) = _end(correlator, _note(OTHER), [_governed("b")], now=2.0)
+    assert (evicted.key, evicted.root_remote) == (TRACE, True)
+    (other,) = correlator.root_started(TRACE, ROOT, True, now=3.0)
+    assert other.key == OTHER
+    (finished,) = _end(correlator, _root(TRACE, remote_parent=True), [], now=4.0)
+    assert (finished.key, finished.reason) == (TRACE, Reason.ROOT_ENDED)
+    assert (finished.root_remote, finished.complete) == (True, False)
 
 
 # --- whatever the order: nothing lost, nothing in the wrong run ---------------------------

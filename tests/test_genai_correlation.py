@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
 from aigp_otel_bridge.note import SpanNote
@@ -118,3 +120,17 @@ def test_many_waiting_records_under_two_tools_each_find_theirs() -> None:
     tools = _tools_of(_close(correlator))
     assert tools["tool.first_tool"] == (True, tuple(sorted(r.governance_hash for r in first)))
     assert tools["tool.second_tool"] == (True, tuple(sorted(r.governance_hash for r in second)))
+
+
+@pytest.mark.parametrize("event_id", ["first", None], ids=["with-id", "anonymous"])
+def test_the_only_record_made_about_a_tool_stays_so_when_more_arrive(event_id: str | None) -> None:
+    correlator = _correlator(Stats())
+    correlator.root_started(TRACE, ROOT, False, now=0.0)
+    first = _governed(event_id, content="first")
+    _end(correlator, _span(LEAF, TOOL_SPAN), [first], now=1.0)  # waits for its tool ancestor
+    _end(correlator, _span(TOOL_SPAN, ROOT, _tool("query_db")), [], now=2.0)
+    second = _governed(None, content="second")
+    _end(correlator, _span(MIDDLE, ROOT), [second], now=3.0)
+    run = _close(correlator)
+    assert [r.governance_hash for r in run.records] == [first.governance_hash, second.governance_hash]
+    assert _tools_of(run) == {"tool.query_db": (True, (first.governance_hash,))}
