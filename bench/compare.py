@@ -5,7 +5,9 @@ changes are worth. Here the package of another checkout (``PATH``, a folder hold
 ``aigp_otel_bridge`` package, e.g. ``git worktree add /tmp/before <commit>``) is imported beside
 this one and becomes one more configuration, ``other``, interleaved round by round with ``none``,
 ``batch`` and ``bridge`` in the span and session measurements. The report gives each one's extra
-CPU per item and the ratio ``bridge / other`` (min and median of rounds).
+CPU per item and the ratio ``bridge / other`` (min and median of rounds), and the paired figure
+that noise disturbs least: per round, ``bridge`` minus ``other`` (adjacent windows), its median
+and middle half over the rounds.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def _ratio(case: dict[str, Any], key: str) -> float:
     return float(extra["bridge"] / extra[OTHER]) if extra[OTHER] else float("nan")
 
 
+def _us(ns: float) -> str:
+    return f"{ns / 1000:+.2f} µs"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench compare", description=__doc__.splitlines()[0])
     parser.add_argument("tree", type=Path, help="folder holding the other checkout's aigp_otel_bridge")
@@ -84,6 +90,11 @@ def main(argv: list[str]) -> int:
               f"bridge/{OTHER} {_ratio(data, 'extra_ns_per_item'):.2f} / "
               f"{_ratio(data, 'median_extra_ns_per_item'):.2f}   "
               f"batch {extra['batch'] / 1000:.2f} µs")
+        paired = sorted((b - o) / data["items_per_window"]
+                        for b, o in zip(data["window_ns"]["bridge"], data["window_ns"][OTHER], strict=True))
+        quarter = len(paired) // 4
+        print(f"  {'':<18} paired, bridge - {OTHER} in the same round: median {_us(paired[len(paired) // 2])}"
+              f" (middle half {_us(paired[quarter])} to {_us(paired[-1 - quarter])}) per {data['unit']}")
         if data["problems"]:
             print(f"  {name}: PROBLEMS (figures may be wrong): {data['problems']}")
     if args.out is not None:

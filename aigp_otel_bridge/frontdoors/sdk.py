@@ -48,6 +48,8 @@ def _governed_keys(keys: tuple[str, ...]) -> int:
 
 
 ModelsSent = dict[tuple[Any, ...], None]
+_MODEL_KEYS = sc.GEN_AI_KEYS[2:]
+"""The model and its provider: what a span naming no tool and no agent tells its run."""
 _MODELS_SENT_MAX = 4096
 
 
@@ -57,7 +59,7 @@ def _model_sent_before(sent: ModelsSent | None, trace_id: int, attributes: Mappi
     door's own memory; None (a front door whose spans may come again, as OTLP retries) notes all."""
     if sent is None or sc.GEN_AI_TOOL_NAME in attributes or sc.GEN_AI_AGENT_NAME in attributes:
         return False
-    key = (trace_id, *(attributes.get(k) for k in sc.GEN_AI_KEYS[2:]))
+    key = (trace_id, *map(attributes.get, _MODEL_KEYS))
     try:
         if key in sent:
             return True
@@ -105,9 +107,8 @@ def capture_span(
     verdict = _governed_keys(tuple(attributes)) if attributes else 0
     governed_attributes = verdict == _GOVERNED
     governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    if not (local_root or governance_events or governed_attributes) and (
-        not verdict or _model_sent_before(models_sent, span.context.trace_id, attributes)
-    ):
+    genai = verdict == _GENAI and not _model_sent_before(models_sent, span.context.trace_id, attributes)
+    if not (local_root or governance_events or governed_attributes or genai):
         return None
     context = span.context
     status = span.status
@@ -126,7 +127,7 @@ def capture_span(
         start,
         span.end_time or start,
         governance_events,
-        attributes if (governed_attributes or local_root) else _genai_only(attributes) if verdict else None,
+        attributes if (governed_attributes or local_root) else _genai_only(attributes) if genai else None,
         governed_attributes,
         plain(getattr(span.resource, "attributes", None)),
         error,
