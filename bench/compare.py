@@ -7,7 +7,9 @@ this one and becomes one more configuration, ``other``, interleaved round by rou
 ``batch`` and ``bridge`` in the span and session measurements. The report gives each one's extra
 CPU per item and the ratio ``bridge / other`` (min and median of rounds), and the paired figure
 that noise disturbs least: per round, ``bridge`` minus ``other`` (adjacent windows), its median
-and middle half over the rounds.
+and middle half over the rounds. ``--without-genai`` drops the ``gen_ai.*`` attributes of the child
+spans, for a checkout from before GenAI spans became inputs (contract section 9): both then emit
+the same RunEvents.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
-from bench import timing
+from bench import timing, workloads
 
 PACKAGE = "aigp_otel_bridge"
 OTHER = "other"
@@ -71,7 +73,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--spans", type=int, default=2_000)
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--out", type=Path, default=None, help="JSON results")
+    parser.add_argument("--without-genai", action="store_true",
+                        help="child spans without their gen_ai.* attributes: for a checkout that does not "
+                        "read them, the same RunEvents on both sides")
     args = parser.parse_args(argv)
+    if args.without_genai:  # every workload reads this module constant when it makes its spans
+        ordinary = workloads.ORDINARY_ATTRIBUTES
+        workloads.ORDINARY_ATTRIBUTES = {k: v for k, v in ordinary.items() if not k.startswith("gen_ai.")}
     others = {OTHER: load_processor(args.tree)}
     cases = {
         "ungoverned_span": timing.measure_spans("ungoverned_span", args.spans, args.rounds, governed=False,

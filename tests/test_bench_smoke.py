@@ -118,7 +118,7 @@ def test_compare_measures_another_checkout_beside_this_one(tmp_path: Path) -> No
     out = tmp_path / "compare.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "compare", str(other), "--rounds", "1", "--spans", "50",
-         "--sessions", "5", "--out", str(out)],
+         "--sessions", "5", "--without-genai", "--out", str(out)],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]

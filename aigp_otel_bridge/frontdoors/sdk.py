@@ -107,8 +107,9 @@ def capture_span(
     verdict = _governed_keys(tuple(attributes)) if attributes else 0
     governed_attributes = verdict == _GOVERNED
     governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    genai = verdict == _GENAI and not _model_sent_before(models_sent, span.context.trace_id, attributes)
-    if not (local_root or governance_events or governed_attributes or genai):
+    if not (local_root or governance_events or governed_attributes) and (
+        not verdict or _model_sent_before(models_sent, span.context.trace_id, attributes)
+    ):
         return None
     context = span.context
     status = span.status
@@ -127,7 +128,7 @@ def capture_span(
         start,
         span.end_time or start,
         governance_events,
-        attributes if (governed_attributes or local_root) else _genai_only(attributes) if genai else None,
+        attributes if (governed_attributes or local_root) else _genai_only(attributes) if verdict else None,
         governed_attributes,
         plain(getattr(span.resource, "attributes", None)),
         error,
