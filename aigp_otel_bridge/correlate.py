@@ -184,8 +184,19 @@ def _bounds(extent: Extent) -> tuple[int | None, int | None]:
     return extent >> 64, extent & _NS_MAX
 
 
-_REMOTE = 1
-_CONTINUATION = 2
+class _Flag:
+    """A boolean kept as one bit of a run's ``flags`` (an int costs a run less than two bools' slots)."""
+
+    __slots__ = ("_bit",)
+
+    def __init__(self, bit: int) -> None:
+        self._bit = bit
+
+    def __get__(self, run: _Run, owner: type | None = None) -> bool:
+        return bool(run.flags & self._bit)
+
+    def __set__(self, run: _Run, value: bool) -> None:
+        run.flags = run.flags | self._bit if value else run.flags & ~self._bit
 
 
 @dataclass(slots=True)
@@ -202,7 +213,7 @@ class _Run:
     """The run's local root; None while its records are not attributed to one."""
     records: Held = None
     flags: int = 0
-    """``_REMOTE`` and ``_CONTINUATION``: read as ``root_remote`` and ``continuation``."""
+    """The bits of ``root_remote`` and ``continuation``."""
     first_span_name: str | None = None
     resource: ResourceFacts | None = None
     extent: Extent = None
@@ -210,23 +221,10 @@ class _Run:
     waiting: Waiting = None
     """Keys of tool-less records by the span id of their nearest ancestor not yet seen ending."""
 
-    @property
-    def root_remote(self) -> bool:
-        """The local root has a remote parent (known from its start or its end)."""
-        return bool(self.flags & _REMOTE)
-
-    @root_remote.setter
-    def root_remote(self, remote: bool) -> None:
-        self.flags = self.flags | _REMOTE if remote else self.flags & ~_REMOTE
-
-    @property
-    def continuation(self) -> bool:
-        """Part of this run already went out early: it ends incomplete."""
-        return bool(self.flags & _CONTINUATION)
-
-    @continuation.setter
-    def continuation(self, continued: bool) -> None:
-        self.flags = self.flags | _CONTINUATION if continued else self.flags & ~_CONTINUATION
+    root_remote = _Flag(1)
+    """The local root has a remote parent (known from its start or its end)."""
+    continuation = _Flag(2)
+    """Part of this run already went out early: it ends incomplete."""
 
     def cover(self, start_ns: int, end_ns: int) -> None:
         """Widen the run's extent to a span's start and end."""
