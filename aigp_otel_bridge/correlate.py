@@ -135,6 +135,8 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
     left = tuple(item for i in range(0, len(waiting), 2) if waiting[i] != span_id
                  for item in waiting[i : i + 2])
     return taken, left or None
+
+
 _SHARED_GENAI_MAX = 1024
 
 
