@@ -244,7 +244,7 @@ class _SpanView:
         self.resource = resource
 
     @property
-    def context(self) -> SpanContext:
+    def _context(self) -> SpanContext:
         span = self._span
         return SpanContext(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"), False)
 

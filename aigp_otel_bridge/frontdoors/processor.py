@@ -68,8 +68,9 @@ class AIGPLineageSpanProcessor(SpanProcessor):
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._core.take_span(span, self._local_root_of)
-        self._links.on_end(span)
+        note = self._core.take_span(span, self._local_root_of)
+        if note is not None and note.local_root:  # every local root is noted; most children are not
+            self._links.on_end(span)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
         """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``, and to

@@ -29,37 +29,38 @@ _KEY_VERDICTS_MAX = 4096
 _GOVERNED = 1
 """The keys include ``aigp.*`` beyond identity: the span's attributes make a record."""
 _GENAI = 2
-"""The keys include a GenAI agent, tool or model (contract section 9), and nothing governed."""
+"""The keys name a GenAI agent or tool (contract section 9), and nothing governed."""
+_MODEL = 3
+"""The keys name only a GenAI model (and perhaps its provider): a chat span, noted once per model."""
 
 
-def _governed_keys(keys: tuple[str, ...]) -> int:
-    """What a key tuple makes of a span (0, ``_GOVERNED`` or ``_GENAI``), remembered per tuple:
-    instrumentation repeats its key sets, and a dict lookup is cheaper than testing every key."""
-    verdict = _KEY_VERDICTS.get(keys)
-    if verdict is None:
-        verdict = (
-            _GOVERNED if has_governance_attributes(keys)
-            else _GENAI if not sc.GEN_AI_MARKERS.isdisjoint(keys) else 0
-        )
-        if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
-            _KEY_VERDICTS.clear()
-        _KEY_VERDICTS[keys] = verdict
+def _learn_verdict(keys: tuple[str, ...]) -> int:
+    """What a key tuple makes of a span (0, ``_GOVERNED``, ``_GENAI`` or ``_MODEL``), remembered
+    per tuple: instrumentation repeats its key sets, and a dict lookup is cheaper than testing
+    every key. Callers look the tuple up in ``_KEY_VERDICTS`` first."""
+    if has_governance_attributes(keys):
+        verdict = _GOVERNED
+    elif sc.GEN_AI_MARKERS.isdisjoint(keys):
+        verdict = 0
+    else:
+        verdict = _MODEL if sc.GEN_AI_TOOL_NAME not in keys and sc.GEN_AI_AGENT_NAME not in keys else _GENAI
+    if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
+        _KEY_VERDICTS.clear()
+    _KEY_VERDICTS[keys] = verdict
     return verdict
 
 
 ModelsSent = dict[tuple[Any, ...], None]
-_MODEL_KEYS = sc.GEN_AI_KEYS[2:]
+_REQUEST_MODEL, _RESPONSE_MODEL, _PROVIDER, _SYSTEM = sc.GEN_AI_KEYS[2:]
 """The model and its provider: what a span naming no tool and no agent tells its run."""
 _MODELS_SENT_MAX = 4096
 
 
-def _model_sent_before(sent: ModelsSent | None, trace_id: int, attributes: Mapping[str, Any]) -> bool:
+def _model_sent_before(sent: ModelsSent, trace_id: int, attributes: Mapping[str, Any]) -> bool:
     """A span that names only a model its trace already sent (chat spans repeat it call after
-    call) tells its run nothing new: one dict lookup instead of a note. ``sent`` is the front
-    door's own memory; None (a front door whose spans may come again, as OTLP retries) notes all."""
-    if sent is None or sc.GEN_AI_TOOL_NAME in attributes or sc.GEN_AI_AGENT_NAME in attributes:
-        return False
-    key = (trace_id, *map(attributes.get, _MODEL_KEYS))
+    call) tells its run nothing new: one dict lookup instead of a note."""
+    get = attributes.get
+    key = (trace_id, get(_REQUEST_MODEL), get(_RESPONSE_MODEL), get(_PROVIDER), get(_SYSTEM))
     try:
         if key in sent:
             return True
@@ -87,31 +88,40 @@ def capture_span(
 
     ``local_root_of`` maps open span ids to their local root (kept by the span processor from
     ``on_start``); the span's entry is taken out here. It reads the SDK span's own fields
-    (``_parent``, ``_events``, ``_attributes``) rather than the public properties, which copy
-    the events into a tuple and the attributes under a lock on every access; any span object
-    without them goes through the public API. An ungoverned child span costs a parent check,
-    an events check, one dict lookup, and the removal of its entry.
+    (``_parent``, ``_context``, ``_events``, ``_attributes``) rather than the public properties,
+    which copy the events into a tuple and the attributes under a lock on every access; any span
+    object without them goes through the public API. An ungoverned child span costs a parent
+    check, an events check, one dict lookup, and the removal of its entry; a chat span naming a
+    model its trace already named, one more lookup.
     """
     try:
         parent = span._parent
+        context = span._context
         events = span._events
         attributes = span._attributes
     except AttributeError:
-        parent, events, attributes = span.parent, span.events, span.attributes
-    local_root_id = None
-    if local_root_of is not None:
-        local_root_id = local_root_of.pop(span.context.span_id, None)
+        parent, context, events, attributes = span.parent, span.context, span.events, span.attributes
+    local_root_id = None if local_root_of is None else local_root_of.pop(context.span_id, None)
     local_root = parent is None or parent.is_remote
     events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
     attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
-    verdict = _governed_keys(tuple(attributes)) if attributes else 0
-    governed_attributes = verdict == _GOVERNED
+    verdict = 0
+    if attributes:
+        keys = tuple(attributes)
+        verdict = _KEY_VERDICTS.get(keys, -1)
+        if verdict < 0:
+            verdict = _learn_verdict(keys)
     governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
+    governed_attributes = verdict == _GOVERNED
     if not (local_root or governance_events or governed_attributes) and (
-        not verdict or _model_sent_before(models_sent, span.context.trace_id, attributes)
+        not verdict
+        or (
+            verdict == _MODEL
+            and models_sent is not None
+            and _model_sent_before(models_sent, context.trace_id, attributes)
+        )
     ):
         return None
-    context = span.context
     status = span.status
     error = status.status_code is StatusCode.ERROR
     exception = None
