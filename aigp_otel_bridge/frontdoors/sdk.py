@@ -6,7 +6,7 @@ reads the span's own fields and allocates nothing for a span that matters to no 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.trace import StatusCode
@@ -24,8 +24,12 @@ def plain(attributes: Any) -> Mapping[str, Any]:
     return inner if isinstance(inner, dict) else attributes
 
 
-_KEY_VERDICTS: dict[tuple[str, ...], int] = {}
+Verdict = tuple[int, tuple[str, ...]]
+"""What a span's attribute keys make of it: the kind (0, ``_GOVERNED``, ``_GENAI`` or ``_MODEL``)
+and which of the GenAI keys the bridge reads it has."""
+_KEY_VERDICTS: dict[tuple[str, ...], Verdict] = {}
 _KEY_VERDICTS_MAX = 4096
+_NO_VERDICT: Verdict = (0, ())
 _GOVERNED = 1
 """The keys include ``aigp.*`` beyond identity: the span's attributes make a record."""
 _GENAI = 2
@@ -34,16 +38,16 @@ _MODEL = 3
 """The keys name only a GenAI model (and perhaps its provider): a chat span, noted once per model."""
 
 
-def _learn_verdict(keys: tuple[str, ...]) -> int:
-    """What a key tuple makes of a span (0, ``_GOVERNED``, ``_GENAI`` or ``_MODEL``), remembered
-    per tuple: instrumentation repeats its key sets, and a dict lookup is cheaper than testing
-    every key. Callers look the tuple up in ``_KEY_VERDICTS`` first."""
+def _learn_verdict(keys: tuple[str, ...]) -> Verdict:
+    """The verdict on a key tuple, remembered per tuple: instrumentation repeats its key sets, and
+    a dict lookup is cheaper than testing every key. Callers look it up in ``_KEY_VERDICTS`` first."""
     if has_governance_attributes(keys):
-        verdict = _GOVERNED
+        kind = _GOVERNED
     elif sc.GEN_AI_MARKERS.isdisjoint(keys):
-        verdict = 0
+        kind = 0
     else:
-        verdict = _MODEL if sc.GEN_AI_TOOL_NAME not in keys and sc.GEN_AI_AGENT_NAME not in keys else _GENAI
+        kind = _MODEL if sc.GEN_AI_TOOL_NAME not in keys and sc.GEN_AI_AGENT_NAME not in keys else _GENAI
+    verdict = (kind, tuple(key for key in sc.GEN_AI_KEYS if key in keys))
     if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
         _KEY_VERDICTS.clear()
     _KEY_VERDICTS[keys] = verdict
@@ -72,13 +76,31 @@ def _model_sent_before(sent: ModelsSent, trace_id: int, attributes: Mapping[str,
     return False
 
 
-def _genai_only(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    """The few GenAI attributes the bridge reads, so a note never keeps a span's messages alive."""
-    return {key: attributes[key] for key in sc.GEN_AI_KEYS if key in attributes}
+def _genai_only(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The GenAI attributes the bridge reads (``keys``: those the span has), so a note never keeps
+    a span's messages alive."""
+    return {key: attributes[key] for key in keys}
 
 
 def _event(event: Any) -> NoteEvent:
-    return NoteEvent(event.name, event.timestamp, plain(event.attributes))
+    """A span event's note, from the SDK ``Event``'s own fields (each property costs a call)."""
+    try:
+        name, time_ns, attributes = event._name, event._timestamp, event._attributes
+    except AttributeError:  # another event type: its public fields
+        name, time_ns, attributes = event.name, event.timestamp, event.attributes
+    return NoteEvent(name, time_ns, plain(attributes))
+
+
+def _name_of(event: Any) -> str:
+    try:
+        name: str = event._name
+    except AttributeError:
+        name = event.name
+    return name
+
+
+def _governance_events(events: Iterable[Any]) -> tuple[NoteEvent, ...]:
+    return tuple([_event(e) for e in events if _name_of(e).startswith(sc.PREFIX)])
 
 
 def capture_span(
@@ -88,8 +110,9 @@ def capture_span(
 
     ``local_root_of`` maps open span ids to their local root (kept by the span processor from
     ``on_start``); the span's entry is taken out here. It reads the SDK span's own fields
-    (``_parent``, ``_context``, ``_events``, ``_attributes``) rather than the public properties,
-    which copy the events into a tuple and the attributes under a lock on every access; any span
+    (``_parent``, ``_context``, ``_events``, ``_attributes``, and for a span that matters
+    ``_status``, ``_name``, the times and ``_resource``) rather than the public properties, which
+    copy the events into a tuple and the attributes under a lock, and cost a call each; any span
     object without them goes through the public API. An ungoverned child span costs a parent
     check, an events check, one dict lookup, and the removal of its entry; a chat span naming a
     model its trace already named, one more lookup.
@@ -105,42 +128,52 @@ def capture_span(
     local_root = parent is None or parent.is_remote
     events = getattr(events, "_dq", events)  # the SDK's BoundedList keeps its events in a deque
     attributes = getattr(attributes, "_dict", attributes)  # BoundedAttributes keeps a dict
-    verdict = 0
+    verdict: Verdict = _NO_VERDICT
     if attributes:
         keys = tuple(attributes)
-        verdict = _KEY_VERDICTS.get(keys, -1)
-        if verdict < 0:
-            verdict = _learn_verdict(keys)
-    governance_events = tuple(_event(e) for e in events if e.name.startswith(sc.PREFIX)) if events else ()
-    governed_attributes = verdict == _GOVERNED
+        verdict = _KEY_VERDICTS.get(keys) or _learn_verdict(keys)
+    governance_events = _governance_events(events) if events else ()
+    kind = verdict[0]
+    governed_attributes = kind == _GOVERNED
     if not (local_root or governance_events or governed_attributes) and (
-        not verdict
+        not kind
         or (
-            verdict == _MODEL
+            kind == _MODEL
             and models_sent is not None
             and _model_sent_before(models_sent, context.trace_id, attributes)
         )
     ):
         return None
-    status = span.status
+    try:
+        status, name, start, end, resource = (
+            span._status, span._name, span._start_time, span._end_time, span._resource
+        )
+    except AttributeError:
+        status, name, start, end = span.status, span.name, span.start_time, span.end_time
+        resource = span.resource
     error = status.status_code is StatusCode.ERROR
     exception = None
     if error and local_root:
-        exception = next((_event(e) for e in reversed(events) if e.name == sc.EXCEPTION_EVENT), None)
-    start = span.start_time or 0
+        exception = next((_event(e) for e in reversed(events) if _name_of(e) == sc.EXCEPTION_EVENT), None)
+    start = start or 0
+    kept: Mapping[str, Any] | None = None
+    if governed_attributes or local_root:
+        kept = attributes
+    elif kind:
+        kept = _genai_only(attributes, verdict[1])
     return SpanNote(
         context.trace_id,
         context.span_id,
         None if parent is None else parent.span_id,
         parent is not None and parent.is_remote,
         context.span_id if local_root else local_root_id,
-        span.name,
+        name,
         start,
-        span.end_time or start,
+        end or start,
         governance_events,
-        attributes if (governed_attributes or local_root) else _genai_only(attributes) if verdict else None,
+        kept,
         governed_attributes,
-        plain(getattr(span.resource, "attributes", None)),
+        plain(getattr(resource, "attributes", None)),
         error,
         status.description if error else None,
         exception,
