@@ -210,15 +210,26 @@ class OtlpEvent:
         self._timestamp = timestamp
 
 
-class OtlpParent:
-    """The parent of a span as ``capture_span`` reads it (``SpanContext``'s fields, unvalidated)."""
+class OtlpParent(tuple[int, int, bool]):
+    """The parent of a span as ``capture_span`` reads it: ``SpanContext``'s first three fields, in
+    its order (trace id, span id, is remote), unvalidated."""
 
-    __slots__ = ("is_remote", "span_id", "trace_id")
+    __slots__ = ()
 
-    def __init__(self, trace_id: int, span_id: int, is_remote: bool) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.is_remote = is_remote
+    def __new__(cls, trace_id: int, span_id: int, is_remote: bool) -> OtlpParent:
+        return tuple.__new__(cls, (trace_id, span_id, is_remote))
+
+    @property
+    def trace_id(self) -> int:
+        return self[0]
+
+    @property
+    def span_id(self) -> int:
+        return self[1]
+
+    @property
+    def is_remote(self) -> bool:
+        return self[2]
 
 
 class _Resource:
