@@ -100,7 +100,16 @@ def _name_of(event: Any) -> str:
 
 
 def _governance_events(events: Iterable[Any]) -> tuple[NoteEvent, ...]:
-    return tuple([_event(e) for e in events if _name_of(e).startswith(sc.PREFIX)])
+    """Notes of the ``aigp.*`` events; the SDK's ``Event``s read by their own fields."""
+    prefix = sc.PREFIX
+    try:
+        return tuple([
+            NoteEvent(e._name, e._timestamp, plain(e._attributes))
+            for e in events
+            if e._name.startswith(prefix)
+        ])
+    except AttributeError:  # another event type
+        return tuple([_event(e) for e in events if _name_of(e).startswith(prefix)])
 
 
 def capture_span(
