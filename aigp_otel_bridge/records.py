@@ -206,15 +206,32 @@ def _refs(
 ) -> tuple[ResourceRef, ...]:
     """The record's resources; a flat hash describes the content of a record's single resource,
     so that resource carries it as its content hash."""
+    if not raw:
+        return ()
     content = None
-    if governance_hash and hash_type == "sha256" and len({(t, n) for t, n, _, _ in raw}) == 1:
+    if governance_hash and hash_type == "sha256" and (
+        len(raw) == 1 or len({(t, n) for t, n, _, _ in raw}) == 1
+    ):
         content = governance_hash
-    refs = tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
-    return _shared(refs) if refs else ()
+    if len(raw) > _BY_RAW_MAX:
+        return _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
+    key = (content, *raw)
+    refs = _REFS_BY_RAW.get(key)
+    if refs is None:
+        refs = _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
+        if len(_REFS_BY_RAW) >= _SHARED_REFS_MAX:
+            _REFS_BY_RAW.clear()
+        _REFS_BY_RAW[key] = refs
+    return refs
 
 
 _SHARED_REFS: dict[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = {}
 _SHARED_REFS_MAX = 4096
+_REFS_BY_RAW: dict[tuple[object, ...], tuple[ResourceRef, ...]] = {}
+"""The shared resource tuples by the plain values they are made of (content hash, then each raw
+resource): a hit makes no ``ResourceRef`` and hashes no dataclass."""
+_BY_RAW_MAX = 16
+"""Most resources of a record looked up by value (longer lists are rare, and kept out of the key)."""
 
 
 def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
@@ -412,6 +429,11 @@ def _small(values: tuple[object, ...], max_length: int) -> bool:
         elif value is not None and type(value) is not bool:
             return False
     return True
+
+
+_KEY_TYPES = frozenset((str, int, bool, type(None)))
+"""The types of the values ``_small`` lets a cache key keep (an array, a float or a mapping is
+never kept, so an event holding one is read afresh without a look-up)."""
 
 
 def _annotated_resources(annotations: object) -> bool:
@@ -748,13 +770,15 @@ class Extractor:
             rest = dict(attributes)
             del rest[sc.EVENT_ID]
         types = tuple(map(type, rest.values()))
-        key: tuple[object, ...] = (event_name, tuple(rest.items()), types)
-        if tuple in types or list in types:  # (True,) and (1,) are equal keys too
-            key = (*key, tuple(tuple(map(type, v)) for v in rest.values() if type(v) in (tuple, list)))
+        if not _KEY_TYPES.issuperset(types):  # never kept (``_small``): read afresh, looked up once
+            return record_from_attributes(
+                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
+            )
+        key = (event_name, tuple(rest.items()), types)
         known = self._events
         try:
             cached = known.get(key)
-        except TypeError:  # an unhashable value: read it afresh
+        except TypeError:  # an unhashable key of a custom mapping: read it afresh
             return record_from_attributes(
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
