@@ -105,6 +105,10 @@ def _summarise_resources(
                 found[key] = (ref, denied)
                 continue
             if type(known) is tuple:
+                if known[0] is ref:  # the same shared reference again: at most newly denied
+                    if denied and not known[1]:
+                        found[key] = (ref, True)
+                    continue
                 known = found[key] = _Resource.of(*known)
             known.add(ref, denied)  # type: ignore[union-attr]
     providers: dict[tuple[str, str], str] = {}
