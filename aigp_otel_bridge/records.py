@@ -789,9 +789,17 @@ class Extractor:
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
-        read = _Reader(self._limits, cached.invalid)
+        invalid = cached.invalid
+        if event_id == "":  # checked as ``_Reader.text`` checks it
+            event_id = None
+        elif event_id is not None and not (
+            isinstance(event_id, str) and len(event_id) <= self._limits.max_string_length
+            and sc.utf8_safe(event_id)
+        ):
+            event_id = None
+            invalid += 1
         return GovernanceRecord(
-            read.text(event_id),
+            event_id,
             cached.event_type,
             cached.governance_hash,
             cached.hash_type,
@@ -801,7 +809,7 @@ class Extractor:
             cached.agent_id,
             time_ns,
             cached.resources,
-            read.invalid,
+            invalid,
         )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
