@@ -204,7 +204,8 @@ def aggregate(
     """Summarise a trace's records (plus those kept only as overflow) into its run's proof;
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
     covers them (``governed: false``)."""
-    records = list(records)
+    if not isinstance(records, tuple):  # iterated twice
+        records = tuple(records)
     overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
@@ -217,7 +218,10 @@ def aggregate(
         digest = record.governance_hash
         if digest is not None:
             known = speaking.get(digest)
-            if known is None or _record_order(record) < _record_order(known):
+            if known is None or (  # records with equal details speak alike: no order to compare
+                (record.hash_type != known.hash_type or record.leaf_count != known.leaf_count)
+                and _record_order(record) < _record_order(known)
+            ):
                 speaking[digest] = record
         denied += record.denied
         invalid += record.invalid
