@@ -172,11 +172,26 @@ def _single(ref: ResourceRef, denied: bool, provider: str | None) -> ResourceSum
     return summary
 
 
+_OBSERVED: dict[tuple[tuple[str, str], str | None], ResourceSummary] = {}
+
+
+def _observed_only(key: tuple[str, str], provider: str | None) -> ResourceSummary:
+    """The summary of a tool or model seen only on GenAI spans, one object per value (the same
+    model serves run after run)."""
+    summary = _OBSERVED.get((key, provider))
+    if summary is None:
+        summary = ResourceSummary(key[0], key[1], governed=False, provider=provider)
+        if len(_OBSERVED) >= _SINGLE_MAX:
+            _OBSERVED.clear()
+        _OBSERVED[(key, provider)] = summary
+    return summary
+
+
 def _summary(
     key: tuple[str, str], resource: tuple[ResourceRef, bool] | _Resource | None, provider: str | None
 ) -> ResourceSummary:
     if resource is None:
-        return ResourceSummary(key[0], key[1], governed=False, provider=provider)
+        return _observed_only(key, provider)
     if type(resource) is tuple:
         return _single(resource[0], resource[1], provider)
     assert isinstance(resource, _Resource)
