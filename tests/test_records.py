@@ -812,3 +812,40 @@ def test_the_event_cache_keeps_only_small_keys() -> None:
     assert (long_name_record := extractor.event_record(long_name, "aigp.inject.success", 1)).invalid == 1
     assert long_name_record.resources == ()
     assert len(extractor._events) == 1  # only the small one
+
+
+def test_events_with_arrays_read_as_afresh_whatever_their_values() -> None:
+    """Array attributes are read afresh each time while the rest of such an event is read once per
+    value: the record, its resources' content hashes and its count of invalid values are those of a
+    fresh read, on a cache miss and on a hit, whatever mixes of valid and invalid values it holds."""
+    limits = Limits(max_string_length=16, max_array_length=3)
+    scalars: list[dict[str, Any]] = [
+        {},
+        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "sha256", sc.ENFORCEMENT_RESULT: "denied"},
+        {sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 2},
+        {sc.GOVERNANCE_HASH: "not a hash", sc.POLICY_NAME: "p" * 17, sc.DATA_CLASSIFICATION: "secret"},
+        {sc.EVENT_TYPE: "TOOL_INVOKED", sc.AGENT_ID: "agent.a", sc.MERKLE_LEAF_COUNT: 0},
+    ]
+    arrays: list[dict[str, Any]] = [
+        {"aigp.tools.names": ("tool.a",)},
+        {"aigp.tools.names": ["tool.a", "tool.b"]},
+        {"aigp.tools.names": ("tool.a", "", 3, "t" * 17, "tool.e")},
+        {"aigp.policies.names": ("policy.a", "policy.b"), "aigp.policies.versions": (1, True)},
+        {"aigp.policies.versions": (1,)},
+        {"aigp.prompts.names": "prompt.a", "aigp.models.names": ()},
+        {"aigp.tools.names": ("tool.a",), "aigp.other": 1.5},
+    ]
+    ids: list[object] = [None, "", "e-1", "e" * 17, 7]
+    extractor = Extractor(limits)
+    for scalar in scalars:
+        for array in arrays:
+            for position, event_id in enumerate(ids):
+                attributes = {**scalar, **array}
+                if event_id is not None:
+                    attributes[sc.EVENT_ID] = event_id
+                fresh = record_from_attributes(
+                    attributes, event_name="aigp.tool.invoked", time_ns=position, limits=limits
+                )
+                for _ in range(2):  # a miss, then a hit
+                    assert extractor.event_record(attributes, "aigp.tool.invoked", position) == fresh
+    assert extractor._events == {}  # arrays are never kept
