@@ -561,9 +561,11 @@ class ResourceFacts:
     service_namespace: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RootFacts:
-    """A local root span, as the build stage needs it: identity, name, times, failure."""
+    """A local root span, as the build stage needs it: identity, name, times, failure. Treated as
+    immutable once built; not frozen, because a frozen dataclass of this size costs several times
+    as much to build (once per local root), and its attributes make it unhashable either way."""
 
     span_id: int
     remote_parent: bool
@@ -679,17 +681,17 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
 def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     """The facts of a local root span."""
     attributes = note.attributes or {}
-    return RootFacts(
-        span_id=note.span_id,
-        remote_parent=note.remote_parent,
-        name=sc.clean_text(note.name),
-        start_ns=note.start_ns,
-        end_ns=note.end_ns,
-        agent_id=identity(attributes, sc.AGENT_ID, limits),
-        error=error_of(note, limits),
-        attributes=attributes,
-        gen_ai_agent_id=identity(attributes, sc.GEN_AI_AGENT_ID, limits),
-        gen_ai_agent_name=identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
+    return RootFacts(  # positional: one per local root
+        note.span_id,
+        note.remote_parent,
+        sc.clean_text(note.name),
+        note.start_ns,
+        note.end_ns,
+        identity(attributes, sc.AGENT_ID, limits),
+        error_of(note, limits),
+        attributes,
+        identity(attributes, sc.GEN_AI_AGENT_ID, limits),
+        identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
     )
 
 
