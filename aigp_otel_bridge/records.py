@@ -737,19 +737,22 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
 
 
 _EVENTS_CACHED_MAX = 1024
+_GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
 
 
 class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_events", "_genai", "_limits", "_resource")
+    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
         self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
         """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
+        self._genai_items: dict[tuple[object, ...], GenAIFacts | None] = {}
+        """GenAI facts of spans with few attributes, by those attributes (see ``genai``)."""
         self._events: dict[tuple[object, ...], GovernanceRecord] = {}
         """Span-event records by everything but their event id and time (see ``event_record``)."""
 
@@ -817,17 +820,25 @@ class Extractor:
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
         if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
             return None
-        values = tuple(map(attributes.get, sc.GEN_AI_KEYS))
+        # Attributes holding GenAI keys only (what a note keeps of a span without governance data)
+        # are their own key, cheaper to make than the values of every GenAI key and holding the
+        # same values; both determine the facts, and each has a cache of its own.
+        if len(attributes) <= len(sc.GEN_AI_KEYS) and _GEN_AI_KEY_SET.issuperset(attributes):
+            key: tuple[object, ...] = tuple(attributes.items())
+            known = self._genai_items
+        else:
+            key = tuple(map(attributes.get, sc.GEN_AI_KEYS))
+            known = self._genai
         try:
-            return self._genai[values]
+            return known[key]
         except KeyError:
             pass
         except TypeError:  # an unhashable value (a list): read it afresh
             return genai_facts(attributes, self._limits)
         facts = genai_facts(attributes, self._limits)
-        if len(self._genai) >= 1024:
-            self._genai.clear()
-        self._genai[values] = facts
+        if len(known) >= 1024:
+            known.clear()
+        known[key] = facts
         return facts
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:

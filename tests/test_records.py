@@ -17,6 +17,7 @@ from aigp_otel_bridge.records import (
     Limits,
     ResourceRef,
     error_of,
+    genai_facts,
     has_governance_attributes,
     merge_records,
     parse_event_time,
@@ -849,3 +850,22 @@ def test_events_with_arrays_read_as_afresh_whatever_their_values() -> None:
                 for _ in range(2):  # a miss, then a hit
                     assert extractor.event_record(attributes, "aigp.tool.invoked", position) == fresh
     assert extractor._events == {}  # arrays are never kept
+
+
+def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> None:
+    """Spans with GenAI keys only and spans with other keys too are cached apart, by different
+    keys; either way the facts (and their count of invalid values) are those read afresh."""
+    limits = Limits(max_string_length=12)
+    cases: list[dict[str, Any]] = [
+        {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_SYSTEM: "openai"},
+        {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_SYSTEM: "openai", "server.port": 443},
+        {sc.GEN_AI_TOOL_NAME: "search", sc.GEN_AI_AGENT_NAME: "a" * 13},
+        {sc.GEN_AI_RESPONSE_MODEL: 1, sc.GEN_AI_PROVIDER_NAME: True},
+        {sc.GEN_AI_RESPONSE_MODEL: True, sc.GEN_AI_PROVIDER_NAME: 1},
+        {sc.GEN_AI_REQUEST_MODEL: ["a", "b"]},
+        {sc.GEN_AI_SYSTEM: "openai"},
+    ]
+    extractor = Extractor(limits)
+    for _ in range(2):
+        for attributes in cases:
+            assert extractor.genai(attributes) == genai_facts(attributes, limits)
