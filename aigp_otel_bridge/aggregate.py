@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.correlate import Observed, Overflow
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
-from aigp_otel_bridge.records import GovernanceRecord
+from aigp_otel_bridge.records import GovernanceRecord, ResourceRef
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,52 +71,130 @@ def _aggregate_hash(
         if hash_type == "merkle-sha256":
             return only, hash_type, leaf_count
         return only, "sha256", 1
-    return merkle_root(hashes), "merkle-sha256", len(hashes)
+    if len(hashes) > _ROOTS_KEY_MAX:
+        return merkle_root(hashes), "merkle-sha256", len(hashes)
+    digests = frozenset(hashes)
+    root = _ROOTS.get(digests)
+    if root is None:
+        root = merkle_root(digests)
+        if len(_ROOTS) >= _ROOTS_MAX:
+            _ROOTS.clear()
+        _ROOTS[digests] = root
+    return root, "merkle-sha256", len(hashes)
+
+
+_ROOTS: dict[frozenset[str], str] = {}
+"""Merkle roots by their set of hashes: runs of one agent govern the same content run after run."""
+_ROOTS_MAX = 1024
+_ROOTS_KEY_MAX = 64
+"""Most hashes in a cached set, so that the cache stays small in bytes (large sets are rare)."""
 
 
 def _summarise_resources(
     records: Iterable[GovernanceRecord], max_inputs: int, observed: Iterable[Observed] = ()
 ) -> tuple[tuple[ResourceSummary, ...], int]:
-    found: dict[tuple[str, str], _Resource] = {}
+    # Most resources are named by one reference in a run: it stays ``(ref, denied)`` (no sets)
+    # and its summary is shared by value (``_single``); a second one makes it a ``_Resource``.
+    found: dict[tuple[str, str], tuple[ResourceRef, bool] | _Resource | None] = {}
     for record in records:
+        denied = record.denied
         for ref in record.resources:
             key = (ref.type, ref.name)
-            resource = found.get(key)
-            if resource is None:
-                resource = found[key] = _Resource()
-            if record.denied:
-                resource.denied = True
-            if ref.version is not None:
-                resource.versions.add(ref.version)
-            if ref.leaf_hash is not None:
-                resource.leaves.add(ref.leaf_hash)
-            if ref.content_hash is not None:
-                resource.contents.add(ref.content_hash)
+            known = found.get(key)
+            if known is None:
+                found[key] = (ref, denied)
+                continue
+            if type(known) is tuple:
+                if known[0] is ref:  # the same shared reference again: at most newly denied
+                    if denied and not known[1]:
+                        found[key] = (ref, True)
+                    continue
+                known = found[key] = _Resource.of(*known)
+            known.add(ref, denied)  # type: ignore[union-attr]
+    providers: dict[tuple[str, str], str] = {}
     for resource_type, name, provider in observed:
-        resource = found.get((resource_type, name))
-        if resource is None:
-            resource = found[(resource_type, name)] = _Resource(governed=False)
-        resource.provider = resource.provider or provider
+        key = (resource_type, name)
+        found.setdefault(key, None)  # None: observed only, not governed
+        if provider:
+            providers.setdefault(key, provider)
     keys = sorted(found)
-    summaries = tuple(_summary(key, found[key]) for key in keys[:max_inputs])
+    summaries = tuple(_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs])
     return summaries, max(0, len(keys) - max_inputs)
 
 
 class _Resource:
-    """What a run's records say about one resource, gathered before it becomes a summary."""
+    """What several references of a run's records say about one resource."""
 
-    __slots__ = ("contents", "denied", "governed", "leaves", "provider", "versions")
+    __slots__ = ("contents", "denied", "leaves", "versions")
 
-    def __init__(self, *, governed: bool = True) -> None:
+    def __init__(self) -> None:
         self.versions: set[int] = set()
         self.leaves: set[str] = set()
         self.contents: set[str] = set()
         self.denied = False
-        self.governed = governed
-        self.provider: str | None = None
+
+    @classmethod
+    def of(cls, ref: ResourceRef, denied: bool) -> _Resource:
+        resource = cls()
+        resource.add(ref, denied)
+        return resource
+
+    def add(self, ref: ResourceRef, denied: bool) -> None:
+        if denied:
+            self.denied = True
+        if ref.version is not None:
+            self.versions.add(ref.version)
+        if ref.leaf_hash is not None:
+            self.leaves.add(ref.leaf_hash)
+        if ref.content_hash is not None:
+            self.contents.add(ref.content_hash)
 
 
-def _summary(key: tuple[str, str], resource: _Resource) -> ResourceSummary:
+_SINGLE: dict[tuple[ResourceRef, bool, str | None], ResourceSummary] = {}
+_SINGLE_MAX = 4096
+
+
+def _single(ref: ResourceRef, denied: bool, provider: str | None) -> ResourceSummary:
+    """The summary of a resource named by one reference, one object per value: runs of one agent
+    name the same resources (shared references, ``records._shared``) run after run."""
+    key = (ref, denied, provider)
+    summary = _SINGLE.get(key)
+    if summary is None:
+        leaf, content = ref.leaf_hash, ref.content_hash
+        summary = ResourceSummary(
+            ref.type, ref.name, ref.version, (),
+            () if leaf is None else (leaf,), () if content is None else (content,),
+            denied, True, provider,
+        )
+        if len(_SINGLE) >= _SINGLE_MAX:
+            _SINGLE.clear()
+        _SINGLE[key] = summary
+    return summary
+
+
+_OBSERVED: dict[tuple[tuple[str, str], str | None], ResourceSummary] = {}
+
+
+def _observed_only(key: tuple[str, str], provider: str | None) -> ResourceSummary:
+    """The summary of a tool or model seen only on GenAI spans, one object per value (the same
+    model serves run after run)."""
+    summary = _OBSERVED.get((key, provider))
+    if summary is None:
+        summary = ResourceSummary(key[0], key[1], governed=False, provider=provider)
+        if len(_OBSERVED) >= _SINGLE_MAX:
+            _OBSERVED.clear()
+        _OBSERVED[(key, provider)] = summary
+    return summary
+
+
+def _summary(
+    key: tuple[str, str], resource: tuple[ResourceRef, bool] | _Resource | None, provider: str | None
+) -> ResourceSummary:
+    if resource is None:
+        return _observed_only(key, provider)
+    if type(resource) is tuple:
+        return _single(resource[0], resource[1], provider)
+    assert isinstance(resource, _Resource)
     versions, leaves, contents = resource.versions, resource.leaves, resource.contents
     return ResourceSummary(
         key[0],
@@ -126,8 +204,8 @@ def _summary(key: tuple[str, str], resource: _Resource) -> ResourceSummary:
         tuple(sorted(leaves)) if len(leaves) > 1 else tuple(leaves),
         tuple(sorted(contents)) if len(contents) > 1 else tuple(contents),
         resource.denied,
-        resource.governed,
-        resource.provider,
+        True,
+        provider,
     )
 
 
@@ -141,7 +219,8 @@ def aggregate(
     """Summarise a trace's records (plus those kept only as overflow) into its run's proof;
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
     covers them (``governed: false``)."""
-    records = list(records)
+    if not isinstance(records, tuple):  # iterated twice
+        records = tuple(records)
     overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
@@ -154,7 +233,10 @@ def aggregate(
         digest = record.governance_hash
         if digest is not None:
             known = speaking.get(digest)
-            if known is None or _record_order(record) < _record_order(known):
+            if known is None or (  # records with equal details speak alike: no order to compare
+                (record.hash_type != known.hash_type or record.leaf_count != known.leaf_count)
+                and _record_order(record) < _record_order(known)
+            ):
                 speaking[digest] = record
         denied += record.denied
         invalid += record.invalid

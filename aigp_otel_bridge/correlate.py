@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from aigp_otel_bridge import semconv as sc
@@ -83,6 +83,10 @@ class Overflow:
             self.classification_rank = max(
                 self.classification_rank, sc.CLASSIFICATION_RANK[record.classification]
             )
+
+
+_NO_OVERFLOW = Overflow()
+"""The overflow of every closed run with nothing past the per-run bound: read, never changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,20 +502,24 @@ class Correlator:
             tools = tools if tools is not None else {}
             tools[span.span_id] = genai.tool
         if (observed, agent, tools) != (state.observed, state.agent, state.tools):
-            state = self._genai(replace(state, observed=observed, agent=agent, tools=tools))
-            run.genai = state
+            run.genai = self._genai(observed, agent, tools)
         if genai.tool is not None and span.root is None and run.waiting:
             keys, run.waiting = _take(run.waiting, span.span_id)
             self._about_tool(run, keys, genai.tool)
 
-    def _genai(self, state: _GenAI) -> _GenAI:
-        """The state, shared with other runs when it holds only observations."""
-        if state.tools is not None or state.agent is not None:
-            return state
+    def _genai(
+        self, observed: tuple[Observed, ...], agent: tuple[int, int, str] | None, tools: dict[int, str] | None
+    ) -> _GenAI:
+        """A run's GenAI state, shared with other runs when it holds only observations."""
+        if tools is not None or agent is not None:
+            return _GenAI(observed, tools, agent)
         shared = self._shared_genai
-        if len(shared) >= _SHARED_GENAI_MAX:
-            shared.clear()
-        return shared.setdefault(state.observed, state)
+        state = shared.get(observed)
+        if state is None:
+            if len(shared) >= _SHARED_GENAI_MAX:
+                shared.clear()
+            state = shared[observed] = _GenAI(observed)
+        return state
 
     def _place_tool_less(self, run: _Run, span: SpanFacts, keys: list[str], root_id: int | None) -> None:
         """Tool-less records of a span under the root wait for the nearest ``execute_tool``
@@ -650,7 +658,7 @@ class Correlator:
             root_span_id=run.root_span_id,
             root_remote=run.root_remote,
             records=run.kept_records(),
-            overflow=overflow or Overflow(),
+            overflow=overflow or _NO_OVERFLOW,
             reason=reason,
             complete=complete,
             root=root,

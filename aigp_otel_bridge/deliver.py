@@ -151,6 +151,8 @@ class Deliverer:
         self._closed = False
         self._storage_stop = False
         self._outbox_due_at = 0.0
+        self._idle = False
+        """The delivery thread waits for work (``_next``): a queued run must wake it."""
         self._thread = threading.Thread(target=self._deliver_loop, name="aigp-bridge-deliver", daemon=True)
         self._thread.start()
         self._storage: threading.Thread | None = None
@@ -196,7 +198,8 @@ class Deliverer:
     def _enqueue_locked(self, pending: _Pending) -> None:
         self._ready.append(pending)
         self._bytes += pending.size
-        self._cond.notify_all()
+        if self._idle:  # only the delivery thread waits for a run to be queued
+            self._cond.notify_all()
 
     def wait_delivered(self, upto_seq: int, deadline: float) -> bool:
         """Wait until every run up to ``upto_seq`` is delivered or stored; False on timeout or a drop."""
@@ -395,7 +398,11 @@ class Deliverer:
                 waits = [self._retry[0].next_at - now] if self._retry else []
                 if self._outbox is not None and not self._stopping:
                     waits.append(self._outbox_due_at - now)
-                self._cond.wait(max(0.0, min(waits)) if waits else None)
+                self._idle = True
+                try:
+                    self._cond.wait(max(0.0, min(waits)) if waits else None)
+                finally:
+                    self._idle = False
 
     def _replay_due(self) -> None:
         """Deliver one due outbox row (outside the lock); look again soon while rows are due.

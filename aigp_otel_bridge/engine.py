@@ -367,6 +367,7 @@ class Engine:
         intake = self._intake
         correlator = self._correlator
         extract = self._extractor.span
+        stats = self.stats
         now = time.monotonic()  # one reading per batch: the runs it touches share it
         for _ in range(limit):
             if self._stop_done:
@@ -377,11 +378,14 @@ class Engine:
                 return True
             try:
                 if isinstance(item, SpanNote):
-                    self.stats.spans_seen += 1
-                    self._hand_over(correlator.span_ended(extract(item), now))
+                    stats.spans_seen += 1
+                    closed = correlator.span_ended(extract(item), now)
+                    if closed:  # most spans close no run
+                        self._hand_over(closed)
                 elif isinstance(item, RootStart):
                     started = correlator.root_started(item.trace_id, item.span_id, item.remote_parent, now)
-                    self._hand_over(started)
+                    if started:
+                        self._hand_over(started)
                 elif isinstance(item, Ingested):
                     self._hand_over(correlator.event_ingested(item.key, item.record, now, item.local_root_id))
                 elif isinstance(item, FlushRequest):

@@ -206,15 +206,32 @@ def _refs(
 ) -> tuple[ResourceRef, ...]:
     """The record's resources; a flat hash describes the content of a record's single resource,
     so that resource carries it as its content hash."""
+    if not raw:
+        return ()
     content = None
-    if governance_hash and hash_type == "sha256" and len({(t, n) for t, n, _, _ in raw}) == 1:
+    if governance_hash and hash_type == "sha256" and (
+        len(raw) == 1 or len({(t, n) for t, n, _, _ in raw}) == 1
+    ):
         content = governance_hash
-    refs = tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw)
-    return _shared(refs) if refs else ()
+    if len(raw) > _BY_RAW_MAX:
+        return _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
+    key = (content, *raw)
+    refs = _REFS_BY_RAW.get(key)
+    if refs is None:
+        refs = _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
+        if len(_REFS_BY_RAW) >= _SHARED_REFS_MAX:
+            _REFS_BY_RAW.clear()
+        _REFS_BY_RAW[key] = refs
+    return refs
 
 
 _SHARED_REFS: dict[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = {}
 _SHARED_REFS_MAX = 4096
+_REFS_BY_RAW: dict[tuple[object, ...], tuple[ResourceRef, ...]] = {}
+"""The shared resource tuples by the plain values they are made of (content hash, then each raw
+resource): a hit makes no ``ResourceRef`` and hashes no dataclass."""
+_BY_RAW_MAX = 16
+"""Most resources of a record looked up by value (longer lists are rare, and kept out of the key)."""
 
 
 def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
@@ -414,6 +431,11 @@ def _small(values: tuple[object, ...], max_length: int) -> bool:
     return True
 
 
+_KEY_TYPES = frozenset((str, int, bool, type(None)))
+"""The types of the values ``_small`` lets a cache key keep (an array, a float or a mapping is
+never kept, so an event holding one is read afresh without a look-up)."""
+
+
 def _annotated_resources(annotations: object) -> bool:
     """Whether a full event's annotations name resources (multi-policy, OTel attributes)."""
     return isinstance(annotations, (dict, Mapping)) and (  # dict first: the cheap check
@@ -539,9 +561,11 @@ class ResourceFacts:
     service_namespace: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RootFacts:
-    """A local root span, as the build stage needs it: identity, name, times, failure."""
+    """A local root span, as the build stage needs it: identity, name, times, failure. Treated as
+    immutable once built; not frozen, because a frozen dataclass of this size costs several times
+    as much to build (once per local root), and its attributes make it unhashable either way."""
 
     span_id: int
     remote_parent: bool
@@ -657,17 +681,17 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
 def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     """The facts of a local root span."""
     attributes = note.attributes or {}
-    return RootFacts(
-        span_id=note.span_id,
-        remote_parent=note.remote_parent,
-        name=sc.clean_text(note.name),
-        start_ns=note.start_ns,
-        end_ns=note.end_ns,
-        agent_id=identity(attributes, sc.AGENT_ID, limits),
-        error=error_of(note, limits),
-        attributes=attributes,
-        gen_ai_agent_id=identity(attributes, sc.GEN_AI_AGENT_ID, limits),
-        gen_ai_agent_name=identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
+    return RootFacts(  # positional: one per local root
+        note.span_id,
+        note.remote_parent,
+        sc.clean_text(note.name),
+        note.start_ns,
+        note.end_ns,
+        identity(attributes, sc.AGENT_ID, limits),
+        error_of(note, limits),
+        attributes,
+        identity(attributes, sc.GEN_AI_AGENT_ID, limits),
+        identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
     )
 
 
@@ -713,19 +737,22 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
 
 
 _EVENTS_CACHED_MAX = 1024
+_GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
 
 
 class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_events", "_genai", "_limits", "_resource")
+    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
         self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
         """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
+        self._genai_items: dict[tuple[object, ...], GenAIFacts | None] = {}
+        """GenAI facts of spans with few attributes, by those attributes (see ``genai``)."""
         self._events: dict[tuple[object, ...], GovernanceRecord] = {}
         """Span-event records by everything but their event id and time (see ``event_record``)."""
 
@@ -748,13 +775,15 @@ class Extractor:
             rest = dict(attributes)
             del rest[sc.EVENT_ID]
         types = tuple(map(type, rest.values()))
-        key: tuple[object, ...] = (event_name, tuple(rest.items()), types)
-        if tuple in types or list in types:  # (True,) and (1,) are equal keys too
-            key = (*key, tuple(tuple(map(type, v)) for v in rest.values() if type(v) in (tuple, list)))
+        if not _KEY_TYPES.issuperset(types):  # never kept (``_small``): read afresh, looked up once
+            return record_from_attributes(
+                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
+            )
+        key = (event_name, tuple(rest.items()), types)
         known = self._events
         try:
             cached = known.get(key)
-        except TypeError:  # an unhashable value: read it afresh
+        except TypeError:  # an unhashable key of a custom mapping: read it afresh
             return record_from_attributes(
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
@@ -765,9 +794,17 @@ class Extractor:
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
-        read = _Reader(self._limits, cached.invalid)
+        invalid = cached.invalid
+        if event_id == "":  # checked as ``_Reader.text`` checks it
+            event_id = None
+        elif event_id is not None and not (
+            isinstance(event_id, str) and len(event_id) <= self._limits.max_string_length
+            and sc.utf8_safe(event_id)
+        ):
+            event_id = None
+            invalid += 1
         return GovernanceRecord(
-            read.text(event_id),
+            event_id,
             cached.event_type,
             cached.governance_hash,
             cached.hash_type,
@@ -777,23 +814,31 @@ class Extractor:
             cached.agent_id,
             time_ns,
             cached.resources,
-            read.invalid,
+            invalid,
         )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
         if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
             return None
-        values = tuple(map(attributes.get, sc.GEN_AI_KEYS))
+        # Attributes holding GenAI keys only (what a note keeps of a span without governance data)
+        # are their own key, cheaper to make than the values of every GenAI key and holding the
+        # same values; both determine the facts, and each has a cache of its own.
+        if len(attributes) <= len(sc.GEN_AI_KEYS) and _GEN_AI_KEY_SET.issuperset(attributes):
+            key: tuple[object, ...] = tuple(attributes.items())
+            known = self._genai_items
+        else:
+            key = tuple(map(attributes.get, sc.GEN_AI_KEYS))
+            known = self._genai
         try:
-            return self._genai[values]
+            return known[key]
         except KeyError:
             pass
         except TypeError:  # an unhashable value (a list): read it afresh
             return genai_facts(attributes, self._limits)
         facts = genai_facts(attributes, self._limits)
-        if len(self._genai) >= 1024:
-            self._genai.clear()
-        self._genai[values] = facts
+        if len(known) >= 1024:
+            known.clear()
+        known[key] = facts
         return facts
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:

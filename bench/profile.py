@@ -4,13 +4,15 @@
     python -m bench.profile governed            # the same, each with one aigp.* span event
     python -m bench.profile session             # governed agent sessions
     python -m bench.profile session --top 30 --dump /tmp/session.pstats
+    python -m bench.profile session --clock cpu  # each thread's CPU time, not wall time
 
 ``cProfile`` only sees the thread that enabled it, so a hook installed with
 ``threading.setprofile`` gives every thread started afterwards (the bridge's correlation and
 delivery workers) a profiler of its own. Printed per thread: total profiled time, the
 functions with the most own time, and the bridge's entry points with their cumulative share
 (time spent blocked on a lock is left out; cumulative shares of functions that wait can
-exceed 100 %).
+exceed 100 %). With the default wall clock, a thread waiting for the GIL counts that wait to
+whatever it was running; ``--clock cpu`` reads each thread's own CPU time instead.
 cProfile slows small Python functions more than large ones: read the shares as a guide to
 where time goes, and confirm any change with ``python -m bench``.
 """
@@ -22,6 +24,7 @@ import cProfile
 import pstats
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -54,16 +57,24 @@ ENTRY_POINTS = (
 
 
 class AllThreads:
-    """One ``cProfile.Profile`` for the calling thread and one per thread started while active."""
+    """One ``cProfile.Profile`` for the calling thread and one per thread started while active.
 
-    def __init__(self) -> None:
+    ``timer``: the clock every profile reads; ``time.thread_time`` gives each thread its own CPU
+    time, so that waiting for the GIL or a lock is not counted as the waiting function's.
+    """
+
+    def __init__(self, timer: Callable[[], float] | None = None) -> None:
         self.profiles: dict[str, cProfile.Profile] = {}
         self._lock = threading.Lock()
+        self._timer = timer
+
+    def _new_profile(self) -> cProfile.Profile:
+        return cProfile.Profile() if self._timer is None else cProfile.Profile(self._timer)
 
     def _adopt(self, frame: FrameType, event: str, arg: Any) -> None:
         """Runs once in each new thread: replaces itself with that thread's own profiler."""
         sys.setprofile(None)
-        profile = cProfile.Profile()
+        profile = self._new_profile()
         with self._lock:
             name = threading.current_thread().name
             self.profiles[f"{name}#{len(self.profiles)}"] = profile
@@ -71,7 +82,7 @@ class AllThreads:
 
     def __enter__(self) -> AllThreads:
         threading.setprofile(self._adopt)
-        main = cProfile.Profile()
+        main = self._new_profile()
         self.profiles["application (main thread)"] = main
         main.enable()
         return self
@@ -91,7 +102,7 @@ def _workload(case: str, size: int) -> Callable[[Tracer], None]:
 
 BLOCKING = ("<method 'acquire' of '_thread.lock' objects>", "<method 'acquire' of '_thread.RLock' objects>",
             "<built-in method time.sleep>")
-"""Waits, not work: left out of a thread's total (cProfile measures wall time)."""
+"""Waits, not work: left out of a thread's total (on the wall clock they would dominate it)."""
 
 
 def _matches(key: tuple[str, int, str], file_end: str, function: str) -> bool:
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", choices=("none", "batch", "bridge"), default="bridge")
     parser.add_argument("--top", type=int, default=20, help="functions listed per thread")
     parser.add_argument("--dump", help="also write the main thread's pstats to this file")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time (default), or each thread's CPU time (time.thread_time)")
     args = parser.parse_args(argv)
     size = args.size or (1_000 if args.case == "session" else 20_000)
     work = _workload(args.case, size)
@@ -148,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     _workload(args.case, 10)(warm.tracer)  # first-call costs out of the profile
     warm.flush()
     warm.shutdown()
-    with AllThreads() as profiler:
+    with AllThreads(time.thread_time if args.clock == "cpu" else None) as profiler:
         setup = make_setup(args.config)
         work(setup.tracer)
         setup.flush()

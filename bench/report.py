@@ -160,6 +160,11 @@ def table(results: dict[str, Any]) -> str:
             f"per CPU second (best / median), {sustained['per_wall_second']['best']:,.0f} / "
             f"{sustained['per_wall_second']['median']:,.0f} per wall second"
         )
+        ceiling = sustained["ceiling_per_cpu_second"]
+        lines.append(
+            f"  ceiling (the same sessions with no processor + one hand-built RunEvent emitted each): "
+            f"{ceiling['best']:,.0f} / {ceiling['median']:,.0f} per CPU second (best / median)"
+        )
     session = m.get("builder_session", {})
     if "skipped" in session:
         lines.append(f"builder API, session of three events: skipped — {session['skipped']}")

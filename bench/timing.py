@@ -184,23 +184,37 @@ def measure_sustained(sessions: int, rounds: int) -> dict[str, Any]:
     The queues are sized so that nothing is shed (a shed run would make the rate a lie; the
     window is checked). The rate counts all the process does, the application's own spans
     included: sessions over the window's process CPU time (the target), and over wall time.
+
+    Interleaved with it, the ceiling no bridge could pass: the same sessions made with no span
+    processor, plus one hand-built RunEvent per session emitted through the client on the same
+    transport; the ceiling's window is the sum of the two in one round.
     """
     events = workloads.session_events(sessions)
+    hand = workloads.hand_sessions(events)
     spans = sessions * (1 + len(workloads.SESSION_CHILDREN))
+
+    def work(tracer: Tracer) -> None:
+        workloads.run_sessions(tracer, events)
 
     def window() -> Window:
         setup = make_setup("bridge", queue_hint=spans, max_queue_size=spans + 64)
         gc.collect()
         clock = Clock()
-        workloads.run_sessions(setup.tracer, events)
+        work(setup.tracer)
         setup.flush()
         measured = clock.stop()
         measured.problems = setup.check(runs=sessions)
         setup.shutdown()
         return measured
 
-    case = interleave(Case("sustained_sessions", "session", sessions), {"bridge": window}, rounds)
+    windows = {
+        "bridge": window,
+        "none": lambda: _span_window("none", work, spans=spans, runs=0, others={}),
+        HAND_BUILT: lambda: _hand_window(hand),
+    }
+    case = interleave(Case("sustained_sessions", "session", sessions), windows, rounds)
     cpu, wall = case.rounds_ns["bridge"], case.wall_ns["bridge"]
+    ceiling = [a + b for a, b in zip(case.rounds_ns["none"], case.rounds_ns[HAND_BUILT], strict=True)]
     return {
         "unit": "sessions per second",
         "sessions_per_window": sessions,
@@ -210,6 +224,8 @@ def measure_sustained(sessions: int, rounds: int) -> dict[str, Any]:
         "wall_window_ns": wall,
         "per_cpu_second": _rates(sessions, cpu),
         "per_wall_second": _rates(sessions, wall),
+        "ceiling_window_ns": ceiling,
+        "ceiling_per_cpu_second": _rates(sessions, ceiling),
         "problems": case.problems,
     }
 

@@ -158,6 +158,7 @@ class HandGovernanceRunFacet(RunFacet):
     dataClassification: str  # noqa: N815
     eventCount: int  # noqa: N815
     deniedEventCount: int  # noqa: N815
+    ungovernedResourceCount: int  # noqa: N815
     specVersion: str = "0.8.0"  # noqa: N815
     complete: bool = True
 
@@ -172,8 +173,11 @@ class HandResourceInputFacet(InputDatasetFacet):
 
     resourceType: str  # noqa: N815
     resourceName: str  # noqa: N815
+    enforcementResult: str  # noqa: N815
+    governed: bool
     resourceVersion: int | None = None  # noqa: N815
     contentHash: str | None = None  # noqa: N815
+    provider: str | None = None
 
     @staticmethod
     def _get_schema() -> str:
@@ -208,8 +212,13 @@ def _iso(time_ns: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+MODEL = ("model." + ORDINARY_ATTRIBUTES["gen_ai.request.model"], ORDINARY_ATTRIBUTES["gen_ai.system"])
+"""The model the children's ``gen_ai.*`` attributes name: observed, so an input (not governed)."""
+
+
 def hand_built_event(session: HandSession, producer: str) -> RunEvent:
-    """The RunEvent of one session, built directly with ``openlineage.client.event_v2``."""
+    """The RunEvent of one session, built directly with ``openlineage.client.event_v2``: the same
+    inputs and fields as the bridge's (three governed resources and the model the spans name)."""
     trace_hex = f"{session.trace_id:032x}"
     policy_hash, prompt_hash, tool_hash = session.hashes
     root_hash = hashlib.sha256("".join(sorted(session.hashes)).encode()).hexdigest()
@@ -220,15 +229,16 @@ def hand_built_event(session: HandSession, producer: str) -> RunEvent:
             name=name,
             inputFacets={
                 "aigp_resource": HandResourceInputFacet(
-                    resourceType=kind, resourceName=name, resourceVersion=version, contentHash=content,
-                    producer=producer,
+                    resourceType=kind, resourceName=name, enforcementResult="allowed", governed=governed,
+                    resourceVersion=version, contentHash=content, provider=provider, producer=producer,
                 )
             },
         )
-        for kind, name, version, content in (
-            ("policy", POLICY[0], POLICY[1], policy_hash),
-            ("prompt", PROMPT[0], PROMPT[1], prompt_hash),
-            ("tool", TOOL, None, tool_hash),
+        for kind, name, version, content, provider, governed in (
+            ("model", MODEL[0], None, None, MODEL[1], False),
+            ("policy", POLICY[0], POLICY[1], policy_hash, None, True),
+            ("prompt", PROMPT[0], PROMPT[1], prompt_hash, None, True),
+            ("tool", TOOL, None, tool_hash, None, True),
         )
     ]
     return RunEvent(
@@ -240,7 +250,8 @@ def hand_built_event(session: HandSession, producer: str) -> RunEvent:
                 "aigp_governance": HandGovernanceRunFacet(
                     governanceHash=root_hash, hashType="merkle-sha256", agentId="agent.bench-bot",
                     traceId=trace_hex, leafCount=3, enforcementResult="allowed",
-                    dataClassification="confidential", eventCount=3, deniedEventCount=0, producer=producer,
+                    dataClassification="confidential", eventCount=3, deniedEventCount=0,
+                    ungovernedResourceCount=1, producer=producer,
                 ),
                 "nominalTime": NominalTimeRunFacet(
                     nominalStartTime=_iso(session.start_ns), nominalEndTime=end, producer=producer

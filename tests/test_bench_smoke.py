@@ -86,7 +86,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
 
     sustained = measurements["sustained_sessions"]
     assert sustained["problems"] == []  # every session delivered, nothing shed
-    for rate in ("per_cpu_second", "per_wall_second"):
+    for rate in ("per_cpu_second", "per_wall_second", "ceiling_per_cpu_second"):
         assert _positive(sustained[rate]["best"]) and _positive(sustained[rate]["median"])
 
     session = measurements["builder_session"]

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 from openlineage.client import OpenLineageClient
-from openlineage.client.event_v2 import RunState
+from openlineage.client.event_v2 import Run, RunEvent, RunState
 from openlineage.client.serde import Serde
 
+from aigp_otel_bridge import build as build_module
 from aigp_otel_bridge.aggregate import ResourceSummary
 from aigp_otel_bridge.build import (
     DecidedRun,
@@ -168,3 +169,42 @@ def test_emitting_leaves_the_shared_constant_facets_unchanged(monkeypatch: pytes
         del event["job"]["facets"]["tags"], event["run"]["facets"]["tags"]
         assert event == expected
     assert Serde.to_dict(build_run_event(run, PRODUCER)) == expected
+
+
+def _constructed(event: RunEvent) -> RunEvent:
+    """The same event made through the client's constructors, which validate every field."""
+    return RunEvent(
+        eventType=event.eventType,
+        eventTime=event.eventTime,
+        run=Run(runId=event.run.runId, facets=event.run.facets),
+        job=event.job,
+        inputs=event.inputs,
+        outputs=event.outputs,
+        producer=event.producer,
+    )
+
+
+@pytest.mark.parametrize("producer", [PRODUCER, ""])
+@pytest.mark.parametrize("kind", list(_runs()))
+def test_events_made_without_the_validators_equal_constructed_ones(kind: str, producer: str) -> None:
+    event = build_run_event(_runs()[kind], producer)
+    assert event == _constructed(event)
+    assert Serde.to_json(event) == Serde.to_json(_constructed(event))
+
+
+def test_the_client_emits_and_enriches_an_event_made_without_the_validators() -> None:
+    transport = CaptureTransport()
+    OpenLineageClient(transport=transport).emit(build_run_event(_base_run(), PRODUCER))
+    (emitted,) = transport.events  # the JSON dict a backend receives
+    assert "tags" in emitted["run"]["facets"]  # the client's own facet, added in emit
+    validate_run_event(emitted)
+
+
+def test_other_run_ids_go_through_the_constructors(monkeypatch: pytest.MonkeyPatch) -> None:
+    upper = dataclasses.replace(_base_run(), run_id=_base_run().run_id.upper())
+    assert build_run_event(upper, PRODUCER).run.runId == upper.run_id  # a UUID, checked by ``Run``
+    with pytest.raises(ValueError):
+        build_run_event(dataclasses.replace(_base_run(), run_id="not-a-uuid"), PRODUCER)
+    monkeypatch.setattr(build_module, "_PREVALIDATED", False)  # a client whose classes differ
+    event = build_run_event(_base_run(), PRODUCER)
+    assert event == _constructed(event)

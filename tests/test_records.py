@@ -17,6 +17,7 @@ from aigp_otel_bridge.records import (
     Limits,
     ResourceRef,
     error_of,
+    genai_facts,
     has_governance_attributes,
     merge_records,
     parse_event_time,
@@ -812,3 +813,59 @@ def test_the_event_cache_keeps_only_small_keys() -> None:
     assert (long_name_record := extractor.event_record(long_name, "aigp.inject.success", 1)).invalid == 1
     assert long_name_record.resources == ()
     assert len(extractor._events) == 1  # only the small one
+
+
+def test_events_with_arrays_read_as_afresh_whatever_their_values() -> None:
+    """Array attributes are read afresh each time while the rest of such an event is read once per
+    value: the record, its resources' content hashes and its count of invalid values are those of a
+    fresh read, on a cache miss and on a hit, whatever mixes of valid and invalid values it holds."""
+    limits = Limits(max_string_length=16, max_array_length=3)
+    scalars: list[dict[str, Any]] = [
+        {},
+        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "sha256", sc.ENFORCEMENT_RESULT: "denied"},
+        {sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 2},
+        {sc.GOVERNANCE_HASH: "not a hash", sc.POLICY_NAME: "p" * 17, sc.DATA_CLASSIFICATION: "secret"},
+        {sc.EVENT_TYPE: "TOOL_INVOKED", sc.AGENT_ID: "agent.a", sc.MERKLE_LEAF_COUNT: 0},
+    ]
+    arrays: list[dict[str, Any]] = [
+        {"aigp.tools.names": ("tool.a",)},
+        {"aigp.tools.names": ["tool.a", "tool.b"]},
+        {"aigp.tools.names": ("tool.a", "", 3, "t" * 17, "tool.e")},
+        {"aigp.policies.names": ("policy.a", "policy.b"), "aigp.policies.versions": (1, True)},
+        {"aigp.policies.versions": (1,)},
+        {"aigp.prompts.names": "prompt.a", "aigp.models.names": ()},
+        {"aigp.tools.names": ("tool.a",), "aigp.other": 1.5},
+    ]
+    ids: list[object] = [None, "", "e-1", "e" * 17, 7]
+    extractor = Extractor(limits)
+    for scalar in scalars:
+        for array in arrays:
+            for position, event_id in enumerate(ids):
+                attributes = {**scalar, **array}
+                if event_id is not None:
+                    attributes[sc.EVENT_ID] = event_id
+                fresh = record_from_attributes(
+                    attributes, event_name="aigp.tool.invoked", time_ns=position, limits=limits
+                )
+                for _ in range(2):  # a miss, then a hit
+                    assert extractor.event_record(attributes, "aigp.tool.invoked", position) == fresh
+    assert extractor._events == {}  # arrays are never kept
+
+
+def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> None:
+    """Spans with GenAI keys only and spans with other keys too are cached apart, by different
+    keys; either way the facts (and their count of invalid values) are those read afresh."""
+    limits = Limits(max_string_length=12)
+    cases: list[dict[str, Any]] = [
+        {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_SYSTEM: "openai"},
+        {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_SYSTEM: "openai", "server.port": 443},
+        {sc.GEN_AI_TOOL_NAME: "search", sc.GEN_AI_AGENT_NAME: "a" * 13},
+        {sc.GEN_AI_RESPONSE_MODEL: 1, sc.GEN_AI_PROVIDER_NAME: True},
+        {sc.GEN_AI_RESPONSE_MODEL: True, sc.GEN_AI_PROVIDER_NAME: 1},
+        {sc.GEN_AI_REQUEST_MODEL: ["a", "b"]},
+        {sc.GEN_AI_SYSTEM: "openai"},
+    ]
+    extractor = Extractor(limits)
+    for _ in range(2):
+        for attributes in cases:
+            assert extractor.genai(attributes) == genai_facts(attributes, limits)

@@ -20,6 +20,7 @@ from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.sdk import ModelsSent, capture_span
 from aigp_otel_bridge.links import RUN_LINKS
+from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.records import record_from_aigp_event, span_key_of, trace_key_of
 
 _log = logging.getLogger("aigp_otel_bridge")
@@ -65,18 +66,20 @@ class BridgeCore:
         self.models_sent: ModelsSent = {}
         """(trace, model names) whose span was noted: a repeat is not noted again."""
 
-    def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> None:
+    def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
         """Capture one finished span and queue it (nothing once stopped); never raises into the caller.
 
         ``local_root_of``: open span id -> its local root, from a front door that sees starts.
+        Returns the note queued, None for a span that matters to no run (or could not be read).
         """
         try:
             note = capture_span(span, local_root_of, self.models_sent)
         except Exception:
             self.engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
-            return
+            return None
         if note is not None:
             self.engine.put_span(note)
+        return note
 
     def ingest_aigp_event(
         self, aigp_event: Mapping[str, Any], local_root_of: dict[int, int] | None = None

@@ -199,25 +199,37 @@ class OtlpAttributes(Mapping[str, Any]):
 
 
 class OtlpEvent:
-    """A span event with the SDK ``Event``'s fields (``name``, ``attributes``, ``timestamp``)."""
+    """A span event with the SDK ``Event``'s own fields (``_name``, ``_attributes``, ``_timestamp``),
+    which ``capture_span`` reads."""
 
-    __slots__ = ("attributes", "name", "timestamp")
+    __slots__ = ("_attributes", "_name", "_timestamp")
 
     def __init__(self, name: str, attributes: Mapping[str, Any], timestamp: int) -> None:
-        self.name = name
-        self.attributes = attributes
-        self.timestamp = timestamp
+        self._name = name
+        self._attributes = attributes
+        self._timestamp = timestamp
 
 
-class OtlpParent:
-    """The parent of a span as ``capture_span`` reads it (``SpanContext``'s fields, unvalidated)."""
+class OtlpParent(tuple[int, int, bool]):
+    """The parent of a span as ``capture_span`` reads it: ``SpanContext``'s first three fields, in
+    its order (trace id, span id, is remote), unvalidated."""
 
-    __slots__ = ("is_remote", "span_id", "trace_id")
+    __slots__ = ()
 
-    def __init__(self, trace_id: int, span_id: int, is_remote: bool) -> None:
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.is_remote = is_remote
+    def __new__(cls, trace_id: int, span_id: int, is_remote: bool) -> OtlpParent:
+        return tuple.__new__(cls, (trace_id, span_id, is_remote))
+
+    @property
+    def trace_id(self) -> int:
+        return self[0]
+
+    @property
+    def span_id(self) -> int:
+        return self[1]
+
+    @property
+    def is_remote(self) -> bool:
+        return self[2]
 
 
 class _Resource:
@@ -231,7 +243,7 @@ class _SpanView:
     """An OTLP span with the fields ``capture_span`` reads from a finished SDK span; what it reads
     only for spans that matter (context, status, times) is computed when read."""
 
-    __slots__ = ("_attributes", "_events", "_parent", "_span", "resource")
+    __slots__ = ("_attributes", "_events", "_parent", "_resource", "_span")
 
     def __init__(self, span: Span, resource: _Resource, parent: OtlpParent | None) -> None:
         self._span = span
@@ -241,30 +253,30 @@ class _SpanView:
             for event in span.events
         ]
         self._attributes = OtlpAttributes(span.attributes)
-        self.resource = resource
+        self._resource = resource
 
     @property
-    def context(self) -> SpanContext:
+    def _context(self) -> SpanContext:
         span = self._span
         return SpanContext(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"), False)
 
     @property
-    def status(self) -> Status:
+    def _status(self) -> Status:
         status = self._span.status
         if status.code == _STATUS_ERROR_CODE:
             return Status(StatusCode.ERROR, status.message or None)
         return _STATUS_UNSET
 
     @property
-    def name(self) -> str:
+    def _name(self) -> str:
         return sys.intern(self._span.name)
 
     @property
-    def start_time(self) -> int:
+    def _start_time(self) -> int:
         return self._span.start_time_unix_nano
 
     @property
-    def end_time(self) -> int:
+    def _end_time(self) -> int:
         return self._span.end_time_unix_nano
 
 

@@ -53,23 +53,24 @@ class AIGPLineageSpanProcessor(SpanProcessor):
             return
         try:
             local_root_of = self._local_root_of
-            if parent is None or parent.is_remote:
+            if parent is None or parent[2]:  # SpanContext: (trace id, span id, is remote, ...)
                 if len(local_root_of) >= self._max_open_spans:
                     local_root_of.clear()
-                local_root_of[context.span_id] = context.span_id
-                self._engine.put_root_start(context.trace_id, context.span_id, parent is not None)
+                local_root_of[context[1]] = context[1]
+                self._engine.put_root_start(context[0], context[1], parent is not None)
                 if not self._engine.stopped:  # so that calls under it can propagate its run
                     self._links.root_started(span, parent_context)
             else:
-                root = local_root_of.get(parent.span_id)
+                root = local_root_of.get(parent[1])
                 if root is not None:
-                    local_root_of[context.span_id] = root
+                    local_root_of[context[1]] = root
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._core.take_span(span, self._local_root_of)
-        self._links.on_end(span)
+        note = self._core.take_span(span, self._local_root_of)
+        if note is not None and note.local_root:  # every local root is noted; most children are not
+            self._links.on_end(span)
 
     def ingest_aigp_event(self, aigp_event: Mapping[str, Any]) -> None:
         """Join a full AIGP event (the governance store's JSON) to its trace by ``trace_id``, and to
