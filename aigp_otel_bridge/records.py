@@ -68,6 +68,21 @@ class GovernanceRecord:
     """Read from a full AIGP event (whose fields win when joined with a span event's)."""
 
 
+def fits_text(value: object, max_length: int) -> bool:
+    """A string of at most ``max_length`` characters that can be written as UTF-8."""
+    return isinstance(value, str) and len(value) <= max_length and sc.utf8_safe(value)
+
+
+def optional_text(value: object, max_length: int) -> tuple[str | None, bool]:
+    """An optional text value (id, agent id) and whether it was unfit: None when absent (None or
+    empty) or unfit (``fits_text``)."""
+    if value is None or value == "":
+        return None, False
+    if fits_text(value, max_length):
+        return value, False  # type: ignore[return-value]
+    return None, True
+
+
 @dataclass(slots=True)
 class _Reader:
     """Validates values one by one and counts those it rejects."""
@@ -76,17 +91,13 @@ class _Reader:
     invalid: int = 0
 
     def _fits(self, value: object) -> bool:
-        """A string within the length bound that can be written as UTF-8."""
-        return isinstance(value, str) and len(value) <= self.limits.max_string_length and sc.utf8_safe(value)
+        return fits_text(value, self.limits.max_string_length)
 
     def text(self, value: object) -> str | None:
         """An optional text value (id, agent id): absent when None or empty, counted when unfit."""
-        if value is None or value == "":
-            return None
-        if self._fits(value):
-            return value  # type: ignore[return-value]
-        self.invalid += 1
-        return None
+        text, unfit = optional_text(value, self.limits.max_string_length)
+        self.invalid += unfit
+        return text
 
     def hash(self, value: object) -> str | None:
         if value is None or value == "":
@@ -623,9 +634,7 @@ class SpanFacts:
 def identity(mapping: Mapping[str, Any] | None, key: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
     """An identity value (agent id, service name) fit to appear in a RunEvent, else None."""
     value = mapping.get(key) if mapping is not None else None
-    if isinstance(value, str) and value and len(value) <= limits.max_string_length and sc.utf8_safe(value):
-        return value
-    return None
+    return value if value and fits_text(value, limits.max_string_length) else None
 
 
 def resource_facts(resource: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> ResourceFacts:
@@ -794,15 +803,7 @@ class Extractor:
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
-        invalid = cached.invalid
-        if event_id == "":  # checked as ``_Reader.text`` checks it
-            event_id = None
-        elif event_id is not None and not (
-            isinstance(event_id, str) and len(event_id) <= self._limits.max_string_length
-            and sc.utf8_safe(event_id)
-        ):
-            event_id = None
-            invalid += 1
+        event_id, unfit = optional_text(event_id, self._limits.max_string_length)
         return GovernanceRecord(
             event_id,
             cached.event_type,
@@ -814,7 +815,7 @@ class Extractor:
             cached.agent_id,
             time_ns,
             cached.resources,
-            invalid,
+            cached.invalid + unfit,
         )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
