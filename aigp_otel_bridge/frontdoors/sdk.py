@@ -124,7 +124,9 @@ def capture_span(
     copy the events into a tuple and the attributes under a lock, and cost a call each; any span
     object without them goes through the public API. An ungoverned child span costs a parent
     check, an events check, one dict lookup, and the removal of its entry; a chat span naming a
-    model its trace already named, one more lookup.
+    model its trace already named, one more lookup. ``models_sent`` is the front door's memory of
+    the (trace, model) pairs already noted; None (a front door whose spans may come again, as
+    OTLP senders retry) notes every such span.
     """
     try:
         parent = span._parent
