@@ -26,9 +26,9 @@ from opentelemetry.trace import Tracer, set_span_in_context
 Attributes = dict[str, Any]
 SpanEvent = tuple[str, Attributes]
 
-MAX_CHILDREN_PER_ROOT = 5_000
-"""Children per root in the span measurements: below the bridge's default per-trace record
-bound (10 000) and half its intake (8 192), so defaults hold whatever ``--spans`` is."""
+CHILDREN_PER_ROOT = 99
+"""Children per root in the span measurements: traces of 100 spans, as the governed-span target
+defines them, so each run's RunEvent (built, serialised) is paid once per 100 spans."""
 
 ORDINARY_ATTRIBUTES: Attributes = {
     "gen_ai.system": "openai",
@@ -98,17 +98,17 @@ def span_events(count: int) -> list[SpanEvent]:
 
 
 def roots_for(spans: int) -> int:
-    return -(-spans // MAX_CHILDREN_PER_ROOT)
+    return -(-spans // CHILDREN_PER_ROOT)
 
 
 def run_spans(tracer: Tracer, spans: int, events: list[SpanEvent] | None) -> None:
-    """``spans`` children with ordinary attributes, under roots of at most 5 000 children.
+    """``spans`` children with ordinary attributes, under roots of at most ``CHILDREN_PER_ROOT``.
 
     With ``events``, child number *i* carries ``events[i]`` as a span event (a governed span).
     """
     done = 0
     while done < spans:
-        batch = min(spans - done, MAX_CHILDREN_PER_ROOT)
+        batch = min(spans - done, CHILDREN_PER_ROOT)
         root = tracer.start_span("agent.session", attributes=ROOT_ATTRIBUTES)
         context = set_span_in_context(root)
         for index in range(done, done + batch):
@@ -144,6 +144,10 @@ def run_sessions(tracer: Tracer, sessions: list[list[SpanEvent | None]]) -> None
 
 # ---- the hand-built equivalent ----
 
+AIGP_SCHEMAS = "https://github.com/sandarb-ai/aigp/blob/v0.8.0/integrations/openlineage/facets/"
+"""Where the AIGP facet schemas are published: an application writing the facets itself cites
+them too, so its event carries the same schema URLs (and serialises the same text) as the bridge's."""
+
 
 @attr.define
 class HandGovernanceRunFacet(RunFacet):
@@ -164,7 +168,7 @@ class HandGovernanceRunFacet(RunFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return "https://example.com/bench/HandGovernanceRunFacet.json"
+        return AIGP_SCHEMAS + "AIGPGovernanceRunFacet.json#/$defs/AIGPGovernanceRunFacet"
 
 
 @attr.define
@@ -181,7 +185,7 @@ class HandResourceInputFacet(InputDatasetFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return "https://example.com/bench/HandResourceInputFacet.json"
+        return AIGP_SCHEMAS + "AIGPResourceInputFacet.json#/$defs/AIGPResourceInputFacet"
 
 
 @dataclass(frozen=True)
