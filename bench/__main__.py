@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench import compare
 
         return compare.main(arguments[1:])
+    if arguments[:1] == ["threads"]:
+        from bench import threads
+
+        return threads.main(arguments[1:])
     if arguments[:1] == ["builder"]:
         return builder.main(arguments[1:])
     sizes, out, quick, only = parse_args(argv)

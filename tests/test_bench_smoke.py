@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 TIMED = {
@@ -132,3 +134,19 @@ def test_compare_measures_another_checkout_beside_this_one(tmp_path: Path) -> No
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert missing.returncode != 0 and "holds no aigp_otel_bridge" in missing.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="per-thread CPU is read from Linux's /proc")
+def test_threads_splits_each_configuration_by_thread() -> None:
+    """``python -m bench threads`` names the thread that pays each part: the bridge's correlation
+    worker and delivery thread for governed spans, the batch processor's export thread."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "threads", "--rounds", "1", "--spans", "198", "--sessions", "5"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    sections = done.stdout.split("\n" + "governed ")
+    assert [s.split(":")[0] for s in sections] == ["ungoverned span", "span", "session"]
+    governed = sections[1]
+    for thread in ("aigp-bridge-correlate", "aigp-bridge-deliver", "MainThread"):
+        assert thread in governed.split("  bridge:")[1]
