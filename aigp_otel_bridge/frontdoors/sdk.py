@@ -79,7 +79,10 @@ def _model_sent_before(sent: ModelsSent, trace_id: int, attributes: Mapping[str,
 def _genai_only(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     """The GenAI attributes the bridge reads (``keys``: those the span has), so a note never keeps
     a span's messages alive."""
-    return {key: attributes[key] for key in keys}
+    kept = {}  # a plain loop: a comprehension's frame costs more than copying two or three keys
+    for key in keys:
+        kept[key] = attributes[key]
+    return kept
 
 
 def _event(event: Any) -> NoteEvent:
@@ -103,11 +106,12 @@ def _governance_events(events: Iterable[Any]) -> tuple[NoteEvent, ...]:
     """Notes of the ``aigp.*`` events; the SDK's ``Event``s read by their own fields."""
     prefix = sc.PREFIX
     try:
-        return tuple([
-            NoteEvent(e._name, e._timestamp, plain(e._attributes))
-            for e in events
-            if e._name.startswith(prefix)
-        ])
+        notes = []  # a plain loop: a comprehension's frame costs more than the usual single event
+        for e in events:
+            name = e._name
+            if name.startswith(prefix):
+                notes.append(NoteEvent(name, e._timestamp, plain(e._attributes)))
+        return tuple(notes)
     except AttributeError:  # another event type
         return tuple([_event(e) for e in events if _name_of(e).startswith(prefix)])
 
