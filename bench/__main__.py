@@ -4,7 +4,7 @@ Run from the project root::
 
     python -m bench                    # default sizes, about a minute or two on 2 cores
     python -m bench --quick            # tiny sizes: checks the harness, figures mean nothing
-    python -m bench --rounds 21 --spans 10000 --out /tmp/bench.json
+    python -m bench --rounds 21 --spans 9900 --out /tmp/bench.json
     python -m bench builder            # the builder API measurements alone
 
 Configurations, each on a fresh ``TracerProvider`` per timed window (shut down after it):
@@ -79,9 +79,9 @@ class Sizes:
     """Sessions of three AIGP events per builder window."""
 
 
-DEFAULT = Sizes(rounds=21, spans=5_000, sessions=400, pending_traces=3_000, flood_sessions=20_000,
+DEFAULT = Sizes(rounds=21, spans=4_950, sessions=400, pending_traces=3_000, flood_sessions=20_000,
                 builder_loops=20, sustained_sessions=2_000, sustained_rounds=5, builder_sessions=200)
-QUICK = Sizes(rounds=MIN_ROUNDS, spans=200, sessions=10, pending_traces=50, flood_sessions=100,
+QUICK = Sizes(rounds=MIN_ROUNDS, spans=198, sessions=10, pending_traces=50, flood_sessions=100,
               builder_loops=1, sustained_sessions=20, sustained_rounds=2, builder_sessions=5)
 
 
