@@ -10,6 +10,7 @@ minimum and median over rounds.
 
     python -m bench threads                       # 11 rounds, default sizes
     python -m bench threads --rounds 21 --spans 9900 --sessions 400
+    python -m bench threads --switch-interval 0.05   # the application's GIL switch interval
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--spans", type=int, default=4950, help="child spans per window")
     parser.add_argument("--sessions", type=int, default=200, help="governed sessions per window")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="sys.setswitchinterval for the run (CPython's default: 0.005 s)")
     args = parser.parse_args(argv)
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
+    print(f"GIL switch interval: {sys.getswitchinterval() * 1000:g} ms")
     if not os.path.exists("/proc/self/task"):
         print("bench threads reads /proc/self/task/*/schedstat: Linux only", file=sys.stderr)
         return 2

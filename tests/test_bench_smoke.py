@@ -145,7 +145,9 @@ def test_threads_splits_each_configuration_by_thread() -> None:
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    sections = done.stdout.split("\n" + "governed ")
+    interval, body = done.stdout.split("\n", 1)
+    assert interval.startswith("GIL switch interval: ")
+    sections = body.split("\n" + "governed ")
     assert [s.split(":")[0] for s in sections] == ["ungoverned span", "span", "session"]
     governed = sections[1]
     for thread in ("aigp-bridge-correlate", "aigp-bridge-deliver", "MainThread"):
