@@ -79,9 +79,11 @@ _EPOCH = datetime(1970, 1, 1)
 """Naive UTC: ``isoformat`` then writes no offset, and ``Z`` follows."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecidedRun:
-    """One run, named and summarised, ready to be built (again, on every attempt)."""
+    """One run, named and summarised, ready to be built (again, on every attempt). Treated as
+    immutable (a changed copy is made with ``dataclasses.replace``); not frozen, because a frozen
+    dataclass of this size costs twice as much to build, once per run."""
 
     run_id: str
     trace_id: str
