@@ -235,6 +235,14 @@ class _Run:
     def cover(self, start_ns: int, end_ns: int) -> None:
         """Widen the run's extent to a span's start and end."""
         extent = self.extent
+        if type(extent) is int:  # the usual case: a span starting after the first, perhaps ending later
+            first, last = extent >> 64, extent & _NS_MAX
+            if first <= start_ns:
+                if end_ns <= last:
+                    return
+                if type(end_ns) is int and end_ns <= _NS_MAX:
+                    self.extent = extent - last + end_ns
+                    return
         if extent is not None:
             first, last = (extent >> 64, extent & _NS_MAX) if isinstance(extent, int) else extent
             if not (start_ns < first or end_ns > last):
@@ -352,6 +360,11 @@ class Correlator:
         """Ended runs that received records since their last event."""
         self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
         """One ``_GenAI`` per set of observations, for runs that have nothing else."""
+        self._unchanged_by: GenAIFacts | None = None
+        self._unchanged_of: _GenAI | None = None
+        """The last GenAI facts that told a run in this GenAI state nothing new (a model seen
+        before): the next span with the same facts on a run in the same state is not observed again
+        (chat spans repeat their model span after span, and such states are shared)."""
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -443,28 +456,57 @@ class Correlator:
     def span_ended(self, span: SpanFacts, now: float) -> list[ClosedRun]:
         closed: list[ClosedRun] = []
         records, root, genai = span.records, span.root, span.genai
-        if not records and root is None and genai is None:
+        if root is not None:
+            self._root_ended(span, root, now, closed)
             return closed
-        local_root_id = root.span_id if root is not None else span.local_root_id
-        run = self._run_for(span.trace_id, local_root_id, now, closed, late=root is None and bool(records))
-        keys = [key for record in records if (key := self._add(run, record)) is not None]
+        if not records and genai is None:
+            return closed
+        local_root_id = span.local_root_id
+        run = self._runs.get(span.trace_id)
+        if run is self._latest and run is not None and run.root_span_id == local_root_id is not None:
+            run.active_at = now  # the usual case: the run of the span before, still the last
+        else:
+            run = self._run_for(span.trace_id, local_root_id, now, closed, late=bool(records))
+        if len(records) == 1:  # the usual governed span: one AIGP event
+            key = self._add(run, records[0])
+            keys = [] if key is None else [key]
+        else:
+            keys = [key for record in records if (key := self._add(run, record)) is not None]
+        if genai is not None:
+            if genai.invalid:
+                self._stats.invalid_values += genai.invalid
+            if genai is not self._unchanged_by or run.genai is not self._unchanged_of:
+                self._observe(run, span, genai)
+        parent = span.parent_span_id
+        if (genai is None or genai.tool is None) and (
+            run.waiting or parent not in (None, local_root_id, run.root_span_id)
+        ):
+            self._place_tool_less(run, span, keys, local_root_id)
+        if records and run.first_span_name is None:
+            run.first_span_name = span.name
+        if run.resource is None:
+            run.resource = span.resource
+        run.cover(span.start_ns, span.end_ns)
+        return closed
+
+    def _root_ended(self, span: SpanFacts, root: RootFacts, now: float, closed: list[ClosedRun]) -> None:
+        """A local root ended: its span's records and facts join its run, which is closed."""
+        run = self._run_for(span.trace_id, root.span_id, now, closed)
+        for record in span.records:
+            self._add(run, record)
+        genai = span.genai
         if genai is not None:
             self._stats.invalid_values += genai.invalid
             self._observe(run, span, genai)
-        if root is None:
-            self._place_tool_less(run, span, keys, local_root_id)
-        elif genai is not None and genai.tool is not None:  # every span of the run is under its root
-            self._about_tool(run, run.record_keys(), genai.tool)
-        if records and run.first_span_name is None:
+            if genai.tool is not None:  # every span of the run is under its root
+                self._about_tool(run, run.record_keys(), genai.tool)
+        if span.records and run.first_span_name is None:
             run.first_span_name = span.name
-        if run.resource is None or root is not None:
-            run.resource = span.resource
+        run.resource = span.resource
         run.cover(span.start_ns, span.end_ns)
-        if root is not None:
-            run.root_remote = root.remote_parent
-            del self._runs[run.key]
-            self._close(run, Reason.ROOT_ENDED, closed, root)
-        return closed
+        run.root_remote = root.remote_parent
+        del self._runs[run.key]
+        self._close(run, Reason.ROOT_ENDED, closed, root)
 
     def event_ingested(
         self, key: TraceKey, record: GovernanceRecord, now: float, local_root_id: int | None = None
@@ -482,6 +524,7 @@ class Correlator:
         observed = state.observed
         if (genai.tool is None and genai.agent_name is None and genai.model is not None
                 and ("model", genai.model, genai.provider) in observed):
+            self._unchanged_by, self._unchanged_of = genai, run.genai
             return  # a model seen before, as chat spans repeat it: nothing new
         seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
         for resource_type, name, provider in seen:
