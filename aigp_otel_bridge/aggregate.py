@@ -102,13 +102,13 @@ def _summarise_resources(
     # Most resources are named by one reference in a run: it stays ``(ref, denied)`` (no sets)
     # and its summary is shared by value (``_single``); a second one makes it a ``_Resource``.
     found: dict[tuple[str, str], tuple[ResourceRef, bool] | _Resource | None] = {}
-    last: tuple[tuple[ResourceRef, ...], bool] | None = None
+    last_named: tuple[ResourceRef, ...] | None = None
+    last_denied = False
     for record in records:
-        denied = record.denied
-        named = record.resources
-        if last is not None and named is last[0] and denied == last[1]:
+        named, denied = record.resources, record.denied
+        if named is last_named and denied == last_denied:
             continue  # the same shared references again, alike denied: they would change nothing
-        last = (named, denied)
+        last_named, last_denied = named, denied
         for ref in named:
             key = (ref.type, ref.name)
             known = found.get(key)
@@ -129,7 +129,7 @@ def _summarise_resources(
         if provider:
             providers.setdefault(key, provider)
     keys = sorted(found)
-    summaries = tuple(_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs])
+    summaries = tuple([_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs]])
     return summaries, max(0, len(keys) - max_inputs)
 
 

@@ -662,12 +662,12 @@ class Correlator:
             self._emitted_early[(trace, run.root_span_id)] = None
             while len(self._emitted_early) > self._max_runs:
                 self._emitted_early.popitem(last=False)
-        else:
+        elif self._emitted_early:
             self._emitted_early.pop((trace, run.root_span_id), None)
             self._emitted_early.pop((trace, None), None)
         complete = not early and not run.continuation
-        if not early:  # an ended run of the same key goes out with its late records first
-            self._forget(self._ended.pop(run.key, None), closed)
+        if not early and run.key in self._ended:  # an ended run of this key goes out first
+            self._forget(self._ended.pop(run.key), closed)
         closed.append(self._closed_run(run, reason, complete, None, root))
         if not early:
             self._remember(run, complete, closed, root)
