@@ -478,9 +478,9 @@ class Correlator:
             if genai is not self._unchanged_by or run.genai is not self._unchanged_of:
                 self._observe(run, span, genai)
         parent = span.parent_span_id
-        if (genai is None or genai.tool is None) and (
-            run.waiting or parent not in (None, local_root_id, run.root_span_id)
-        ):
+        if (genai is None or genai.tool is None) and (run.waiting or (
+            parent is not None and parent != local_root_id and parent != run.root_span_id
+        )):
             self._place_tool_less(run, span, keys, local_root_id)
         if records and run.first_span_name is None:
             run.first_span_name = span.name
@@ -621,8 +621,10 @@ class Correlator:
 
     def _add(self, run: _Run, record: GovernanceRecord) -> str | None:
         """Keep a record in its run; its key, or None when it went to the overflow."""
-        self._stats.records += 1
-        self._stats.invalid_values += record.invalid
+        stats = self._stats
+        stats.records += 1
+        if record.invalid:
+            stats.invalid_values += record.invalid
         held = run.records
         key = record.event_id
         if held is None:  # max_records is at least one
@@ -633,11 +635,11 @@ class Correlator:
             key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
         known = records.get(key)
         if known is not None:
-            self._stats.duplicate_records += 1
+            stats.duplicate_records += 1
             run.replace_record(key, join_duplicate(known, record))
             return key
         if len(records) >= self._max_records:
-            self._stats.records_left_out += 1
+            stats.records_left_out += 1
             if records.overflow is None:
                 records.overflow = Overflow()
             records.overflow.add(record)
