@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -453,12 +453,13 @@ class Correlator:
         self._run_for(trace_id, span_id, now, closed).root_remote = remote_parent
         return closed
 
-    def span_ended(self, span: SpanFacts, now: float) -> list[ClosedRun]:
-        closed: list[ClosedRun] = []
+    def span_ended(self, span: SpanFacts, now: float) -> Sequence[ClosedRun]:
+        """The runs a finished span closes: its own when it is a local root, one evicted when it
+        starts a run past the bound; ``()`` for most spans, which then cost no list."""
         records, root, genai = span.records, span.root, span.genai
         if root is not None:
-            self._root_ended(span, root, now, closed)
-            return closed
+            return self._root_ended(span, root, now)
+        closed: Sequence[ClosedRun] = ()
         if not records and genai is None:
             return closed
         local_root_id = span.local_root_id
@@ -466,10 +467,13 @@ class Correlator:
         if run is self._latest and run is not None and run.root_span_id == local_root_id is not None:
             run.active_at = now  # the usual case: the run of the span before, still the last
         else:
-            run = self._run_for(span.trace_id, local_root_id, now, closed, late=bool(records))
-        if len(records) == 1:  # the usual governed span: one AIGP event
+            evicted: list[ClosedRun] = []
+            run = self._run_for(span.trace_id, local_root_id, now, evicted, late=bool(records))
+            closed = evicted
+        key: str | None = None
+        keys: list[str] | None = None
+        if len(records) == 1:  # the usual governed span: one AIGP event (its key in a list if needed)
             key = self._add(run, records[0])
-            keys = [] if key is None else [key]
         else:
             keys = [key for record in records if (key := self._add(run, record)) is not None]
         if genai is not None:
@@ -481,6 +485,8 @@ class Correlator:
         if (genai is None or genai.tool is None) and (run.waiting or (
             parent is not None and parent != local_root_id and parent != run.root_span_id
         )):
+            if keys is None:
+                keys = [] if key is None else [key]
             self._place_tool_less(run, span, keys, local_root_id)
         if records and run.first_span_name is None:
             run.first_span_name = span.name
@@ -489,8 +495,9 @@ class Correlator:
         run.cover(span.start_ns, span.end_ns)
         return closed
 
-    def _root_ended(self, span: SpanFacts, root: RootFacts, now: float, closed: list[ClosedRun]) -> None:
+    def _root_ended(self, span: SpanFacts, root: RootFacts, now: float) -> list[ClosedRun]:
         """A local root ended: its span's records and facts join its run, which is closed."""
+        closed: list[ClosedRun] = []
         run = self._run_for(span.trace_id, root.span_id, now, closed)
         for record in span.records:
             self._add(run, record)
@@ -507,6 +514,7 @@ class Correlator:
         run.root_remote = root.remote_parent
         del self._runs[run.key]
         self._close(run, Reason.ROOT_ENDED, closed, root)
+        return closed
 
     def event_ingested(
         self, key: TraceKey, record: GovernanceRecord, now: float, local_root_id: int | None = None

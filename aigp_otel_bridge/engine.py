@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -412,7 +412,7 @@ class Engine:
             elif isinstance(item, (SpanNote, Ingested)):
                 self.stats.spans_after_shutdown += 1
 
-    def _hand_over(self, closed: list[ClosedRun]) -> None:
+    def _hand_over(self, closed: Sequence[ClosedRun]) -> None:
         """Summarise and name each closed run, and pass it to delivery."""
         for closed_run in closed:
             try:

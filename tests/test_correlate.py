@@ -82,7 +82,7 @@ def _end(
     correlator: Correlator, note: SpanNote, records: Sequence[GovernanceRecord], now: float
 ) -> list[ClosedRun]:
     """End a span: the note as extraction reads it, with the given records."""
-    return correlator.span_ended(replace(Extractor().span(note), records=list(records)), now)
+    return list(correlator.span_ended(replace(Extractor().span(note), records=list(records)), now))
 
 
 def _root(trace_id: int = TRACE, span_id: int = ROOT, **kwargs: Any) -> SpanNote:
