@@ -369,9 +369,9 @@ class Engine:
         extract = self._extractor.span
         stats = self.stats
         now = time.monotonic()  # one reading per batch: the runs it touches share it
+        if self._stop_done:  # only set below, under the same lock: checked once per batch
+            return False
         for _ in range(limit):
-            if self._stop_done:
-                return False
             try:
                 item = intake.popleft()
             except IndexError:
@@ -400,6 +400,8 @@ class Engine:
                     return False
             except Exception:
                 self.log.log(logging.ERROR, "worker", "could not process governance data", exc_info=True)
+                if self._stop_done:  # failed after the stop request: nothing more is processed
+                    return False
         return True
 
     def _discard_late(self) -> None:
