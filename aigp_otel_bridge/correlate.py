@@ -404,7 +404,8 @@ class Correlator:
         self, key: RunKey, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
     ) -> _Run:
         run = _Run(key, now, local_root_id)
-        run.continuation = self._emitted_before(trace, local_root_id)
+        if self._emitted_early:
+            run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
         self._latest = run
         while len(self._runs) > self._max_runs:
