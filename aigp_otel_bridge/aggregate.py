@@ -34,9 +34,11 @@ class ResourceSummary:
     """A model's provider, from its GenAI spans."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunSummary:
-    """The aggregate proof of one run, before it is given an OpenLineage shape."""
+    """The aggregate proof of one run, before it is given an OpenLineage shape. Treated as
+    immutable once built; not frozen, because a frozen dataclass sets each of its fields through
+    ``object.__setattr__``, which costs three times as much (once per run)."""
 
     governance_hash: str
     hash_type: str
