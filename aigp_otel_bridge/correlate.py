@@ -142,6 +142,7 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 
 
 _SHARED_GENAI_MAX = 1024
+_OBSERVED_MAX = 64
 
 
 class _Records(dict[str, GovernanceRecord]):
@@ -360,11 +361,13 @@ class Correlator:
         """Ended runs that received records since their last event."""
         self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
         """One ``_GenAI`` per set of observations, for runs that have nothing else."""
-        self._unchanged_by: GenAIFacts | None = None
-        self._unchanged_of: _GenAI | None = None
-        """The last GenAI facts that told a run in this GenAI state nothing new (a model seen
-        before): the next span with the same facts on a run in the same state is not observed again
-        (chat spans repeat their model span after span, and such states are shared)."""
+        self._observed: dict[tuple[int, int], tuple[GenAIFacts, _GenAI | None, _GenAI | None]] = {}
+        """What model-only GenAI facts did to a run's GenAI state, by the identities of both (the
+        objects themselves kept with it, so that neither identity can be reused): (facts, state
+        before, state after, a shared one or None). The same facts on a run in the same state make
+        the same change without being observed again: chat spans repeat their model run after
+        run, extraction shares equal facts, and runs share equal states. Only changes that
+        counted nothing are kept."""
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -480,7 +483,11 @@ class Correlator:
         if genai is not None:
             if genai.invalid:
                 self._stats.invalid_values += genai.invalid
-            if genai is not self._unchanged_by or run.genai is not self._unchanged_of:
+            state = run.genai
+            known = self._observed.get((id(genai), id(state)))
+            if known is not None and known[0] is genai and known[1] is state:
+                run.genai = known[2]
+            else:
                 self._observe(run, span, genai)
         parent = span.parent_span_id
         if (genai is None or genai.tool is None) and (run.waiting or (
@@ -529,12 +536,14 @@ class Correlator:
 
     def _observe(self, run: _Run, span: SpanFacts, genai: GenAIFacts) -> None:
         """Note the tool, model and agent name a GenAI span names."""
-        state = run.genai or _NO_GENAI
+        before = run.genai
+        state = before or _NO_GENAI
         observed = state.observed
-        if (genai.tool is None and genai.agent_name is None and genai.model is not None
-                and ("model", genai.model, genai.provider) in observed):
-            self._unchanged_by, self._unchanged_of = genai, run.genai
+        model_only = genai.tool is None and genai.agent_name is None
+        if model_only and genai.model is not None and ("model", genai.model, genai.provider) in observed:
+            self._observation(genai, before, before)
             return  # a model seen before, as chat spans repeat it: nothing new
+        counted = False
         seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
         for resource_type, name, provider in seen:
             if name is None:
@@ -542,6 +551,7 @@ class Correlator:
             known = next((o for o in observed if o[0] == resource_type and o[1] == name), None)
             if known is None and len(observed) >= self._max_records:
                 self._stats.invalid_values += 1
+                counted = True
             elif known is None or (known[2] is None and provider is not None):
                 others = tuple(o for o in observed if o is not known)
                 observed = tuple(sorted((*others, (resource_type, name, provider))))
@@ -555,9 +565,17 @@ class Correlator:
             tools[span.span_id] = genai.tool
         if (observed, agent, tools) != (state.observed, state.agent, state.tools):
             run.genai = self._genai(observed, agent, tools)
+        if model_only and not counted and tools is None and agent is None:
+            self._observation(genai, before, run.genai)  # a shared state, or None
         if genai.tool is not None and span.root is None and run.waiting:
             keys, run.waiting = _take(run.waiting, span.span_id)
             self._about_tool(run, keys, genai.tool)
+
+    def _observation(self, genai: GenAIFacts, before: _GenAI | None, after: _GenAI | None) -> None:
+        observed = self._observed
+        if len(observed) >= _OBSERVED_MAX:
+            observed.clear()
+        observed[(id(genai), id(before))] = (genai, before, after)
 
     def _genai(
         self, observed: tuple[Observed, ...], agent: tuple[int, int, str] | None, tools: dict[int, str] | None

@@ -159,3 +159,22 @@ def test_a_model_seen_before_on_another_run_is_still_observed_where_it_is_new() 
     (second,) = _end(correlator, _root(other), [], now=2.0)
     assert first.observed == (("model", "model.m", "p"), ("tool", "tool.lookup", None))
     assert second.observed == (("model", "model.m", "p"), ("model", "model.n", None))
+
+
+def test_observations_past_the_bound_are_counted_on_every_run_that_sees_them() -> None:
+    # What a model's facts do to a run's state is remembered for the next run in the same state,
+    # except when they counted something: each run past the bound counts its own.
+    stats = Stats()
+    correlator = _correlator(stats, max_records_per_trace=1, emit_ungoverned=True)
+    extractor = Extractor()
+    other = 0x0AF7651916CD43DD8448EB211C80319C
+    for trace in (TRACE, other):
+        for span_id, model in ((0x10, "m"), (0x11, "n"), (0x12, "n")):
+            note = replace(
+                _note(trace, span_id, local_root_id=ROOT, attributes={"gen_ai.request.model": model}),
+                parent_span_id=ROOT,
+            )
+            correlator.span_ended(extractor.span(note), 1.0)
+    runs = [*_end(correlator, _root(TRACE), [], now=2.0), *_end(correlator, _root(other), [], now=2.0)]
+    assert [run.observed for run in runs] == [(("model", "model.m", None),)] * 2
+    assert stats.invalid_values == 4  # "n" twice on each run, past the bound of one
