@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.correlate import _OBSERVED_MAX, ClosedRun, Correlator, Reason
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.records import Extractor
 from aigp_otel_bridge.telemetry import Stats
@@ -178,3 +178,21 @@ def test_observations_past_the_bound_are_counted_on_every_run_that_sees_them() -
     runs = [*_end(correlator, _root(TRACE), [], now=2.0), *_end(correlator, _root(other), [], now=2.0)]
     assert [run.observed for run in runs] == [(("model", "model.m", None),)] * 2
     assert stats.invalid_values == 4  # "n" twice on each run, past the bound of one
+
+
+def test_remembered_observations_stay_bounded_and_exact() -> None:
+    correlator = _correlator(Stats(), emit_ungoverned=True, max_pending_traces=1000)
+    extractor = Extractor()
+    traces = range(1, 2 * _OBSERVED_MAX + 2)
+    for trace in traces:  # a model of its own, then one every run shares
+        for span_id, model in ((0x10, f"m{trace}"), (0x11, "shared")):
+            note = replace(
+                _note(trace, span_id, local_root_id=ROOT, attributes={"gen_ai.request.model": model}),
+                parent_span_id=ROOT,
+            )
+            correlator.span_ended(extractor.span(note), 1.0)
+        assert len(correlator._observed) <= _OBSERVED_MAX
+    for trace in traces:
+        (run,) = _end(correlator, _root(trace), [], now=2.0)
+        wanted = sorted([("model", f"model.m{trace}", None), ("model", "model.shared", None)])
+        assert run.observed == tuple(wanted)
