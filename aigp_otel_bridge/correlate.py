@@ -143,6 +143,7 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 
 _SHARED_GENAI_MAX = 1024
 _OBSERVED_MAX = 64
+_NOT_OBSERVED: tuple[GenAIFacts | None, _GenAI | None, _GenAI | None] = (None, None, None)
 
 
 class _Records(dict[str, GovernanceRecord]):
@@ -361,13 +362,14 @@ class Correlator:
         """Ended runs that received records since their last event."""
         self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
         """One ``_GenAI`` per set of observations, for runs that have nothing else."""
-        self._observed: dict[tuple[int, int], tuple[GenAIFacts, _GenAI | None, _GenAI | None]] = {}
+        self._observed: dict[tuple[int, int], tuple[GenAIFacts | None, _GenAI | None, _GenAI | None]] = {}
         """What model-only GenAI facts did to a run's GenAI state, by the identities of both (the
         objects themselves kept with it, so that neither identity can be reused): (facts, state
         before, state after, a shared one or None). The same facts on a run in the same state make
         the same change without being observed again: chat spans repeat their model run after
         run, extraction shares equal facts, and runs share equal states. Only changes that
         counted nothing are kept."""
+        self._observed_last = _NOT_OBSERVED
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -484,8 +486,11 @@ class Correlator:
             if genai.invalid:
                 self._stats.invalid_values += genai.invalid
             state = run.genai
-            known = self._observed.get((id(genai), id(state)))
-            if known is not None and known[0] is genai and known[1] is state:
+            known = self._observed_last  # the spans of one run mostly repeat one model
+            if known[0] is not genai or known[1] is not state:
+                known = self._observed.get((id(genai), id(state)), _NOT_OBSERVED)
+            if known[0] is genai and known[1] is state:
+                self._observed_last = known
                 run.genai = known[2]
             else:
                 self._observe(run, span, genai)
