@@ -470,7 +470,9 @@ class Correlator:
             return closed
         local_root_id = span.local_root_id
         run = self._runs.get(span.trace_id)
-        if run is self._latest and run is not None and run.root_span_id == local_root_id is not None:
+        if run is not None and run is self._latest and local_root_id is not None and (
+            run.root_span_id == local_root_id
+        ):
             run.active_at = now  # the usual case: the run of the span before, still the last
         else:
             evicted: list[ClosedRun] = []
