@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from operator import attrgetter
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.correlate import Observed, Overflow
@@ -33,9 +34,11 @@ class ResourceSummary:
     """A model's provider, from its GenAI spans."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunSummary:
-    """The aggregate proof of one run, before it is given an OpenLineage shape."""
+    """The aggregate proof of one run, before it is given an OpenLineage shape. Treated as
+    immutable once built; not frozen, because a frozen dataclass sets each of its fields through
+    ``object.__setattr__``, which costs three times as much (once per run)."""
 
     governance_hash: str
     hash_type: str
@@ -55,6 +58,11 @@ class RunSummary:
     """Inputs observed without any AIGP record covering them."""
 
 
+_CLASSIFICATION = attrgetter("classification")
+_AGENT_ID = attrgetter("agent_id")
+_TIME = attrgetter("time_ns")
+_DENIED = attrgetter("denied")
+_INVALID = attrgetter("invalid")
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
 _NO_OVERFLOW = Overflow()
 """Read, never changed: a run with nothing past the per-run bound."""
@@ -96,9 +104,14 @@ def _summarise_resources(
     # Most resources are named by one reference in a run: it stays ``(ref, denied)`` (no sets)
     # and its summary is shared by value (``_single``); a second one makes it a ``_Resource``.
     found: dict[tuple[str, str], tuple[ResourceRef, bool] | _Resource | None] = {}
+    last_named: tuple[ResourceRef, ...] | None = None
+    last_denied = False
     for record in records:
-        denied = record.denied
-        for ref in record.resources:
+        named, denied = record.resources, record.denied
+        if named is last_named and denied == last_denied:
+            continue  # the same shared references again, alike denied: they would change nothing
+        last_named, last_denied = named, denied
+        for ref in named:
             key = (ref.type, ref.name)
             known = found.get(key)
             if known is None:
@@ -118,7 +131,7 @@ def _summarise_resources(
         if provider:
             providers.setdefault(key, provider)
     keys = sorted(found)
-    summaries = tuple(_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs])
+    summaries = tuple([_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs]])
     return summaries, max(0, len(keys) - max_inputs)
 
 
@@ -150,14 +163,15 @@ class _Resource:
             self.contents.add(ref.content_hash)
 
 
-_SINGLE: dict[tuple[ResourceRef, bool, str | None], ResourceSummary] = {}
+_SINGLE: dict[tuple[object, ...], ResourceSummary] = {}
+"""Keyed by plain values, not by the ``ResourceRef``: a dataclass hashes and compares in Python."""
 _SINGLE_MAX = 4096
 
 
 def _single(ref: ResourceRef, denied: bool, provider: str | None) -> ResourceSummary:
     """The summary of a resource named by one reference, one object per value: runs of one agent
     name the same resources (shared references, ``records._shared``) run after run."""
-    key = (ref, denied, provider)
+    key = (ref.type, ref.name, ref.version, ref.leaf_hash, ref.content_hash, denied, provider)
     summary = _SINGLE.get(key)
     if summary is None:
         leaf, content = ref.leaf_hash, ref.content_hash
@@ -224,35 +238,33 @@ def aggregate(
     overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
-    denied, invalid, top_rank = overflow.denied, overflow.invalid, overflow.classification_rank
-    agent_ids: set[str] = set()
-    first_agent: str | None = None
+    denied, invalid = overflow.denied, overflow.invalid
+    classifications: set[str | None] = set()
+    agents: list[str] = []
     latest: int | None = None
     earliest: int | None = None
     for record in records:
         digest = record.governance_hash
         if digest is not None:
-            known = speaking.get(digest)
-            if known is None or (  # records with equal details speak alike: no order to compare
+            known = speaking.setdefault(digest, record)
+            if known is not record and (  # records with equal details speak alike: no order to compare
                 (record.hash_type != known.hash_type or record.leaf_count != known.leaf_count)
                 and _record_order(record) < _record_order(known)
             ):
                 speaking[digest] = record
         denied += record.denied
         invalid += record.invalid
-        if record.classification is not None:
-            top_rank = max(top_rank, sc.CLASSIFICATION_RANK[record.classification])
-        agent_id = record.agent_id
-        if agent_id is not None:
-            agent_ids.add(agent_id)
-            if first_agent is None:
-                first_agent = agent_id
+        classifications.add(record.classification)
+        if record.agent_id is not None:
+            agents.append(record.agent_id)
         time_ns = record.time_ns
         if time_ns is not None:
             if latest is None or time_ns > latest:
                 latest = time_ns
             if earliest is None or time_ns < earliest:
                 earliest = time_ns
+    classifications.discard(None)
+    top_rank = max(map(sc.CLASSIFICATION_RANK.__getitem__, classifications), default=-1)  # type: ignore[arg-type]
     hashes = {digest: (record.hash_type, record.leaf_count) for digest, record in speaking.items()}
     for digest, details in overflow.hashes.items():
         hashes.setdefault(digest, details)
@@ -263,16 +275,16 @@ def aggregate(
         hash_type=hash_type,
         leaf_count=leaf_count,
         enforcement=sc.DENIED if denied else sc.ALLOWED,
-        classification=_CLASSIFICATION_BY_RANK.get(top_rank),
+        classification=_CLASSIFICATION_BY_RANK.get(max(top_rank, overflow.classification_rank)),
         event_count=len(records) + overflow.count,
         denied_count=denied,
-        agent_ids=tuple(sorted(agent_ids)),
-        first_agent_id=first_agent,
+        agent_ids=tuple(sorted(set(agents))),
+        first_agent_id=agents[0] if agents else None,
         resources=resources,
         latest_time_ns=latest,
         earliest_time_ns=earliest,
         invalid=invalid + inputs_left_out,
-        ungoverned_count=sum(not resource.governed for resource in resources),
+        ungoverned_count=[resource.governed for resource in resources].count(False),
     )
 
 

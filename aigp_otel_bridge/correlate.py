@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -142,6 +142,8 @@ def _take(waiting: Waiting, span_id: int) -> tuple[list[str], Waiting]:
 
 
 _SHARED_GENAI_MAX = 1024
+_OBSERVED_MAX = 64
+_NOT_OBSERVED: tuple[GenAIFacts | None, _GenAI | None, _GenAI | None] = (None, None, None)
 
 
 class _Records(dict[str, GovernanceRecord]):
@@ -235,6 +237,14 @@ class _Run:
     def cover(self, start_ns: int, end_ns: int) -> None:
         """Widen the run's extent to a span's start and end."""
         extent = self.extent
+        if type(extent) is int:  # the usual case: a span starting after the first, perhaps ending later
+            first, last = extent >> 64, extent & _NS_MAX
+            if first <= start_ns:
+                if end_ns <= last:
+                    return
+                if type(end_ns) is int and end_ns <= _NS_MAX:
+                    self.extent = extent - last + end_ns
+                    return
         if extent is not None:
             first, last = (extent >> 64, extent & _NS_MAX) if isinstance(extent, int) else extent
             if not (start_ns < first or end_ns > last):
@@ -352,6 +362,14 @@ class Correlator:
         """Ended runs that received records since their last event."""
         self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
         """One ``_GenAI`` per set of observations, for runs that have nothing else."""
+        self._observed: dict[tuple[int, int], tuple[GenAIFacts | None, _GenAI | None, _GenAI | None]] = {}
+        """What model-only GenAI facts did to a run's GenAI state, by the identities of both (the
+        objects themselves kept with it, so that neither identity can be reused): (facts, state
+        before, state after, a shared one or None). The same facts on a run in the same state make
+        the same change without being observed again: chat spans repeat their model run after
+        run, extraction shares equal facts, and runs share equal states. Only changes that
+        counted nothing are kept."""
+        self._observed_last = _NOT_OBSERVED
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -391,7 +409,8 @@ class Correlator:
         self, key: RunKey, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun]
     ) -> _Run:
         run = _Run(key, now, local_root_id)
-        run.continuation = self._emitted_before(trace, local_root_id)
+        if self._emitted_early:
+            run.continuation = self._emitted_before(trace, local_root_id)
         self._runs[key] = run
         self._latest = run
         while len(self._runs) > self._max_runs:
@@ -440,30 +459,76 @@ class Correlator:
         self._run_for(trace_id, span_id, now, closed).root_remote = remote_parent
         return closed
 
-    def span_ended(self, span: SpanFacts, now: float) -> list[ClosedRun]:
-        closed: list[ClosedRun] = []
+    def span_ended(self, span: SpanFacts, now: float) -> Sequence[ClosedRun]:
+        """The runs a finished span closes: its own when it is a local root, one evicted when it
+        starts a run past the bound; ``()`` for most spans, which then cost no list."""
         records, root, genai = span.records, span.root, span.genai
-        if not records and root is None and genai is None:
+        if root is not None:
+            return self._root_ended(span, root, now)
+        closed: Sequence[ClosedRun] = ()
+        if not records and genai is None:
             return closed
-        local_root_id = root.span_id if root is not None else span.local_root_id
-        run = self._run_for(span.trace_id, local_root_id, now, closed, late=root is None and bool(records))
-        keys = [key for record in records if (key := self._add(run, record)) is not None]
+        local_root_id = span.local_root_id
+        run = self._runs.get(span.trace_id)
+        if run is not None and run is self._latest and local_root_id is not None and (
+            run.root_span_id == local_root_id
+        ):
+            run.active_at = now  # the usual case: the run of the span before, still the last
+        else:
+            evicted: list[ClosedRun] = []
+            run = self._run_for(span.trace_id, local_root_id, now, evicted, late=bool(records))
+            closed = evicted
+        key: str | None = None
+        keys: list[str] | None = None
+        if len(records) == 1:  # the usual governed span: one AIGP event (its key in a list if needed)
+            key = self._add(run, records[0])
+        else:
+            keys = [key for record in records if (key := self._add(run, record)) is not None]
+        if genai is not None:
+            if genai.invalid:
+                self._stats.invalid_values += genai.invalid
+            state = run.genai
+            known = self._observed_last  # the spans of one run mostly repeat one model
+            if known[0] is not genai or known[1] is not state:
+                known = self._observed.get((id(genai), id(state)), _NOT_OBSERVED)
+            if known[0] is genai and known[1] is state:
+                self._observed_last = known
+                run.genai = known[2]
+            else:
+                self._observe(run, span, genai)
+        parent = span.parent_span_id
+        if (genai is None or genai.tool is None) and (run.waiting or (
+            parent is not None and parent != local_root_id and parent != run.root_span_id
+        )):
+            if keys is None:
+                keys = [] if key is None else [key]
+            self._place_tool_less(run, span, keys, local_root_id)
+        if records and run.first_span_name is None:
+            run.first_span_name = span.name
+        if run.resource is None:
+            run.resource = span.resource
+        run.cover(span.start_ns, span.end_ns)
+        return closed
+
+    def _root_ended(self, span: SpanFacts, root: RootFacts, now: float) -> list[ClosedRun]:
+        """A local root ended: its span's records and facts join its run, which is closed."""
+        closed: list[ClosedRun] = []
+        run = self._run_for(span.trace_id, root.span_id, now, closed)
+        for record in span.records:
+            self._add(run, record)
+        genai = span.genai
         if genai is not None:
             self._stats.invalid_values += genai.invalid
             self._observe(run, span, genai)
-        if root is None:
-            self._place_tool_less(run, span, keys, local_root_id)
-        elif genai is not None and genai.tool is not None:  # every span of the run is under its root
-            self._about_tool(run, run.record_keys(), genai.tool)
-        if records and run.first_span_name is None:
+            if genai.tool is not None:  # every span of the run is under its root
+                self._about_tool(run, run.record_keys(), genai.tool)
+        if span.records and run.first_span_name is None:
             run.first_span_name = span.name
-        if run.resource is None or root is not None:
-            run.resource = span.resource
+        run.resource = span.resource
         run.cover(span.start_ns, span.end_ns)
-        if root is not None:
-            run.root_remote = root.remote_parent
-            del self._runs[run.key]
-            self._close(run, Reason.ROOT_ENDED, closed, root)
+        run.root_remote = root.remote_parent
+        del self._runs[run.key]
+        self._close(run, Reason.ROOT_ENDED, closed, root)
         return closed
 
     def event_ingested(
@@ -478,11 +543,14 @@ class Correlator:
 
     def _observe(self, run: _Run, span: SpanFacts, genai: GenAIFacts) -> None:
         """Note the tool, model and agent name a GenAI span names."""
-        state = run.genai or _NO_GENAI
+        before = run.genai
+        state = before or _NO_GENAI
         observed = state.observed
-        if (genai.tool is None and genai.agent_name is None and genai.model is not None
-                and ("model", genai.model, genai.provider) in observed):
+        model_only = genai.tool is None and genai.agent_name is None
+        if model_only and genai.model is not None and ("model", genai.model, genai.provider) in observed:
+            self._observation(genai, before, before)
             return  # a model seen before, as chat spans repeat it: nothing new
+        counted = False
         seen = (("tool", genai.tool, None), ("model", genai.model, genai.provider))
         for resource_type, name, provider in seen:
             if name is None:
@@ -490,6 +558,7 @@ class Correlator:
             known = next((o for o in observed if o[0] == resource_type and o[1] == name), None)
             if known is None and len(observed) >= self._max_records:
                 self._stats.invalid_values += 1
+                counted = True
             elif known is None or (known[2] is None and provider is not None):
                 others = tuple(o for o in observed if o is not known)
                 observed = tuple(sorted((*others, (resource_type, name, provider))))
@@ -503,9 +572,17 @@ class Correlator:
             tools[span.span_id] = genai.tool
         if (observed, agent, tools) != (state.observed, state.agent, state.tools):
             run.genai = self._genai(observed, agent, tools)
+        if model_only and not counted and tools is None and agent is None:
+            self._observation(genai, before, run.genai)  # a shared state, or None
         if genai.tool is not None and span.root is None and run.waiting:
             keys, run.waiting = _take(run.waiting, span.span_id)
             self._about_tool(run, keys, genai.tool)
+
+    def _observation(self, genai: GenAIFacts, before: _GenAI | None, after: _GenAI | None) -> None:
+        observed = self._observed
+        if len(observed) >= _OBSERVED_MAX:
+            observed.clear()
+        observed[(id(genai), id(before))] = (genai, before, after)
 
     def _genai(
         self, observed: tuple[Observed, ...], agent: tuple[int, int, str] | None, tools: dict[int, str] | None
@@ -578,8 +655,10 @@ class Correlator:
 
     def _add(self, run: _Run, record: GovernanceRecord) -> str | None:
         """Keep a record in its run; its key, or None when it went to the overflow."""
-        self._stats.records += 1
-        self._stats.invalid_values += record.invalid
+        stats = self._stats
+        stats.records += 1
+        if record.invalid:
+            stats.invalid_values += record.invalid
         held = run.records
         key = record.event_id
         if held is None:  # max_records is at least one
@@ -590,11 +669,11 @@ class Correlator:
             key = f"#{len(records)}"  # unique: records are never removed, so the length only grows
         known = records.get(key)
         if known is not None:
-            self._stats.duplicate_records += 1
+            stats.duplicate_records += 1
             run.replace_record(key, join_duplicate(known, record))
             return key
         if len(records) >= self._max_records:
-            self._stats.records_left_out += 1
+            stats.records_left_out += 1
             if records.overflow is None:
                 records.overflow = Overflow()
             records.overflow.add(record)
@@ -619,12 +698,12 @@ class Correlator:
             self._emitted_early[(trace, run.root_span_id)] = None
             while len(self._emitted_early) > self._max_runs:
                 self._emitted_early.popitem(last=False)
-        else:
+        elif self._emitted_early:
             self._emitted_early.pop((trace, run.root_span_id), None)
             self._emitted_early.pop((trace, None), None)
         complete = not early and not run.continuation
-        if not early:  # an ended run of the same key goes out with its late records first
-            self._forget(self._ended.pop(run.key, None), closed)
+        if not early and run.key in self._ended:  # an ended run of this key goes out first
+            self._forget(self._ended.pop(run.key), closed)
         closed.append(self._closed_run(run, reason, complete, None, root))
         if not early:
             self._remember(run, complete, closed, root)

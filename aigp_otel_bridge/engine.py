@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -369,9 +369,9 @@ class Engine:
         extract = self._extractor.span
         stats = self.stats
         now = time.monotonic()  # one reading per batch: the runs it touches share it
+        if self._stop_done:  # only set below, under the same lock: checked once per batch
+            return False
         for _ in range(limit):
-            if self._stop_done:
-                return False
             try:
                 item = intake.popleft()
             except IndexError:
@@ -400,6 +400,8 @@ class Engine:
                     return False
             except Exception:
                 self.log.log(logging.ERROR, "worker", "could not process governance data", exc_info=True)
+                if self._stop_done:  # failed after the stop request: nothing more is processed
+                    return False
         return True
 
     def _discard_late(self) -> None:
@@ -412,7 +414,7 @@ class Engine:
             elif isinstance(item, (SpanNote, Ingested)):
                 self.stats.spans_after_shutdown += 1
 
-    def _hand_over(self, closed: list[ClosedRun]) -> None:
+    def _hand_over(self, closed: Sequence[ClosedRun]) -> None:
         """Summarise and name each closed run, and pass it to delivery."""
         for closed_run in closed:
             try:

@@ -386,3 +386,26 @@ def test_properties_of_any_aggregate(records: list[GovernanceRecord]) -> None:
             "sha256",
             None,
         )
+
+
+@given(
+    st.lists(_records(), min_size=1, max_size=8),
+    st.lists(st.sampled_from(_RESOURCES), max_size=3),
+)
+def test_records_sharing_one_resource_tuple_aggregate_as_copies_do(
+    records: list[GovernanceRecord], named: list[ResourceRef]
+) -> None:
+    # Extraction shares one tuple of references among records naming the same resources, and the
+    # aggregate skips a repeat of the previous record's tuple: the result must not depend on it.
+    shared = tuple(named)
+    sharing = [dataclasses.replace(record, resources=shared) for record in records]
+    copies = [dataclasses.replace(record, resources=tuple(list(named))) for record in records]
+    assert aggregate(sharing) == aggregate(copies)
+
+
+def test_a_denied_repeat_of_shared_references_marks_the_resource_denied() -> None:
+    shared = (ResourceRef("policy", "policy.a", 1, content_hash=H1),)
+    records = [_record(resources=shared), _record(resources=shared), _record(resources=shared, denied=True)]
+    (resource,) = aggregate(records).resources
+    assert resource.denied
+    assert aggregate(records[:2]).resources[0].denied is False

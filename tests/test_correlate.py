@@ -82,7 +82,7 @@ def _end(
     correlator: Correlator, note: SpanNote, records: Sequence[GovernanceRecord], now: float
 ) -> list[ClosedRun]:
     """End a span: the note as extraction reads it, with the given records."""
-    return correlator.span_ended(replace(Extractor().span(note), records=list(records)), now)
+    return list(correlator.span_ended(replace(Extractor().span(note), records=list(records)), now))
 
 
 def _root(trace_id: int = TRACE, span_id: int = ROOT, **kwargs: Any) -> SpanNote:
@@ -705,3 +705,39 @@ def test_every_record_reaches_exactly_one_run_and_a_named_root_is_respected(
             assert run.root_span_id == wanted_root[event_id]
             assert run.key in (TRACE, OTHER)
     assert len(correlator) == 0
+
+
+_NS = st.one_of(st.integers(0, 10**6), st.integers(2**64 - 3, 2**64 + 3), st.integers(-3, 3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_NS, _NS), min_size=1, max_size=6))
+def test_first_start_and_last_end_are_exact_in_any_order_of_any_values(spans: list[tuple[int, int]]) -> None:
+    # A span starting after the first (the usual child) only moves the end: a shortcut of its own.
+    correlator = _correlator(Stats())
+    for position, (start, end) in enumerate(spans):
+        note = _note(span_id=CHILD + position, local_root_id=ROOT, start_ns=start, end_ns=end)
+        _end(correlator, note, [_governed(f"e{position}")], now=1.0)
+    (run,) = _end(correlator, _root(start_ns=spans[0][0], end_ns=spans[0][1]), [], now=2.0)
+    assert (run.first_start_ns, run.last_end_ns) == (min(s for s, _ in spans), max(e for _, e in spans))
+
+
+def test_spans_of_interleaved_runs_each_reach_their_own_run(stats: Stats) -> None:
+    # The spans of the run last active take a shortcut to it: interleaved traces and a second
+    # local root of one trace must still reach their own runs, in the order they became active.
+    correlator = _correlator(stats)
+    second_root = 0x2222
+    for trace, root in ((TRACE, ROOT), (OTHER, ROOT), (TRACE, second_root)):
+        correlator.root_started(trace, root, False, now=0.0)
+    order = [(TRACE, ROOT), (TRACE, ROOT), (OTHER, ROOT), (TRACE, second_root), (TRACE, ROOT), (OTHER, ROOT)]
+    for position, (trace, root) in enumerate(order):
+        note = _note(trace, CHILD + position, local_root_id=root, start_ns=10, end_ns=20 + position)
+        _end(correlator, note, [_governed(f"{trace:x}-{root:x}-{position}")], now=float(position))
+    closed = correlator.expire(5.0 + TIMEOUT - 0.5)  # quiet since 4.0 or before; 5.0 still active
+    assert [(run.key, run.root_span_id) for run in closed] == [(TRACE, second_root), (TRACE, ROOT)]
+    closed += _end(correlator, _root(OTHER), [], now=6.0)
+    for run in closed:
+        prefix = f"{run.key:x}-{run.root_span_id:x}-"
+        assert all((r.event_id or "").startswith(prefix) for r in run.records)
+    assert sorted(len(run.records) for run in closed) == [1, 2, 3]
+    assert stats.records == len(order)

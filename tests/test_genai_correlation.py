@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.correlate import _OBSERVED_MAX, ClosedRun, Correlator, Reason
 from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.records import Extractor
 from aigp_otel_bridge.telemetry import Stats
 from tests.test_correlate import ROOT, TRACE, _correlator, _end, _governed, _note, _root
 
@@ -134,3 +135,64 @@ def test_the_only_record_made_about_a_tool_stays_so_when_more_arrive(event_id: s
     run = _close(correlator)
     assert [r.governance_hash for r in run.records] == [first.governance_hash, second.governance_hash]
     assert _tools_of(run) == {"tool.query_db": (True, (first.governance_hash,))}
+
+
+def test_a_model_seen_before_on_another_run_is_still_observed_where_it_is_new() -> None:
+    # A chat span naming a model its run has seen is not observed again; the same facts on a run
+    # in another state (another model seen, a tool, nothing yet) must still add what they name.
+    correlator = _correlator(Stats(), emit_ungoverned=True)
+    extractor = Extractor()
+    chat = {"gen_ai.request.model": "m", "gen_ai.provider.name": "p"}
+    other = 0x0AF7651916CD43DD8448EB211C80319C
+
+    def end(trace: int, span_id: int, attributes: dict[str, Any]) -> None:
+        note = replace(_note(trace, span_id, local_root_id=ROOT, attributes=attributes), parent_span_id=ROOT)
+        correlator.span_ended(extractor.span(note), 1.0)
+
+    end(TRACE, 0x10, chat)
+    end(TRACE, 0x11, chat)  # seen before on this run: nothing new
+    end(other, 0x12, {"gen_ai.request.model": "n"})
+    end(other, 0x13, chat)  # the same facts, on a run that has not seen them
+    end(TRACE, 0x14, _tool("lookup"))
+    end(TRACE, 0x15, chat)  # the same facts again, on a run whose state has changed since
+    (first,) = _end(correlator, _root(TRACE), [], now=2.0)
+    (second,) = _end(correlator, _root(other), [], now=2.0)
+    assert first.observed == (("model", "model.m", "p"), ("tool", "tool.lookup", None))
+    assert second.observed == (("model", "model.m", "p"), ("model", "model.n", None))
+
+
+def test_observations_past_the_bound_are_counted_on_every_run_that_sees_them() -> None:
+    # What a model's facts do to a run's state is remembered for the next run in the same state,
+    # except when they counted something: each run past the bound counts its own.
+    stats = Stats()
+    correlator = _correlator(stats, max_records_per_trace=1, emit_ungoverned=True)
+    extractor = Extractor()
+    other = 0x0AF7651916CD43DD8448EB211C80319C
+    for trace in (TRACE, other):
+        for span_id, model in ((0x10, "m"), (0x11, "n"), (0x12, "n")):
+            note = replace(
+                _note(trace, span_id, local_root_id=ROOT, attributes={"gen_ai.request.model": model}),
+                parent_span_id=ROOT,
+            )
+            correlator.span_ended(extractor.span(note), 1.0)
+    runs = [*_end(correlator, _root(TRACE), [], now=2.0), *_end(correlator, _root(other), [], now=2.0)]
+    assert [run.observed for run in runs] == [(("model", "model.m", None),)] * 2
+    assert stats.invalid_values == 4  # "n" twice on each run, past the bound of one
+
+
+def test_remembered_observations_stay_bounded_and_exact() -> None:
+    correlator = _correlator(Stats(), emit_ungoverned=True, max_pending_traces=1000)
+    extractor = Extractor()
+    traces = range(1, 2 * _OBSERVED_MAX + 2)
+    for trace in traces:  # a model of its own, then one every run shares
+        for span_id, model in ((0x10, f"m{trace}"), (0x11, "shared")):
+            note = replace(
+                _note(trace, span_id, local_root_id=ROOT, attributes={"gen_ai.request.model": model}),
+                parent_span_id=ROOT,
+            )
+            correlator.span_ended(extractor.span(note), 1.0)
+        assert len(correlator._observed) <= _OBSERVED_MAX
+    for trace in traces:
+        (run,) = _end(correlator, _root(trace), [], now=2.0)
+        wanted = sorted([("model", f"model.m{trace}", None), ("model", "model.shared", None)])
+        assert run.observed == tuple(wanted)
