@@ -70,12 +70,18 @@ class GovernanceRecord:
 
 def fits_text(value: object, max_length: int) -> bool:
     """A string of at most ``max_length`` characters that can be written as UTF-8."""
-    return isinstance(value, str) and len(value) <= max_length and sc.utf8_safe(value)
+    return (
+        isinstance(value, str)
+        and len(value) <= max_length
+        and (value.isascii() or sc.utf8_safe(value))  # ASCII (nearly every value) costs no call
+    )
 
 
 def optional_text(value: object, max_length: int) -> tuple[str | None, bool]:
     """An optional text value (id, agent id) and whether it was unfit: None when absent (None or
     empty) or unfit (``fits_text``)."""
+    if type(value) is str and len(value) <= max_length and value.isascii():  # the common case
+        return value or None, False
     if value is None or value == "":
         return None, False
     if fits_text(value, max_length):
@@ -429,7 +435,9 @@ def _event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
 
 
 def _small(values: tuple[object, ...], max_length: int) -> bool:
-    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid."""
+    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid,
+    and arrays (tuples, as OpenTelemetry stores them) of at most ``_ARRAY_KEY_MAX`` such strings
+    or integers."""
     for value in values:
         if type(value) is str:
             if len(value) > max_length:
@@ -437,14 +445,34 @@ def _small(values: tuple[object, ...], max_length: int) -> bool:
         elif type(value) is int:
             if not -(1 << 63) <= value < 1 << 63:
                 return False
+        elif type(value) is tuple:  # flat: an array of arrays is never kept
+            if not (
+                len(value) <= _ARRAY_KEY_MAX
+                and _ARRAY_ELEMENT_TYPES.issuperset(map(type, value))
+                and _small(value, max_length)
+            ):
+                return False
         elif value is not None and type(value) is not bool:
             return False
     return True
 
 
 _KEY_TYPES = frozenset((str, int, bool, type(None)))
-"""The types of the values ``_small`` lets a cache key keep (an array, a float or a mapping is
+"""The types of the values ``_small`` lets a cache key keep, arrays aside (a float or a mapping is
 never kept, so an event holding one is read afresh without a look-up)."""
+_ARRAY_KEY_TYPES = _KEY_TYPES | {tuple}
+_ARRAY_ELEMENT_TYPES = frozenset((str, int))
+_ARRAY_KEY_MAX = 16
+"""Most elements of an array a cache key keeps (the tools or policies of one action)."""
+
+
+def _keyable_arrays(values: Iterable[object], types: tuple[type, ...]) -> bool:
+    """Whether values holding arrays may be looked up by value: each array's elements must be
+    strings or integers only, since equal arrays of other elements read differently
+    (``(1,) == (True,)``); the top-level types are in the key itself."""
+    return _ARRAY_KEY_TYPES.issuperset(types) and all(
+        _ARRAY_ELEMENT_TYPES.issuperset(map(type, value)) for value in values if type(value) is tuple
+    )
 
 
 def _annotated_resources(annotations: object) -> bool:
@@ -775,20 +803,20 @@ class Extractor:
         the event name and the values with their types (``1``, ``1.0`` and ``True`` are equal keys
         but not equally valid), and a hit only checks the event id. The record read is the same
         either way; values left out as invalid are counted each time they are seen. Only small
-        keys are kept (``_small``: arrays and long strings are read afresh each time), so the
-        cache's size stays bounded in bytes as well as in entries.
+        values are kept (``_small``: long strings and long arrays are read afresh each time), so
+        the cache's size stays bounded in bytes as well as in entries.
         """
-        event_id = attributes.get(sc.EVENT_ID)
-        rest = attributes
-        if event_id is not None:
-            rest = dict(attributes)
-            del rest[sc.EVENT_ID]
-        types = tuple(map(type, rest.values()))
-        if not _KEY_TYPES.issuperset(types):  # never kept (``_small``): read afresh, looked up once
-            return record_from_attributes(
+        values = [*attributes.values()]
+        types = tuple(map(type, values))
+        if not (_KEY_TYPES.issuperset(types) or _keyable_arrays(values, types)):
+            return record_from_attributes(  # never kept (``_small``): read afresh, looked up once
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
-        key = (event_name, tuple(rest.items()), types)
+        names = tuple(attributes)
+        event_id = attributes.get(sc.EVENT_ID)
+        if event_id is not None:
+            values[names.index(sc.EVENT_ID)] = None  # not part of the key (its type is)
+        key = (event_name, names, tuple(values), types)
         known = self._events
         try:
             cached = known.get(key)
@@ -796,14 +824,16 @@ class Extractor:
             return record_from_attributes(
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
+        cap = self._limits.max_string_length
         if cached is None:
+            rest = dict(attributes)
+            rest.pop(sc.EVENT_ID, None)
             cached = record_from_attributes(rest, event_name=event_name, limits=self._limits)
-            cap = self._limits.max_string_length
-            if _small(tuple(rest), cap) and _small(tuple(rest.values()), cap):
+            if _small(names, cap) and _small(key[2], cap):
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
-        event_id, unfit = optional_text(event_id, self._limits.max_string_length)
+        event_id, unfit = optional_text(event_id, cap)
         return GovernanceRecord(
             event_id,
             cached.event_type,
@@ -849,18 +879,26 @@ class Extractor:
         return known
 
     def span(self, note: SpanNote) -> SpanFacts:
-        local_root = note.local_root
-        records = records_from_note(note, self._limits, self.event_record)
+        local_root = note.parent_span_id is None or note.remote_parent  # ``note.local_root``, inlined
+        records = (
+            records_from_note(note, self._limits, self.event_record)
+            if note.governance_events or note.governed_attributes
+            else []
+        )
         genai = self.genai(note.attributes)
         if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
             records = [about_tool(record, genai.tool) for record in records]
+        name = note.name
+        resource = self._resource
+        if resource is None or resource.attributes is not note.resource:
+            resource = self.resource(note.resource)
         return SpanFacts(
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
-            sc.clean_text(note.name),
+            name if name.isascii() else sc.clean_text(name),
             note.start_ns,
             note.end_ns,
-            self.resource(note.resource),
+            resource,
             records,
             root_facts(note, self._limits) if local_root else None,
             note.span_id,
