@@ -849,12 +849,21 @@ class Extractor:
         )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
-        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+        if not attributes:
             return None
         # Attributes holding GenAI keys only (what a note keeps of a span without governance data)
         # are their own key, cheaper to make than the values of every GenAI key and holding the
-        # same values; both determine the facts, and each has a cache of its own.
-        if len(attributes) <= len(sc.GEN_AI_KEYS) and _GEN_AI_KEY_SET.issuperset(attributes):
+        # same values; both determine the facts, and each has a cache of its own. Only such
+        # attributes are kept by their items, so a hit there needs no check of the keys.
+        small = len(attributes) <= len(sc.GEN_AI_KEYS)
+        if small:
+            try:
+                return self._genai_items[tuple(attributes.items())]
+            except (KeyError, TypeError):
+                pass
+        if sc.GEN_AI_MARKERS.isdisjoint(attributes):
+            return None
+        if small and _GEN_AI_KEY_SET.issuperset(attributes):
             key: tuple[object, ...] = tuple(attributes.items())
             known = self._genai_items
         else:

@@ -903,6 +903,8 @@ def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> N
         {sc.GEN_AI_RESPONSE_MODEL: True, sc.GEN_AI_PROVIDER_NAME: 1},
         {sc.GEN_AI_REQUEST_MODEL: ["a", "b"]},
         {sc.GEN_AI_SYSTEM: "openai"},
+        {sc.AGENT_ID: "agent.a", "server.port": 443},
+        {sc.GEN_AI_REQUEST_MODEL: ("gpt-4o",)},
     ]
     extractor = Extractor(limits)
     for _ in range(2):
