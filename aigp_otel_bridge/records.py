@@ -470,9 +470,12 @@ def _keyable_arrays(values: Iterable[object], types: tuple[type, ...]) -> bool:
     """Whether values holding arrays may be looked up by value: each array's elements must be
     strings or integers only, since equal arrays of other elements read differently
     (``(1,) == (True,)``); the top-level types are in the key itself."""
-    return _ARRAY_KEY_TYPES.issuperset(types) and all(
-        _ARRAY_ELEMENT_TYPES.issuperset(map(type, value)) for value in values if type(value) is tuple
-    )
+    if not _ARRAY_KEY_TYPES.issuperset(types):
+        return False
+    for value in values:
+        if type(value) is tuple and not _ARRAY_ELEMENT_TYPES.issuperset(map(type, value)):
+            return False
+    return True
 
 
 def _annotated_resources(annotations: object) -> bool:
