@@ -191,6 +191,18 @@ def _span_event_type(event_name: str) -> str:
 
 
 _ARRAY_KEYS = frozenset(names_key for _, names_key, _ in sc.ARRAY_RESOURCES)
+_RECORD_KEYS = frozenset({
+    sc.EVENT_TYPE,
+    sc.GOVERNANCE_HASH,
+    sc.GOVERNANCE_HASH_TYPE,
+    sc.ENFORCEMENT_RESULT,
+    sc.MERKLE_LEAF_COUNT,
+    sc.DATA_CLASSIFICATION,
+    sc.AGENT_ID,
+    *(key for _, name_key, version_key in sc.SINGLE_RESOURCES for key in (name_key, version_key)),
+    *(key for _, names_key, versions_key in sc.ARRAY_RESOURCES for key in (names_key, versions_key) if key),
+})
+"""Every key ``record_from_attributes`` reads, the event id aside (it reads each with ``get``)."""
 _RawResource = tuple[str, str, "int | None", "str | None"]
 """(type, name, version, leaf hash) of a resource, before it becomes a ``ResourceRef``."""
 
@@ -784,7 +796,7 @@ class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource")
+    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource", "_unread")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -794,48 +806,58 @@ class Extractor:
         self._genai_items: dict[tuple[object, ...], GenAIFacts | None] = {}
         """GenAI facts of spans with few attributes, by those attributes (see ``genai``)."""
         self._events: dict[tuple[object, ...], GovernanceRecord] = {}
-        """Span-event records by everything but their event id and time (see ``event_record``)."""
+        """Span-event records by what their record reads (see ``event_record``)."""
+        self._unread: dict[tuple[object, ...], tuple[int, ...]] = {}
+        """Positions of a span event's attribute names that its record does not read (the event
+        id's among them), by those names: instrumentation repeats its key sets."""
 
     def event_record(
         self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
     ) -> GovernanceRecord:
         """``record_from_attributes`` of a span event, validated once per distinct value.
 
-        Everything an AIGP span event carries but its event id repeats from one action to the next
-        (the same policy, version, content hash and verdict), so the validated record is kept by
-        the event name and the values with their types (``1``, ``1.0`` and ``True`` are equal keys
-        but not equally valid), and a hit only checks the event id. The record read is the same
-        either way; values left out as invalid are counted each time they are seen. Only small
-        values are kept (``_small``: long strings and long arrays are read afresh each time), so
-        the cache's size stays bounded in bytes as well as in entries.
+        Everything an AIGP span event carries that its record reads, the event id aside, repeats
+        from one action to the next (the same policy, version, content hash and verdict), so the
+        validated record is kept by the event name and the values of the keys it reads
+        (``_RECORD_KEYS``), with their types (``1``, ``1.0`` and ``True`` are equal keys but not
+        equally valid); a hit only checks the event id. Keys the record never reads (a sequence
+        number, a signature, a denial reason) are no part of the key, so events that differ in
+        them share one entry. The record read is the same either way; values left out as invalid
+        are counted each time they are seen. Only small values are kept (``_small``: long strings
+        and long arrays are read afresh each time), so the cache's size stays bounded in bytes as
+        well as in entries.
         """
+        names = tuple(attributes)
+        cap = self._limits.max_string_length
+        unread = self._unread.get(names)
+        if unread is None:
+            if not _small(names, cap):  # never kept: read afresh
+                return record_from_attributes(
+                    attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
+                )
+            unread = tuple(at for at, name in enumerate(names) if name not in _RECORD_KEYS)
+            if len(self._unread) >= _EVENTS_CACHED_MAX:
+                self._unread.clear()
+            self._unread[names] = unread
         values = [*attributes.values()]
+        for at in unread:  # the event id and what no record reads are no part of the key
+            values[at] = None
         types = tuple(map(type, values))
         if not (_KEY_TYPES.issuperset(types) or _keyable_arrays(values, types)):
             return record_from_attributes(  # never kept (``_small``): read afresh, looked up once
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
-        names = tuple(attributes)
-        event_id = attributes.get(sc.EVENT_ID)
-        if event_id is not None:
-            values[names.index(sc.EVENT_ID)] = None  # not part of the key (its type is)
-        key = (event_name, names, tuple(values), types)
+        key = (event_name, names, tuple(values), types)  # hashable: the types were checked
         known = self._events
-        try:
-            cached = known.get(key)
-        except TypeError:  # an unhashable key of a custom mapping: read it afresh
-            return record_from_attributes(
-                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
-            )
-        cap = self._limits.max_string_length
+        cached = known.get(key)
         if cached is None:
-            rest = dict(attributes)
-            rest.pop(sc.EVENT_ID, None)
-            cached = record_from_attributes(rest, event_name=event_name, limits=self._limits)
-            if _small(names, cap) and _small(key[2], cap):
+            read = dict(zip(names, key[2], strict=True))  # all the record reads, and no event id
+            cached = record_from_attributes(read, event_name=event_name, limits=self._limits)
+            if _small(key[2], cap):
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
+        event_id = attributes.get(sc.EVENT_ID)
         event_id, unfit = optional_text(event_id, cap)
         return GovernanceRecord(
             event_id,

@@ -12,6 +12,7 @@ from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.records import _EVENTS_CACHED_MAX as EVENTS_CACHED_MAX
+from aigp_otel_bridge.records import _RECORD_KEYS as RECORD_KEYS
 from aigp_otel_bridge.records import (
     Extractor,
     GovernanceRecord,
@@ -819,6 +820,47 @@ def test_the_event_cache_keeps_one_entry_per_repeated_action_and_stays_bounded()
         assert len(extractor._events) <= EVENTS_CACHED_MAX
 
 
+def test_the_event_cache_keys_only_what_the_record_reads() -> None:
+    """The reference SDK numbers its span events (``aigp.sequence.number``) and may sign them:
+    events of one action that differ only in keys the record never reads share one entry, and
+    every record is still the one read afresh."""
+    extractor = Extractor()
+    for n in range(1, 40):
+        attributes = {
+            sc.EVENT_ID: f"e-{n}",
+            sc.EVENT_TYPE: "INJECT_SUCCESS",
+            "aigp.event.category": "inject",
+            sc.GOVERNANCE_HASH: HASH_A,
+            sc.POLICY_NAME: "policy.a",
+            sc.POLICY_VERSION: 3,
+            "aigp.sequence.number": n,
+            "aigp.event.signature": "x" * (2000 + n),  # unread, so no bound applies to it
+            "aigp.denial.reason": None if n % 2 else "denied for a reason",
+        }
+        assert extractor.event_record(attributes, "aigp.inject.success", n) == record_from_attributes(
+            attributes, event_name="aigp.inject.success", time_ns=n
+        )
+    assert len(extractor._events) == 1
+    ((_, names, values, _),) = extractor._events
+    kept = {name for name, value in zip(names, values, strict=True) if value is not None}
+    assert kept == {sc.EVENT_TYPE, sc.GOVERNANCE_HASH, sc.POLICY_NAME, sc.POLICY_VERSION}
+
+
+def test_the_keys_the_cache_reads_are_all_a_record_reads() -> None:
+    """``record_from_attributes`` reads no key beyond the event id and ``_RECORD_KEYS`` (else a
+    cache hit could miss a value that changes the record)."""
+
+    class Reading(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            asked.add(key)
+            return super().get(key, default)
+
+    asked: set[str] = set()
+    everything = {key: "x" for key in [*RECORD_KEYS, "aigp.event.id", "aigp.sequence.number"]}
+    record_from_attributes(Reading(everything), event_name="aigp.tool.invoked")
+    assert asked == {*RECORD_KEYS, sc.EVENT_ID}
+
+
 def test_the_event_cache_keeps_only_small_keys() -> None:
     """Strings longer than any accepted name, long arrays and arrays of anything but strings and
     integers are read afresh every time, so what the cache holds stays small whatever the
@@ -838,8 +880,8 @@ def test_the_event_cache_keeps_only_small_keys() -> None:
     assert extractor.event_record(long_array, "aigp.inject.success", 1).invalid == 0
     assert extractor.event_record(long_element, "aigp.inject.success", 1).invalid == 1
     kept = [dict(zip(names, values, strict=True)) for _, names, values, _ in extractor._events]
-    assert kept == [
-        {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: None},  # keyed without the event id's value
+    assert kept == [  # the event id is no part of the key
+        {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: None},
         {"aigp.tools.names": array["aigp.tools.names"], sc.EVENT_ID: None},
     ]
 
@@ -871,14 +913,14 @@ def test_span_events_read_from_the_cache_as_afresh_whatever_their_values() -> No
         ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (2.0,)}, False),
         ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (-1,)}, True),
         ({"aigp.prompts.names": "prompt.a", "aigp.models.names": ()}, True),
-        ({"aigp.tools.names": ("tool.a",), "aigp.other": 1.5}, False),
+        ({"aigp.tools.names": ("tool.a",), "aigp.other": 1.5}, True),  # a float no record reads
     ]
     ids: list[object] = [None, "", "e-1", "e" * 65, 7]
     extractor = Extractor(limits)
     expected_keys = 0
     for scalar, scalar_kept in scalars:
         for array, array_kept in arrays:
-            expected_keys += 3 * (scalar_kept and array_kept)  # no id, a string id, an integer id
+            expected_keys += 2 * (scalar_kept and array_kept)  # with an event id, whatever it is, and without
             for position, event_id in enumerate(ids):
                 attributes = {**scalar, **array}
                 if event_id is not None:
