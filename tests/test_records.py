@@ -952,3 +952,33 @@ def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> N
     for _ in range(2):
         for attributes in cases:
             assert extractor.genai(attributes) == genai_facts(attributes, limits)
+
+
+def test_reference_sdk_sessions_hit_the_event_cache_with_records_read_as_afresh() -> None:
+    """The reference SDK's span events carry a sequence number that grows with every event: the
+    second and later sessions add no entry to the cache, and every record is the fresh read."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from aigp_otel_bridge.frontdoors.sdk import capture_span
+    from tests.governed_spans import governed_session, instrumentor
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    aigp, tracer = instrumentor(), provider.get_tracer("sessions")
+    extractor = Extractor()
+    entries = []
+    for _ in range(3):
+        governed_session(tracer, aigp)
+        notes = [note for span in spans.get_finished_spans() if (note := capture_span(span)) is not None]
+        spans.clear()
+        events = [event for note in notes for event in note.governance_events]
+        assert len({event.attributes["aigp.sequence.number"] for event in events}) == len(events) == 5
+        for event in events:
+            fresh = record_from_attributes(event.attributes, event_name=event.name, time_ns=event.time_ns)
+            assert extractor.event_record(event.attributes, event.name, event.time_ns) == fresh
+        entries.append(len(extractor._events))
+    assert entries[0] == entries[1] == entries[2] > 0
+    provider.shutdown()
