@@ -789,6 +789,8 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
 
 
 _EVENTS_CACHED_MAX = 1024
+_EVENT_NAMES_MAX = 128
+"""Most attributes of a span event read once per value (OpenTelemetry's default limit)."""
 _GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
 
 
@@ -831,7 +833,7 @@ class Extractor:
         cap = self._limits.max_string_length
         unread = self._unread.get(names)
         if unread is None:
-            if not _small(names, cap):  # never kept: read afresh
+            if len(names) > _EVENT_NAMES_MAX or not _small(names, cap):  # never kept: read afresh
                 return record_from_attributes(
                     attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
                 )

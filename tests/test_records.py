@@ -803,8 +803,8 @@ def test_the_event_cache_checks_each_event_id_and_counts_bad_values_every_time()
 
 
 def test_the_event_cache_keeps_one_entry_per_repeated_action_and_stays_bounded() -> None:
-    """Events that differ only by their id share one entry; distinct values never grow the cache
-    past its bound, and every record is still the one read afresh."""
+    """Events that differ only by their id share one entry; distinct values and attribute names
+    never grow the caches past their bound, and every record is still the one read afresh."""
     extractor = Extractor()
     for n in range(50):
         tool_event = {sc.EVENT_ID: f"e-{n}", "aigp.tools.names": ("tool.a", "tool.b")}
@@ -813,11 +813,13 @@ def test_the_event_cache_keeps_one_entry_per_repeated_action_and_stays_bounded()
         )
     assert len(extractor._events) == 1
     for n in range(3 * EVENTS_CACHED_MAX):
-        policy_event = {sc.EVENT_ID: f"e-{n}", sc.POLICY_NAME: f"policy.{n}", sc.POLICY_VERSION: n % 3}
+        policy_event = {
+            sc.EVENT_ID: f"e-{n}", sc.POLICY_NAME: f"policy.{n}", sc.POLICY_VERSION: n % 3, f"x.{n}": n
+        }
         assert extractor.event_record(policy_event, "aigp.inject.success", n) == record_from_attributes(
             policy_event, event_name="aigp.inject.success", time_ns=n
         )
-        assert len(extractor._events) <= EVENTS_CACHED_MAX
+        assert len(extractor._events) <= EVENTS_CACHED_MAX and len(extractor._unread) <= EVENTS_CACHED_MAX
 
 
 def test_the_event_cache_keys_only_what_the_record_reads() -> None:
@@ -862,17 +864,18 @@ def test_the_keys_the_cache_reads_are_all_a_record_reads() -> None:
 
 
 def test_the_event_cache_keeps_only_small_keys() -> None:
-    """Strings longer than any accepted name, long arrays and arrays of anything but strings and
-    integers are read afresh every time, so what the cache holds stays small whatever the
-    application puts on its events."""
+    """Strings longer than any accepted name, long arrays, arrays of anything but strings and
+    integers, and events of very many attributes are read afresh every time, so what the cache
+    holds stays small whatever the application puts on its events."""
     extractor = Extractor(Limits(max_string_length=16))
     long_name = {sc.POLICY_NAME: "p" * 17, sc.EVENT_ID: "e-1"}
     long_array = {"aigp.tools.names": tuple(f"tool.{n}" for n in range(17)), sc.EVENT_ID: "e-2"}
     long_element = {"aigp.tools.names": ("tool.a", "t" * 17), sc.EVENT_ID: "e-3"}
     nested = {"aigp.tools.names": (("tool.a",),), sc.EVENT_ID: "e-4"}
+    crowded = {sc.POLICY_NAME: "policy.b", **{f"x.{n}": n for n in range(200)}}
     small = {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: "e-5"}
     array = {"aigp.tools.names": tuple(f"tool.{n}" for n in range(16)), sc.EVENT_ID: "e-6"}
-    for attributes in (long_name, long_array, long_element, nested, small, array):
+    for attributes in (long_name, long_array, long_element, nested, crowded, small, array):
         first = extractor.event_record(attributes, "aigp.inject.success", 1)
         assert extractor.event_record(attributes, "aigp.inject.success", 1) == first
     assert (long_name_record := extractor.event_record(long_name, "aigp.inject.success", 1)).invalid == 1
