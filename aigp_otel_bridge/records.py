@@ -70,12 +70,18 @@ class GovernanceRecord:
 
 def fits_text(value: object, max_length: int) -> bool:
     """A string of at most ``max_length`` characters that can be written as UTF-8."""
-    return isinstance(value, str) and len(value) <= max_length and sc.utf8_safe(value)
+    return (
+        isinstance(value, str)
+        and len(value) <= max_length
+        and (value.isascii() or sc.utf8_safe(value))  # ASCII (nearly every value) costs no call
+    )
 
 
 def optional_text(value: object, max_length: int) -> tuple[str | None, bool]:
     """An optional text value (id, agent id) and whether it was unfit: None when absent (None or
     empty) or unfit (``fits_text``)."""
+    if type(value) is str and len(value) <= max_length and value.isascii():  # the common case
+        return value or None, False
     if value is None or value == "":
         return None, False
     if fits_text(value, max_length):
@@ -185,6 +191,18 @@ def _span_event_type(event_name: str) -> str:
 
 
 _ARRAY_KEYS = frozenset(names_key for _, names_key, _ in sc.ARRAY_RESOURCES)
+_RECORD_KEYS = frozenset({
+    sc.EVENT_TYPE,
+    sc.GOVERNANCE_HASH,
+    sc.GOVERNANCE_HASH_TYPE,
+    sc.ENFORCEMENT_RESULT,
+    sc.MERKLE_LEAF_COUNT,
+    sc.DATA_CLASSIFICATION,
+    sc.AGENT_ID,
+    *(key for _, name_key, version_key in sc.SINGLE_RESOURCES for key in (name_key, version_key)),
+    *(key for _, names_key, versions_key in sc.ARRAY_RESOURCES for key in (names_key, versions_key) if key),
+})
+"""Every key ``record_from_attributes`` reads, the event id aside (it reads each with ``get``)."""
 _RawResource = tuple[str, str, "int | None", "str | None"]
 """(type, name, version, leaf hash) of a resource, before it becomes a ``ResourceRef``."""
 
@@ -429,7 +447,9 @@ def _event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
 
 
 def _small(values: tuple[object, ...], max_length: int) -> bool:
-    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid."""
+    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid,
+    and arrays (tuples, as OpenTelemetry stores them) of at most ``_ARRAY_KEY_MAX`` such strings
+    or integers."""
     for value in values:
         if type(value) is str:
             if len(value) > max_length:
@@ -437,14 +457,37 @@ def _small(values: tuple[object, ...], max_length: int) -> bool:
         elif type(value) is int:
             if not -(1 << 63) <= value < 1 << 63:
                 return False
+        elif type(value) is tuple:  # flat: an array of arrays is never kept
+            if not (
+                len(value) <= _ARRAY_KEY_MAX
+                and _ARRAY_ELEMENT_TYPES.issuperset(map(type, value))
+                and _small(value, max_length)
+            ):
+                return False
         elif value is not None and type(value) is not bool:
             return False
     return True
 
 
 _KEY_TYPES = frozenset((str, int, bool, type(None)))
-"""The types of the values ``_small`` lets a cache key keep (an array, a float or a mapping is
+"""The types of the values ``_small`` lets a cache key keep, arrays aside (a float or a mapping is
 never kept, so an event holding one is read afresh without a look-up)."""
+_ARRAY_KEY_TYPES = _KEY_TYPES | {tuple}
+_ARRAY_ELEMENT_TYPES = frozenset((str, int))
+_ARRAY_KEY_MAX = 16
+"""Most elements of an array a cache key keeps (the tools or policies of one action)."""
+
+
+def _keyable_arrays(values: Iterable[object], types: tuple[type, ...]) -> bool:
+    """Whether values holding arrays may be looked up by value: each array's elements must be
+    strings or integers only, since equal arrays of other elements read differently
+    (``(1,) == (True,)``); the top-level types are in the key itself."""
+    if not _ARRAY_KEY_TYPES.issuperset(types):
+        return False
+    for value in values:
+        if type(value) is tuple and not _ARRAY_ELEMENT_TYPES.issuperset(map(type, value)):
+            return False
+    return True
 
 
 def _annotated_resources(annotations: object) -> bool:
@@ -746,6 +789,8 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
 
 
 _EVENTS_CACHED_MAX = 1024
+_EVENT_NAMES_MAX = 128
+"""Most attributes of a span event read once per value (OpenTelemetry's default limit)."""
 _GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
 
 
@@ -753,7 +798,7 @@ class Extractor:
     """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
     since every span of a process shares one."""
 
-    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource")
+    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource", "_unread")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -763,47 +808,59 @@ class Extractor:
         self._genai_items: dict[tuple[object, ...], GenAIFacts | None] = {}
         """GenAI facts of spans with few attributes, by those attributes (see ``genai``)."""
         self._events: dict[tuple[object, ...], GovernanceRecord] = {}
-        """Span-event records by everything but their event id and time (see ``event_record``)."""
+        """Span-event records by what their record reads (see ``event_record``)."""
+        self._unread: dict[tuple[object, ...], tuple[int, ...]] = {}
+        """Positions of a span event's attribute names that its record does not read (the event
+        id's among them), by those names: instrumentation repeats its key sets."""
 
     def event_record(
         self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
     ) -> GovernanceRecord:
         """``record_from_attributes`` of a span event, validated once per distinct value.
 
-        Everything an AIGP span event carries but its event id repeats from one action to the next
-        (the same policy, version, content hash and verdict), so the validated record is kept by
-        the event name and the values with their types (``1``, ``1.0`` and ``True`` are equal keys
-        but not equally valid), and a hit only checks the event id. The record read is the same
-        either way; values left out as invalid are counted each time they are seen. Only small
-        keys are kept (``_small``: arrays and long strings are read afresh each time), so the
-        cache's size stays bounded in bytes as well as in entries.
+        Everything an AIGP span event carries that its record reads, the event id aside, repeats
+        from one action to the next (the same policy, version, content hash and verdict), so the
+        validated record is kept by the event name and the values of the keys it reads
+        (``_RECORD_KEYS``), with their types (``1``, ``1.0`` and ``True`` are equal keys but not
+        equally valid); a hit only checks the event id. Keys the record never reads (a sequence
+        number, a signature, a denial reason) are no part of the key, so events that differ in
+        them share one entry. The record read is the same either way; values left out as invalid
+        are counted each time they are seen. Only small values are kept (``_small``: long strings
+        and long arrays are read afresh each time), so the cache's size stays bounded in bytes as
+        well as in entries.
         """
-        event_id = attributes.get(sc.EVENT_ID)
-        rest = attributes
-        if event_id is not None:
-            rest = dict(attributes)
-            del rest[sc.EVENT_ID]
-        types = tuple(map(type, rest.values()))
-        if not _KEY_TYPES.issuperset(types):  # never kept (``_small``): read afresh, looked up once
-            return record_from_attributes(
+        names = tuple(attributes)
+        cap = self._limits.max_string_length
+        unread = self._unread.get(names)
+        if unread is None:
+            if len(names) > _EVENT_NAMES_MAX or not _small(names, cap):  # never kept: read afresh
+                return record_from_attributes(
+                    attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
+                )
+            unread = tuple(at for at, name in enumerate(names) if name not in _RECORD_KEYS)
+            if len(self._unread) >= _EVENTS_CACHED_MAX:
+                self._unread.clear()
+            self._unread[names] = unread
+        values = [*attributes.values()]
+        for at in unread:  # the event id and what no record reads are no part of the key
+            values[at] = None
+        types = tuple(map(type, values))
+        if not (_KEY_TYPES.issuperset(types) or _keyable_arrays(values, types)):
+            return record_from_attributes(  # never kept (``_small``): read afresh, looked up once
                 attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
             )
-        key = (event_name, tuple(rest.items()), types)
+        key = (event_name, names, tuple(values), types)  # hashable: the types were checked
         known = self._events
-        try:
-            cached = known.get(key)
-        except TypeError:  # an unhashable key of a custom mapping: read it afresh
-            return record_from_attributes(
-                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
-            )
+        cached = known.get(key)
         if cached is None:
-            cached = record_from_attributes(rest, event_name=event_name, limits=self._limits)
-            cap = self._limits.max_string_length
-            if _small(tuple(rest), cap) and _small(tuple(rest.values()), cap):
+            read = dict(zip(names, key[2], strict=True))  # all the record reads, and no event id
+            cached = record_from_attributes(read, event_name=event_name, limits=self._limits)
+            if _small(key[2], cap):
                 if len(known) >= _EVENTS_CACHED_MAX:
                     known.clear()
                 known[key] = cached
-        event_id, unfit = optional_text(event_id, self._limits.max_string_length)
+        event_id = attributes.get(sc.EVENT_ID)
+        event_id, unfit = optional_text(event_id, cap)
         return GovernanceRecord(
             event_id,
             cached.event_type,
@@ -819,12 +876,21 @@ class Extractor:
         )
 
     def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
-        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+        if not attributes:
             return None
         # Attributes holding GenAI keys only (what a note keeps of a span without governance data)
         # are their own key, cheaper to make than the values of every GenAI key and holding the
-        # same values; both determine the facts, and each has a cache of its own.
-        if len(attributes) <= len(sc.GEN_AI_KEYS) and _GEN_AI_KEY_SET.issuperset(attributes):
+        # same values; both determine the facts, and each has a cache of its own. Only such
+        # attributes are kept by their items, so a hit there needs no check of the keys.
+        small = len(attributes) <= len(sc.GEN_AI_KEYS)
+        if small:
+            try:
+                return self._genai_items[tuple(attributes.items())]
+            except (KeyError, TypeError):
+                pass
+        if sc.GEN_AI_MARKERS.isdisjoint(attributes):
+            return None
+        if small and _GEN_AI_KEY_SET.issuperset(attributes):
             key: tuple[object, ...] = tuple(attributes.items())
             known = self._genai_items
         else:
@@ -849,18 +915,26 @@ class Extractor:
         return known
 
     def span(self, note: SpanNote) -> SpanFacts:
-        local_root = note.local_root
-        records = records_from_note(note, self._limits, self.event_record)
+        local_root = note.parent_span_id is None or note.remote_parent  # ``note.local_root``, inlined
+        records = (
+            records_from_note(note, self._limits, self.event_record)
+            if note.governance_events or note.governed_attributes
+            else []
+        )
         genai = self.genai(note.attributes)
         if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
             records = [about_tool(record, genai.tool) for record in records]
+        name = note.name
+        resource = self._resource
+        if resource is None or resource.attributes is not note.resource:
+            resource = self.resource(note.resource)
         return SpanFacts(
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
-            sc.clean_text(note.name),
+            name if name.isascii() else sc.clean_text(name),
             note.start_ns,
             note.end_ns,
-            self.resource(note.resource),
+            resource,
             records,
             root_facts(note, self._limits) if local_root else None,
             note.span_id,

@@ -11,6 +11,8 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
+from aigp_otel_bridge.records import _EVENTS_CACHED_MAX as EVENTS_CACHED_MAX
+from aigp_otel_bridge.records import _RECORD_KEYS as RECORD_KEYS
 from aigp_otel_bridge.records import (
     Extractor,
     GovernanceRecord,
@@ -800,46 +802,128 @@ def test_the_event_cache_checks_each_event_id_and_counts_bad_values_every_time()
     assert unhashable.resources[0].name == "tool.a"
 
 
+def test_the_event_cache_keeps_one_entry_per_repeated_action_and_stays_bounded() -> None:
+    """Events that differ only by their id share one entry; distinct values and attribute names
+    never grow the caches past their bound, and every record is still the one read afresh."""
+    extractor = Extractor()
+    for n in range(50):
+        tool_event = {sc.EVENT_ID: f"e-{n}", "aigp.tools.names": ("tool.a", "tool.b")}
+        assert extractor.event_record(tool_event, "aigp.tool.invoked", n) == record_from_attributes(
+            tool_event, event_name="aigp.tool.invoked", time_ns=n
+        )
+    assert len(extractor._events) == 1
+    for n in range(3 * EVENTS_CACHED_MAX):
+        policy_event = {
+            sc.EVENT_ID: f"e-{n}", sc.POLICY_NAME: f"policy.{n}", sc.POLICY_VERSION: n % 3, f"x.{n}": n
+        }
+        assert extractor.event_record(policy_event, "aigp.inject.success", n) == record_from_attributes(
+            policy_event, event_name="aigp.inject.success", time_ns=n
+        )
+        assert len(extractor._events) <= EVENTS_CACHED_MAX and len(extractor._unread) <= EVENTS_CACHED_MAX
+
+
+def test_the_event_cache_keys_only_what_the_record_reads() -> None:
+    """The reference SDK numbers its span events (``aigp.sequence.number``) and may sign them:
+    events of one action that differ only in keys the record never reads share one entry, and
+    every record is still the one read afresh."""
+    extractor = Extractor()
+    for n in range(1, 40):
+        attributes = {
+            sc.EVENT_ID: f"e-{n}",
+            sc.EVENT_TYPE: "INJECT_SUCCESS",
+            "aigp.event.category": "inject",
+            sc.GOVERNANCE_HASH: HASH_A,
+            sc.POLICY_NAME: "policy.a",
+            sc.POLICY_VERSION: 3,
+            "aigp.sequence.number": n,
+            "aigp.event.signature": "x" * (2000 + n),  # unread, so no bound applies to it
+            "aigp.denial.reason": None if n % 2 else "denied for a reason",
+        }
+        assert extractor.event_record(attributes, "aigp.inject.success", n) == record_from_attributes(
+            attributes, event_name="aigp.inject.success", time_ns=n
+        )
+    assert len(extractor._events) == 1
+    ((_, names, values, _),) = extractor._events
+    kept = {name for name, value in zip(names, values, strict=True) if value is not None}
+    assert kept == {sc.EVENT_TYPE, sc.GOVERNANCE_HASH, sc.POLICY_NAME, sc.POLICY_VERSION}
+
+
+def test_the_keys_the_cache_reads_are_all_a_record_reads() -> None:
+    """``record_from_attributes`` reads no key beyond the event id and ``_RECORD_KEYS`` (else a
+    cache hit could miss a value that changes the record)."""
+
+    class Reading(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            asked.add(key)
+            return super().get(key, default)
+
+    asked: set[str] = set()
+    everything = {key: "x" for key in [*RECORD_KEYS, "aigp.event.id", "aigp.sequence.number"]}
+    record_from_attributes(Reading(everything), event_name="aigp.tool.invoked")
+    assert asked == {*RECORD_KEYS, sc.EVENT_ID}
+
+
 def test_the_event_cache_keeps_only_small_keys() -> None:
-    """Arrays and strings longer than any accepted name are read afresh every time, so what the
-    cache holds stays small whatever the application puts on its events."""
+    """Strings longer than any accepted name, long arrays, arrays of anything but strings and
+    integers, and events of very many attributes are read afresh every time, so what the cache
+    holds stays small whatever the application puts on its events."""
     extractor = Extractor(Limits(max_string_length=16))
     long_name = {sc.POLICY_NAME: "p" * 17, sc.EVENT_ID: "e-1"}
-    array = {"aigp.tools.names": ("tool.a",), sc.EVENT_ID: "e-2"}
-    small = {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: "e-3"}
-    for attributes in (long_name, array, small):
+    long_array = {"aigp.tools.names": tuple(f"tool.{n}" for n in range(17)), sc.EVENT_ID: "e-2"}
+    long_element = {"aigp.tools.names": ("tool.a", "t" * 17), sc.EVENT_ID: "e-3"}
+    nested = {"aigp.tools.names": (("tool.a",),), sc.EVENT_ID: "e-4"}
+    crowded = {sc.POLICY_NAME: "policy.b", **{f"x.{n}": n for n in range(200)}}
+    small = {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: "e-5"}
+    array = {"aigp.tools.names": tuple(f"tool.{n}" for n in range(16)), sc.EVENT_ID: "e-6"}
+    for attributes in (long_name, long_array, long_element, nested, crowded, small, array):
         first = extractor.event_record(attributes, "aigp.inject.success", 1)
         assert extractor.event_record(attributes, "aigp.inject.success", 1) == first
     assert (long_name_record := extractor.event_record(long_name, "aigp.inject.success", 1)).invalid == 1
     assert long_name_record.resources == ()
-    assert len(extractor._events) == 1  # only the small one
+    assert extractor.event_record(long_array, "aigp.inject.success", 1).invalid == 0
+    assert extractor.event_record(long_element, "aigp.inject.success", 1).invalid == 1
+    kept = [dict(zip(names, values, strict=True)) for _, names, values, _ in extractor._events]
+    assert kept == [  # the event id is no part of the key
+        {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: None},
+        {"aigp.tools.names": array["aigp.tools.names"], sc.EVENT_ID: None},
+    ]
 
 
-def test_events_with_arrays_read_as_afresh_whatever_their_values() -> None:
-    """Array attributes are read afresh each time while the rest of such an event is read once per
-    value: the record, its resources' content hashes and its count of invalid values are those of a
-    fresh read, on a cache miss and on a hit, whatever mixes of valid and invalid values it holds."""
-    limits = Limits(max_string_length=16, max_array_length=3)
-    scalars: list[dict[str, Any]] = [
-        {},
-        {sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "sha256", sc.ENFORCEMENT_RESULT: "denied"},
-        {sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 2},
-        {sc.GOVERNANCE_HASH: "not a hash", sc.POLICY_NAME: "p" * 17, sc.DATA_CLASSIFICATION: "secret"},
-        {sc.EVENT_TYPE: "TOOL_INVOKED", sc.AGENT_ID: "agent.a", sc.MERKLE_LEAF_COUNT: 0},
+def test_span_events_read_from_the_cache_as_afresh_whatever_their_values() -> None:
+    """A span event is read once per value, arrays included, and the record, its resources'
+    content hashes and its count of invalid values are those of a fresh read, on a cache miss and
+    on a hit, whatever mixes of valid and invalid values it holds. Arrays of equal elements of
+    other types (``(1,) == (True,) == (1.0,)``) are never looked up by value."""
+    limits = Limits(max_string_length=64, max_array_length=3)
+    scalars: list[tuple[dict[str, Any], bool]] = [  # (attributes, kept)
+        ({}, True),
+        ({sc.GOVERNANCE_HASH: HASH_A, sc.GOVERNANCE_HASH_TYPE: "sha256", sc.ENFORCEMENT_RESULT: "denied"},
+         True),
+        ({sc.GOVERNANCE_HASH: HASH_A, sc.POLICY_NAME: "policy.a", sc.POLICY_VERSION: 2}, True),
+        ({sc.GOVERNANCE_HASH: "not a hash", sc.POLICY_NAME: "p" * 65, sc.DATA_CLASSIFICATION: "secret"},
+         False),
+        ({sc.EVENT_TYPE: "TOOL_INVOKED", sc.AGENT_ID: "agent.a", sc.MERKLE_LEAF_COUNT: 0}, True),
     ]
-    arrays: list[dict[str, Any]] = [
-        {"aigp.tools.names": ("tool.a",)},
-        {"aigp.tools.names": ["tool.a", "tool.b"]},
-        {"aigp.tools.names": ("tool.a", "", 3, "t" * 17, "tool.e")},
-        {"aigp.policies.names": ("policy.a", "policy.b"), "aigp.policies.versions": (1, True)},
-        {"aigp.policies.versions": (1,)},
-        {"aigp.prompts.names": "prompt.a", "aigp.models.names": ()},
-        {"aigp.tools.names": ("tool.a",), "aigp.other": 1.5},
+    arrays: list[tuple[dict[str, Any], bool]] = [
+        ({"aigp.tools.names": ("tool.a",)}, True),
+        ({"aigp.tools.names": ["tool.a", "tool.b"]}, False),
+        ({"aigp.tools.names": ("tool.a", "", 3, "t" * 65, "tool.e")}, False),
+        ({"aigp.tools.names": ("tool.a", "", 3, "tool.d", "tool.e")}, True),
+        ({"aigp.policies.names": ("policy.a", "policy.b"), "aigp.policies.versions": (1, True)}, False),
+        ({"aigp.policies.versions": (1,)}, True),
+        ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (2,)}, True),
+        ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (True,)}, False),
+        ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (2.0,)}, False),
+        ({"aigp.policies.names": ("policy.a",), "aigp.policies.versions": (-1,)}, True),
+        ({"aigp.prompts.names": "prompt.a", "aigp.models.names": ()}, True),
+        ({"aigp.tools.names": ("tool.a",), "aigp.other": 1.5}, True),  # a float no record reads
     ]
-    ids: list[object] = [None, "", "e-1", "e" * 17, 7]
+    ids: list[object] = [None, "", "e-1", "e" * 65, 7]
     extractor = Extractor(limits)
-    for scalar in scalars:
-        for array in arrays:
+    expected_keys = 0
+    for scalar, scalar_kept in scalars:
+        for array, array_kept in arrays:
+            expected_keys += 2 * (scalar_kept and array_kept)  # with an event id, whatever it is, and without
             for position, event_id in enumerate(ids):
                 attributes = {**scalar, **array}
                 if event_id is not None:
@@ -849,7 +933,7 @@ def test_events_with_arrays_read_as_afresh_whatever_their_values() -> None:
                 )
                 for _ in range(2):  # a miss, then a hit
                     assert extractor.event_record(attributes, "aigp.tool.invoked", position) == fresh
-    assert extractor._events == {}  # arrays are never kept
+    assert len(extractor._events) == expected_keys
 
 
 def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> None:
@@ -864,8 +948,40 @@ def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> N
         {sc.GEN_AI_RESPONSE_MODEL: True, sc.GEN_AI_PROVIDER_NAME: 1},
         {sc.GEN_AI_REQUEST_MODEL: ["a", "b"]},
         {sc.GEN_AI_SYSTEM: "openai"},
+        {sc.AGENT_ID: "agent.a", "server.port": 443},
+        {sc.GEN_AI_REQUEST_MODEL: ("gpt-4o",)},
     ]
     extractor = Extractor(limits)
     for _ in range(2):
         for attributes in cases:
             assert extractor.genai(attributes) == genai_facts(attributes, limits)
+
+
+def test_reference_sdk_sessions_hit_the_event_cache_with_records_read_as_afresh() -> None:
+    """The reference SDK's span events carry a sequence number that grows with every event: the
+    second and later sessions add no entry to the cache, and every record is the fresh read."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from aigp_otel_bridge.frontdoors.sdk import capture_span
+    from tests.governed_spans import governed_session, instrumentor
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    aigp, tracer = instrumentor(), provider.get_tracer("sessions")
+    extractor = Extractor()
+    entries = []
+    for _ in range(3):
+        governed_session(tracer, aigp)
+        notes = [note for span in spans.get_finished_spans() if (note := capture_span(span)) is not None]
+        spans.clear()
+        events = [event for note in notes for event in note.governance_events]
+        assert len({event.attributes["aigp.sequence.number"] for event in events}) == len(events) == 5
+        for event in events:
+            fresh = record_from_attributes(event.attributes, event_name=event.name, time_ns=event.time_ns)
+            assert extractor.event_record(event.attributes, event.name, event.time_ns) == fresh
+        entries.append(len(extractor._events))
+    assert entries[0] == entries[1] == entries[2] > 0
+    provider.shutdown()
