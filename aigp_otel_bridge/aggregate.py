@@ -12,6 +12,7 @@ from operator import attrgetter
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.correlate import Observed, Overflow
+from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
 from aigp_otel_bridge.records import GovernanceRecord, ResourceRef
 
@@ -84,10 +85,7 @@ def _aggregate_hash(
     digests = frozenset(hashes)
     root = _ROOTS.get(digests)
     if root is None:
-        root = merkle_root(digests)
-        if len(_ROOTS) >= _ROOTS_MAX:
-            _ROOTS.clear()
-        _ROOTS[digests] = root
+        root = remember(_ROOTS, digests, merkle_root(digests), _ROOTS_MAX)
     return root, "merkle-sha256", len(hashes)
 
 
@@ -175,14 +173,11 @@ def _single(ref: ResourceRef, denied: bool, provider: str | None) -> ResourceSum
     summary = _SINGLE.get(key)
     if summary is None:
         leaf, content = ref.leaf_hash, ref.content_hash
-        summary = ResourceSummary(
+        summary = remember(_SINGLE, key, ResourceSummary(
             ref.type, ref.name, ref.version, (),
             () if leaf is None else (leaf,), () if content is None else (content,),
             denied, True, provider,
-        )
-        if len(_SINGLE) >= _SINGLE_MAX:
-            _SINGLE.clear()
-        _SINGLE[key] = summary
+        ), _SINGLE_MAX)
     return summary
 
 
@@ -194,10 +189,10 @@ def _observed_only(key: tuple[str, str], provider: str | None) -> ResourceSummar
     model serves run after run)."""
     summary = _OBSERVED.get((key, provider))
     if summary is None:
-        summary = ResourceSummary(key[0], key[1], governed=False, provider=provider)
-        if len(_OBSERVED) >= _SINGLE_MAX:
-            _OBSERVED.clear()
-        _OBSERVED[(key, provider)] = summary
+        summary = remember(
+            _OBSERVED, (key, provider), ResourceSummary(key[0], key[1], governed=False, provider=provider),
+            _SINGLE_MAX,
+        )
     return summary
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.records import (
     GenAIFacts,
     GovernanceRecord,
@@ -579,10 +580,7 @@ class Correlator:
             self._about_tool(run, keys, genai.tool)
 
     def _observation(self, genai: GenAIFacts, before: _GenAI | None, after: _GenAI | None) -> None:
-        observed = self._observed
-        if len(observed) >= _OBSERVED_MAX:
-            observed.clear()
-        observed[(id(genai), id(before))] = (genai, before, after)
+        remember(self._observed, (id(genai), id(before)), (genai, before, after), _OBSERVED_MAX)
 
     def _genai(
         self, observed: tuple[Observed, ...], agent: tuple[int, int, str] | None, tools: dict[int, str] | None
@@ -593,9 +591,7 @@ class Correlator:
         shared = self._shared_genai
         state = shared.get(observed)
         if state is None:
-            if len(shared) >= _SHARED_GENAI_MAX:
-                shared.clear()
-            state = shared[observed] = _GenAI(observed)
+            state = remember(shared, observed, _GenAI(observed), _SHARED_GENAI_MAX)
         return state
 
     def _place_tool_less(self, run: _Run, span: SpanFacts, keys: list[str], root_id: int | None) -> None:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import is_sha256_hex
 from aigp_otel_bridge.note import SpanNote
 
@@ -248,9 +249,7 @@ def _refs(
     refs = _REFS_BY_RAW.get(key)
     if refs is None:
         refs = _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
-        if len(_REFS_BY_RAW) >= _SHARED_REFS_MAX:
-            _REFS_BY_RAW.clear()
-        _REFS_BY_RAW[key] = refs
+        remember(_REFS_BY_RAW, key, refs, _SHARED_REFS_MAX)
     return refs
 
 
@@ -266,9 +265,8 @@ _BY_RAW_MAX = 16
 def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
     """One object for equal resource tuples: agents use the same policies and prompts (same
     content, same hash) run after run, and pending runs then share what they name."""
-    if len(_SHARED_REFS) >= _SHARED_REFS_MAX:
-        _SHARED_REFS.clear()
-    return _SHARED_REFS.setdefault(refs, refs)
+    shared = _SHARED_REFS.get(refs)
+    return shared if shared is not None else remember(_SHARED_REFS, refs, refs, _SHARED_REFS_MAX)
 
 
 def record_from_attributes(
@@ -440,9 +438,7 @@ def _event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
     if known is None:
         known = _read_event_fields(event, limits)
         if _small(values, limits.max_string_length):
-            if len(_FIELDS_READ) >= _FIELDS_READ_MAX:
-                _FIELDS_READ.clear()
-            _FIELDS_READ[key] = known
+            remember(_FIELDS_READ, key, known, _FIELDS_READ_MAX)
     return known
 
 
@@ -789,6 +785,7 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
 
 
 _EVENTS_CACHED_MAX = 1024
+_GENAI_CACHED_MAX = 1024
 _EVENT_NAMES_MAX = 128
 """Most attributes of a span event read once per value (OpenTelemetry's default limit)."""
 _GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
@@ -837,10 +834,10 @@ class Extractor:
                 return record_from_attributes(
                     attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
                 )
-            unread = tuple(at for at, name in enumerate(names) if name not in _RECORD_KEYS)
-            if len(self._unread) >= _EVENTS_CACHED_MAX:
-                self._unread.clear()
-            self._unread[names] = unread
+            unread = remember(
+                self._unread, names, tuple(at for at, name in enumerate(names) if name not in _RECORD_KEYS),
+                _EVENTS_CACHED_MAX,
+            )
         values = [*attributes.values()]
         for at in unread:  # the event id and what no record reads are no part of the key
             values[at] = None
@@ -856,9 +853,7 @@ class Extractor:
             read = dict(zip(names, key[2], strict=True))  # all the record reads, and no event id
             cached = record_from_attributes(read, event_name=event_name, limits=self._limits)
             if _small(key[2], cap):
-                if len(known) >= _EVENTS_CACHED_MAX:
-                    known.clear()
-                known[key] = cached
+                remember(known, key, cached, _EVENTS_CACHED_MAX)
         event_id = attributes.get(sc.EVENT_ID)
         event_id, unfit = optional_text(event_id, cap)
         return GovernanceRecord(
@@ -902,11 +897,7 @@ class Extractor:
             pass
         except TypeError:  # an unhashable value (a list): read it afresh
             return genai_facts(attributes, self._limits)
-        facts = genai_facts(attributes, self._limits)
-        if len(known) >= 1024:
-            known.clear()
-        known[key] = facts
-        return facts
+        return remember(known, key, genai_facts(attributes, self._limits), _GENAI_CACHED_MAX)
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
         known = self._resource

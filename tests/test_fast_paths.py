@@ -23,6 +23,7 @@ from aigp_otel_bridge import records
 from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.build import iso_millis, run_event_dict
 from aigp_otel_bridge.links import run_id_for_trace
+from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import flat_hash
 from aigp_otel_bridge.openlineage import _run_state, _session_run, build_openlineage_run_event
 from aigp_otel_bridge.records import Limits, record_from_aigp_event, records_from_aigp_events
@@ -231,3 +232,15 @@ def test_an_unknown_event_type_is_refused_as_the_enum_refuses_it(bad: Any) -> No
         _run_state(bad)
     with pytest.raises(ValueError):
         build_openlineage_run_event(_event(1), "ns", "job", event_type=bad)
+
+
+def test_a_full_memo_is_emptied_before_the_next_entry() -> None:
+    """Every bounded memo of the bridge (``memo.remember``) holds at most its limit: the entry past
+    it starts afresh, and what was forgotten is computed again, never answered wrongly."""
+    memo: dict[int, str] = {}
+    assert [remember(memo, key, f"v{key}", 3) for key in range(3)] == ["v0", "v1", "v2"]
+    assert memo == {0: "v0", 1: "v1", 2: "v2"}
+    assert remember(memo, 3, "v3", 3) == "v3"
+    assert memo == {3: "v3"}
+    remember(memo, 3, "again", 3)  # a key already there is replaced, nothing forgotten
+    assert memo == {3: "again"}

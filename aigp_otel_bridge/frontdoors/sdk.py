@@ -12,6 +12,7 @@ from typing import Any
 from opentelemetry.trace import StatusCode
 
 from aigp_otel_bridge import semconv as sc
+from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.records import has_governance_attributes
 
@@ -48,10 +49,7 @@ def _learn_verdict(keys: tuple[str, ...]) -> Verdict:
     else:
         kind = _MODEL if sc.GEN_AI_TOOL_NAME not in keys and sc.GEN_AI_AGENT_NAME not in keys else _GENAI
     verdict = (kind, tuple(key for key in sc.GEN_AI_KEYS if key in keys))
-    if len(_KEY_VERDICTS) >= _KEY_VERDICTS_MAX:
-        _KEY_VERDICTS.clear()
-    _KEY_VERDICTS[keys] = verdict
-    return verdict
+    return remember(_KEY_VERDICTS, keys, verdict, _KEY_VERDICTS_MAX)
 
 
 ModelsSent = dict[tuple[Any, ...], None]
@@ -68,9 +66,7 @@ def _model_sent_before(sent: ModelsSent, trace_id: int, attributes: Mapping[str,
     try:
         if key in sent:
             return True
-        if len(sent) >= _MODELS_SENT_MAX:
-            sent.clear()
-        sent[key] = None
+        remember(sent, key, None, _MODELS_SENT_MAX)
     except TypeError:  # an unhashable value: always noted
         pass
     return False
