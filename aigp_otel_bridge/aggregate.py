@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.correlate import Observed, Overflow
@@ -59,11 +58,6 @@ class RunSummary:
     """Inputs observed without any AIGP record covering them."""
 
 
-_CLASSIFICATION = attrgetter("classification")
-_AGENT_ID = attrgetter("agent_id")
-_TIME = attrgetter("time_ns")
-_DENIED = attrgetter("denied")
-_INVALID = attrgetter("invalid")
 _CLASSIFICATION_BY_RANK = {rank: name for name, rank in sc.CLASSIFICATION_RANK.items()}
 _NO_OVERFLOW = Overflow()
 """Read, never changed: a run with nothing past the per-run bound."""
@@ -234,7 +228,7 @@ def aggregate(
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
     denied, invalid = overflow.denied, overflow.invalid
-    classifications: set[str | None] = set()
+    classifications: set[str | None] = set()  # None among them: discarded once, after the loop
     agents: list[str] = []
     latest: int | None = None
     earliest: int | None = None
@@ -258,8 +252,7 @@ def aggregate(
                 latest = time_ns
             if earliest is None or time_ns < earliest:
                 earliest = time_ns
-    classifications.discard(None)
-    top_rank = max(map(sc.CLASSIFICATION_RANK.__getitem__, classifications), default=-1)  # type: ignore[arg-type]
+    top_rank = max((sc.CLASSIFICATION_RANK[c] for c in classifications if c is not None), default=-1)
     hashes = {digest: (record.hash_type, record.leaf_count) for digest, record in speaking.items()}
     for digest, details in overflow.hashes.items():
         hashes.setdefault(digest, details)
