@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
 from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
+from aigp_otel_bridge.memo import remember
 
 OPEN_SPANS_PER_PENDING_RUN = 4
 """Open spans whose local root is remembered, per ``max_pending_traces``: past it (spans that
@@ -54,9 +55,7 @@ class AIGPLineageSpanProcessor(SpanProcessor):
         try:
             local_root_of = self._local_root_of
             if parent is None or parent[2]:  # SpanContext: (trace id, span id, is remote, ...)
-                if len(local_root_of) >= self._max_open_spans:
-                    local_root_of.clear()
-                local_root_of[context[1]] = context[1]
+                remember(local_root_of, context[1], context[1], self._max_open_spans)
                 self._engine.put_root_start(context[0], context[1], parent is not None)
                 if not self._engine.stopped:  # so that calls under it can propagate its run
                     self._links.root_started(span, parent_context)
