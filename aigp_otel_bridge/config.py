@@ -62,6 +62,9 @@ class BridgeConfig:
     trace_timeout_s: float = field(default=300.0, metadata=_about(
         Kind.SECONDS, "quiet time after which a governed run is emitted early"
     ))
+    schedule_delay_s: float = field(default=1.0, metadata=_about(
+        Kind.SECONDS, "longest a finished local root waits for the correlation worker (a flush does not)"
+    ))
     max_pending_traces: int = field(default=10_000, metadata=_about(
         Kind.POSITIVE_INT, "runs buffered at once; the least recently active is emitted early"
     ))

@@ -44,10 +44,6 @@ _log = logging.getLogger("aigp_otel_bridge")
 _BATCH = 256
 """Intake items processed per hold of the correlation lock, so that a thread applying
 back-pressure waits for at most one batch."""
-GATHER_S = 0.005
-"""After a local root ends, how long the correlation worker waits for more before it starts:
-one wake-up (and one hand-over to delivery) per batch of traces instead of per trace. A flush,
-a shutdown or a half-full intake ends the wait at once."""
 
 
 @dataclass(slots=True)
@@ -128,6 +124,13 @@ class Engine:
         self._emit = emit
         self._capacity = config.max_intake_size
         self._sweep_s = min(1.0, config.trace_timeout_s / 4)
+        self._gather_s = min(config.schedule_delay_s, config.trace_timeout_s / 4)
+        """After a local root ends, how long the worker waits for more before it starts: each pass
+        over the intake pays a fixed cost (a wake-up, and on a busy process caches gone cold while
+        the application ran), so one pass per delay rather than per trace, as the SDK's batch
+        processor exports per schedule delay rather than per span. A flush, a shutdown or a
+        half-full intake ends the wait at once; a quarter of ``trace_timeout_s`` bounds it, as it bounds
+        the sweep, so that timeouts stay as exact."""
         self._note_cap = max(config.max_string_length, 1024) + 1
         self._stopped = False
         self._forked = False
@@ -343,7 +346,7 @@ class Engine:
             self._wake.wait(self._sweep_s)
             self._wake.clear()
             if self._intake and not self._prompt.is_set():
-                self._prompt.wait(GATHER_S)  # gather more traces into this pass
+                self._prompt.wait(self._gather_s)  # gather more traces into this pass
             self._prompt.clear()
             try:
                 while self._intake and not self._stop_done:

@@ -880,6 +880,27 @@ def test_force_flush_returns_true_after_delivery(make_bridge: Any, transport: Ca
     assert processor.stats()["runs_emitted"] == 3
 
 
+def test_a_flush_never_waits_for_the_schedule_delay(make_bridge: Any, transport: CaptureTransport) -> None:
+    aigp = new_instrumentor()
+    _, processor, tracer = governed_bridge(make_bridge, aigp, schedule_delay_s=3600)
+    for _ in range(3):
+        with tracer.start_as_current_span("invoke"):
+            aigp.inject_success("policy.trading-limits", 4, "limits")
+    assert processor.force_flush(timeout_millis=10_000) is True  # not after the worker's hour of gathering
+    assert len(transport.events) == 3
+
+
+def test_runs_go_out_after_the_schedule_delay_without_a_flush(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    aigp = new_instrumentor()
+    _, _, tracer = governed_bridge(make_bridge, aigp, schedule_delay_s=0.05)
+    for _ in range(3):
+        with tracer.start_as_current_span("invoke"):
+            aigp.inject_success("policy.trading-limits", 4, "limits")
+    assert len(transport.wait_for(3)) == 3  # the worker's own pass, no flush asked
+
+
 def test_shutdown_is_idempotent_and_later_spans_are_ignored_but_counted(
     make_bridge: Any, transport: CaptureTransport
 ) -> None:
