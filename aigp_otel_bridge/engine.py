@@ -129,8 +129,8 @@ class Engine:
         over the intake pays a fixed cost (a wake-up, and on a busy process caches gone cold while
         the application ran), so one pass per delay rather than per trace, as the SDK's batch
         processor exports per schedule delay rather than per span. A flush, a shutdown or a
-        half-full intake ends the wait at once; a quarter of ``trace_timeout_s`` bounds it, as it bounds
-        the sweep, so that timeouts stay as exact."""
+        half-full intake ends the wait at once. A quarter of ``trace_timeout_s`` bounds it, as it
+        bounds the sweep, so that timeouts stay as exact."""
         self._note_cap = max(config.max_string_length, 1024) + 1
         self._stopped = False
         self._forked = False
