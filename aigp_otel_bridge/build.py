@@ -2,16 +2,16 @@
 
 ``name_run`` combines what correlation closed and aggregation summarised into a ``DecidedRun``
 (identity, job, times, state) from the facts extraction computed; ``build_run_event`` gives it
-its OpenLineage shape: an ``openlineage.client.event_v2.RunEvent`` whose facets are plain dicts.
-Both are pure; ``build_run_event`` is called afresh for every delivery attempt because
+its OpenLineage shape: an ``openlineage.client.event_v2.RunEvent``. Both are pure;
+``build_run_event`` is called afresh for every delivery attempt because
 ``OpenLineageClient.emit`` mutates the event it is given.
 
 The facets are defined by their classes (``facets.py`` and the client's generated facets);
-``class_built_run_event`` builds an event with them. The client's ``Serde`` writes a facet dict
-exactly as it writes the facet object the dict was read from, and a dict costs a third of an
-attrs facet to build and to serialise, so delivery and the builder API use the dicts
-(``run_event_dict`` for the whole event, as ``Serde.to_dict`` would give it). Tests hold the two
-paths byte-identical.
+``class_built_run_event`` builds an event with them. Their validators cost three times as much
+as writing the same values into a dict, so the facets are built as dicts: the builder API and
+the outbox use them as they are (``run_event_dict``, as ``Serde.to_dict`` would give it), and
+delivery hands the client each as a ``FacetRecord``, the shape its ``Serde`` copies at least
+cost. Tests hold all three byte-identical.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from aigp_otel_bridge.facets import (
     RESOURCE_FACET_KEY,
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
+    facet_record,
 )
 from aigp_otel_bridge.links import (
     RUN_LINKS,
@@ -324,16 +325,18 @@ def run_event_json(run: DecidedRun, producer: str) -> str:
 
 
 def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
-    """The RunEvent of a decided run: the client's event classes, the facets as plain dicts."""
+    """The RunEvent of a decided run: the client's event classes, each facet a ``FacetRecord``
+    (the facet dict as an attrs record, which the client's ``Serde`` copies at least cost)."""
     producer = producer or client_base.PRODUCER
-    job_facets: dict[str, Any] = {"jobType": _job_type_dict(producer)}
+    job_facets: dict[str, Any] = {"jobType": _job_type_record(producer)}
     event_time = iso_millis(run.event_time_ns)
-    facets = _run_facets(run, producer, event_time)
+    run_facets = _run_facets(run, producer, event_time)
+    facets: dict[str, Any] = {key: facet_record(facet) for key, facet in run_facets.items()}
     job = Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets)
-    inputs = [
-        InputDataset(namespace=namespace, name=name, inputFacets={RESOURCE_FACET_KEY: facet})
-        for namespace, name, facet in _input_parts(run, producer)
-    ]
+    inputs = []
+    for namespace, name, facet in _input_parts(run, producer):
+        input_facets: dict[str, Any] = {RESOURCE_FACET_KEY: facet_record(facet)}
+        inputs.append(InputDataset(namespace=namespace, name=name, inputFacets=input_facets))
     if _PREVALIDATED and isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id):
         return _prevalidated_event(run, event_time, facets, job, inputs, producer)
     return RunEvent(
@@ -395,7 +398,7 @@ def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
         "producer": producer,
         "schemaURL": _RUN_EVENT_SCHEMA,
         "eventType": run.event_type.value,
-        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, event_time, shared=False)},
+        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, event_time)},
         "job": {
             "namespace": run.job_namespace,
             "name": run.job_name,
@@ -417,13 +420,12 @@ _RESOURCE_SCHEMA = AIGPResourceInputFacet._get_schema()
 _NOMINAL_TIME_SCHEMA = NominalTimeRunFacet._get_schema()
 
 
-def _run_facets(run: DecidedRun, producer: str, event_time: str, *, shared: bool = True) -> dict[str, Any]:
+def _run_facets(run: DecidedRun, producer: str, event_time: str) -> dict[str, Any]:
     """``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal to
     it (a run that ended with its root) reuses."""
-    engine = _engine_dict(producer)
     facets: dict[str, Any] = {
         GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer),
-        "processing_engine": engine if shared else dict(engine),
+        "processing_engine": dict(_engine_dict(producer)),
     }
     if run.nominal_start_ns is not None:
         nominal = {
@@ -521,6 +523,12 @@ def _job_type_dict(producer: str) -> dict[str, Any]:
     """Constant per producer; shared by the events ``build_run_event`` makes (nothing changes it:
     ``emit`` adds facets beside it, ``Serde`` copies)."""
     return Serde.to_dict(_job_type(producer))
+
+
+@lru_cache(maxsize=8)
+def _job_type_record(producer: str) -> Any:
+    """``_job_type_dict`` as the facet record ``build_run_event`` shares between its events."""
+    return facet_record(_job_type_dict(producer))
 
 
 @lru_cache(maxsize=8)

@@ -1,6 +1,7 @@
-"""RunEvents with plain-dict facets are the RunEvents the facet classes define, byte for byte.
+"""RunEvents with facets built as dicts are the RunEvents the facet classes define, byte for byte.
 
-Delivery emits ``build_run_event`` (the client's event classes, facets as dicts), the outbox
+Delivery emits ``build_run_event`` (the client's event classes, each facet dict as a
+``FacetRecord``), the outbox
 stores ``run_event_dict`` written with ``json.dumps(..., sort_keys=True)``, and the builder API
 returns ``run_event_dict``: each must serialise exactly as ``class_built_run_event`` (every facet
 an object of its class, ``_schemaURL`` and ``_producer`` included) does with the client's
@@ -11,8 +12,10 @@ ungoverned (a tool, and a model with its provider), and an empty producer (the c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ import pytest
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import Run, RunEvent, RunState
 from openlineage.client.serde import Serde
+from openlineage.client.transport.transform import EventTransformer
 
 from aigp_otel_bridge import build as build_module
 from aigp_otel_bridge.aggregate import ResourceSummary
@@ -33,6 +37,7 @@ from aigp_otel_bridge.build import (
     run_event_json,
 )
 from aigp_otel_bridge.deliver import stored_row
+from aigp_otel_bridge.facets import FacetRecord, facet_record
 from aigp_otel_bridge.links import RunIdentity, RunParent
 from aigp_otel_bridge.openlineage import (
     _session_run,
@@ -208,3 +213,60 @@ def test_other_run_ids_go_through_the_constructors(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(build_module, "_PREVALIDATED", False)  # a client whose classes differ
     event = build_run_event(_base_run(), PRODUCER)
     assert event == _constructed(event)
+
+
+def test_delivered_facets_read_like_their_dicts_and_copy_as_the_client_copies() -> None:
+    """Delivery hands the client facet records: a transport or transformer reads them by key (as
+    the dicts they stand for) or by attribute (as the client's facet objects); ``deepcopy`` (the
+    transform transport's) and pickling keep them and their JSON."""
+    run = _runs()["several agents and hashes"]
+    event = build_run_event(run, PRODUCER)
+    as_dicts = run_event_dict(run, PRODUCER)
+    governance = event.run.facets["aigp_governance"]
+    assert isinstance(governance, FacetRecord)
+    assert governance == as_dicts["run"]["facets"]["aigp_governance"]
+    assert dict(governance) == as_dicts["run"]["facets"]["aigp_governance"]
+    assert governance["complete"] is run.complete and governance.complete is run.complete
+    assert governance.get("no such field") is None and "governanceHash" in governance
+    with pytest.raises(KeyError):
+        governance["keys"]
+    for made, expected in zip(event.inputs, as_dicts["inputs"], strict=True):
+        assert made.inputFacets["aigp_resource"] == expected["inputFacets"]["aigp_resource"]
+    for copied in (copy.deepcopy(event), pickle.loads(pickle.dumps(event))):
+        assert Serde.to_json(copied) == Serde.to_json(event)
+        assert copied.run.facets["aigp_governance"] == governance
+
+
+def test_facets_whose_keys_cannot_be_fields_stay_dicts() -> None:
+    for facet in ({"keys": 1}, {"a-b": 1}, {"class": 1}, {"_a": 1, "a": 2}, {"__x": 1}):
+        assert facet_record(facet) is facet
+    assert facet_record({"_producer": "p", "value": None}) == {"_producer": "p", "value": None}
+
+
+class RedactingTransformer(EventTransformer):
+    """A user's transformer: reads the governance facet by key, changes a field by attribute."""
+
+    def transform(self, event: Any) -> Any:
+        facet = event.run.facets["aigp_governance"]
+        facet.agentId = f"redacted-{len(facet['governanceHash'])}"
+        return event
+
+
+def test_a_transform_transport_reads_and_changes_delivered_facets(tmp_path: Path) -> None:
+    log_file = tmp_path / "events.jsonl"
+    client = OpenLineageClient(config={"transport": {
+        "type": "transform",
+        "transformer_class": f"{__name__}.RedactingTransformer",
+        "transport": {"type": "file", "log_file_path": str(log_file), "append": True},
+    }})
+    run = _base_run()
+    event = build_run_event(run, PRODUCER)
+    client.emit(event)
+    (line,) = log_file.read_text().splitlines()
+    written = json.loads(line)
+    assert written["run"]["facets"]["aigp_governance"]["agentId"] == "redacted-64"
+    assert event.run.facets["aigp_governance"]["agentId"] == run.agent_id  # the transport copied it
+    del written["run"]["facets"]["tags"]
+    expected = Serde.to_dict(class_built_run_event(run, PRODUCER))
+    expected["run"]["facets"]["aigp_governance"]["agentId"] = "redacted-64"
+    assert written == expected
