@@ -45,6 +45,7 @@ from aigp_otel_bridge.facets import (
     RESOURCE_FACET_KEY,
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
+    FacetRecord,
     facet_record,
 )
 from aigp_otel_bridge.links import (
@@ -332,6 +333,7 @@ def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
     event_time = iso_millis(run.event_time_ns)
     run_facets = _run_facets(run, producer, event_time)
     facets: dict[str, Any] = {key: facet_record(facet) for key, facet in run_facets.items()}
+    facets["processing_engine"] = _engine_record(producer)
     job = Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets)
     inputs = []
     for namespace, name, facet in _input_parts(run, producer):
@@ -393,12 +395,14 @@ def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
     if not (isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id)):
         uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
     event_time = iso_millis(run.event_time_ns)
+    run_facets = _run_facets(run, producer, event_time)
+    run_facets["processing_engine"] = dict(_engine_dict(producer))
     return {
         "eventTime": event_time,
         "producer": producer,
         "schemaURL": _RUN_EVENT_SCHEMA,
         "eventType": run.event_type.value,
-        "run": {"runId": run.run_id, "facets": _run_facets(run, producer, event_time)},
+        "run": {"runId": run.run_id, "facets": run_facets},
         "job": {
             "namespace": run.job_namespace,
             "name": run.job_name,
@@ -421,12 +425,10 @@ _NOMINAL_TIME_SCHEMA = NominalTimeRunFacet._get_schema()
 
 
 def _run_facets(run: DecidedRun, producer: str, event_time: str) -> dict[str, Any]:
-    """``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal to
-    it (a run that ended with its root) reuses."""
-    facets: dict[str, Any] = {
-        GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer),
-        "processing_engine": dict(_engine_dict(producer)),
-    }
+    """The run facets that differ from run to run (the caller adds ``processing_engine``), as
+    dicts. ``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal
+    to it (a run that ended with its root) reuses."""
+    facets: dict[str, Any] = {GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer)}
     if run.nominal_start_ns is not None:
         nominal = {
             "nominalStartTime": iso_millis(run.nominal_start_ns),
@@ -526,7 +528,7 @@ def _job_type_dict(producer: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=8)
-def _job_type_record(producer: str) -> Any:
+def _job_type_record(producer: str) -> FacetRecord | dict[str, Any]:
     """``_job_type_dict`` as the facet record ``build_run_event`` shares between its events."""
     return facet_record(_job_type_dict(producer))
 
@@ -534,6 +536,11 @@ def _job_type_record(producer: str) -> Any:
 @lru_cache(maxsize=8)
 def _engine_dict(producer: str) -> dict[str, Any]:
     return Serde.to_dict(_engine(producer))
+
+
+@lru_cache(maxsize=8)
+def _engine_record(producer: str) -> FacetRecord | dict[str, Any]:
+    return facet_record(_engine_dict(producer))
 
 
 def class_built_run_event(run: DecidedRun, producer: str) -> RunEvent:
