@@ -264,6 +264,7 @@ def test_a_transform_transport_reads_and_changes_delivered_facets(tmp_path: Path
     client.emit(event)
     (line,) = log_file.read_text().splitlines()
     written = json.loads(line)
+    validate_run_event(written)
     assert written["run"]["facets"]["aigp_governance"]["agentId"] == "redacted-64"
     assert event.run.facets["aigp_governance"]["agentId"] == run.agent_id  # the transport copied it
     del written["run"]["facets"]["tags"]
