@@ -119,9 +119,12 @@ def _record_class(keys: tuple[str, ...]) -> type[FacetRecord] | None:
     ) and len({key.lstrip("_") for key in keys}) == len(keys)  # attrs names arguments without "_"
     record_class: type[FacetRecord] | None = None
     if fits:
-        record_class = attr.make_class(
-            "FacetRecord", list(keys), bases=(FacetRecord,), slots=True, eq=False, weakref_slot=False,
-        )
+        try:
+            record_class = attr.make_class(
+                "FacetRecord", list(keys), bases=(FacetRecord,), slots=True, eq=False, weakref_slot=False,
+            )
+        except Exception:  # names this attrs refuses: the dict serialises the same, so no run is lost
+            return None
         record_class._keys = keys
         record_class._key_set = frozenset(keys)
     if len(_RECORD_CLASSES) < _RECORD_CLASSES_MAX:

@@ -26,6 +26,7 @@ from openlineage.client.serde import Serde
 from openlineage.client.transport.transform import EventTransformer
 
 from aigp_otel_bridge import build as build_module
+from aigp_otel_bridge import facets as facets_module
 from aigp_otel_bridge.aggregate import ResourceSummary
 from aigp_otel_bridge.build import (
     DecidedRun,
@@ -241,6 +242,18 @@ def test_facets_whose_keys_cannot_be_fields_stay_dicts() -> None:
     for facet in ({"keys": 1}, {"a-b": 1}, {"class": 1}, {"_a": 1, "a": 2}, {"__x": 1}):
         assert facet_record(facet) is facet
     assert facet_record({"_producer": "p", "value": None}) == {"_producer": "p", "value": None}
+
+
+def test_a_facet_shape_attrs_refuses_is_delivered_as_its_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TypeError("refused")
+
+    monkeypatch.setattr(facets_module.attr, "make_class", refuse)
+    monkeypatch.setattr(facets_module, "_RECORD_CLASSES", {})
+    run = _runs()["several agents and hashes"]
+    event = build_run_event(run, "https://example.com/another-producer")
+    assert isinstance(event.run.facets["aigp_governance"], dict)
+    assert Serde.to_json(event) == Serde.to_json(class_built_run_event(run, "https://example.com/another-producer"))
 
 
 class RedactingTransformer(EventTransformer):
