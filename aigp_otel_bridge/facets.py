@@ -112,6 +112,10 @@ def facet_record(facet: dict[str, Any]) -> FacetRecord | dict[str, Any]:
 
 
 def _record_class(keys: tuple[str, ...]) -> type[FacetRecord] | None:
+    """The record class of ``keys``, made and kept once; None (the dict) when the keys cannot be
+    fields, and for any new tuple once the bound is reached, so no class is made per event."""
+    if len(_RECORD_CLASSES) >= _RECORD_CLASSES_MAX:
+        return None
     fits = all(
         isinstance(key, str) and key.isidentifier() and not keyword.iskeyword(key)
         and not key.startswith("__") and not hasattr(FacetRecord, key)
@@ -123,10 +127,9 @@ def _record_class(keys: tuple[str, ...]) -> type[FacetRecord] | None:
             record_class = attr.make_class(
                 "FacetRecord", list(keys), bases=(FacetRecord,), slots=True, eq=False, weakref_slot=False,
             )
+            record_class._keys = keys
+            record_class._key_set = frozenset(keys)
         except Exception:  # names this attrs refuses: the dict serialises the same, so no run is lost
-            return None
-        record_class._keys = keys
-        record_class._key_set = frozenset(keys)
-    if len(_RECORD_CLASSES) < _RECORD_CLASSES_MAX:
-        _RECORD_CLASSES[keys] = record_class
+            record_class = None
+    _RECORD_CLASSES[keys] = record_class
     return record_class

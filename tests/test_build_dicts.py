@@ -256,6 +256,28 @@ def test_a_facet_shape_attrs_refuses_is_delivered_as_its_dict(monkeypatch: pytes
     assert Serde.to_json(event) == Serde.to_json(class_built_run_event(run, "https://example.com/another-producer"))
 
 
+def test_facet_shapes_past_the_bound_stay_dicts_and_each_shape_is_tried_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[tuple[str, ...]] = []
+    make_class = facets_module.attr.make_class
+
+    def counting(name: str, fields: list[str], **kwargs: Any) -> Any:
+        made.append(tuple(fields))
+        if fields == ["refused"]:
+            raise TypeError("refused")
+        return make_class(name, fields, **kwargs)
+
+    monkeypatch.setattr(facets_module.attr, "make_class", counting)
+    monkeypatch.setattr(facets_module, "_RECORD_CLASSES", {})
+    monkeypatch.setattr(facets_module, "_RECORD_CLASSES_MAX", 2)
+    for _ in range(3):
+        assert isinstance(facet_record({"a": 1}), FacetRecord)
+        assert facet_record({"refused": 1}) == {"refused": 1}
+        assert type(facet_record({"b": 2})) is dict  # the third shape: past the bound
+    assert made == [("a",), ("refused",)]
+
+
 class RedactingTransformer(EventTransformer):
     """A user's transformer: reads the governance facet by key, changes a field by attribute."""
 
