@@ -8,7 +8,7 @@ from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.frontdoors.exporter import AIGPOpenLineageSpanExporter
 from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
 from aigp_otel_bridge.frontdoors.propagator import AIGPLineagePropagator
-from aigp_otel_bridge.records import Limits, RootInfo
+from aigp_otel_bridge.stages.extract import Limits, RootInfo
 from aigp_otel_bridge.version import __version__
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from aigp_otel_bridge.records import Limits, RootInfo
 from aigp_otel_bridge.semconv import utf8_safe
+from aigp_otel_bridge.stages.extract import Limits, RootInfo
 
 _log = logging.getLogger(__name__)
 

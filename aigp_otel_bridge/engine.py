@@ -28,15 +28,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.build import name_run
-from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
-from aigp_otel_bridge.deliver import Deliverer
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
-from aigp_otel_bridge.records import Extractor, GovernanceRecord
+from aigp_otel_bridge.span_links import RunChain
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.build import name_run
+from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.stages.deliver import Deliverer
+from aigp_otel_bridge.stages.extract import Extractor, GovernanceRecord
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe, register_metrics
 
 _log = logging.getLogger("aigp_otel_bridge")
@@ -136,7 +136,7 @@ class Engine:
         self._forked = False
         self._outbox = self._open_outbox(outbox_from_environment)
         self.run_chain: RunChain | None = None
-        """Set by the gateway, which links runs from the spans themselves (``chain.py``)."""
+        """Set by the gateway, which links runs from the spans themselves (``span_links.py``)."""
         self._start()
         # Callbacks hold the engine weakly: a global MeterProvider must not keep it alive.
         weak_self = weakref.ref(self)

@@ -13,12 +13,17 @@ from typing import Any
 
 from openlineage.client.event_v2 import RunState
 
-from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.build import DecidedRun, governance_facet_dict, resource_facet_dicts, run_event_dict
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
-from aigp_otel_bridge.links import run_id_for_trace
-from aigp_otel_bridge.records import records_from_aigp_events
+from aigp_otel_bridge.propagated_links import run_id_for_trace
 from aigp_otel_bridge.semconv import clean_text
+from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
+from aigp_otel_bridge.stages.build import (
+    DecidedRun,
+    governance_facet_dict,
+    resource_facet_dicts,
+    run_event_dict,
+)
+from aigp_otel_bridge.stages.extract import records_from_aigp_events
 
 AIGPEvent = Mapping[str, Any]
 

@@ -9,10 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.correlate import Overflow
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, leaf_hash, merkle_root
-from aigp_otel_bridge.records import (
+from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
+from aigp_otel_bridge.stages.correlate import Overflow
+from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     ResourceRef,
     record_from_aigp_event,

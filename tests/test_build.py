@@ -13,14 +13,14 @@ from openlineage.client.event_v2 import RunState
 from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.build import build_run_event, iso_millis, job_name_for, name_run
 from aigp_otel_bridge.config import resolve
-from aigp_otel_bridge.correlate import ClosedRun, Overflow, Reason
-from aigp_otel_bridge.links import RUN_ID_NAMESPACE, run_id_for_remote_root, run_id_for_trace
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
-from aigp_otel_bridge.records import (
+from aigp_otel_bridge.propagated_links import RUN_ID_NAMESPACE, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.build import build_run_event, iso_millis, job_name_for, name_run
+from aigp_otel_bridge.stages.correlate import ClosedRun, Overflow, Reason
+from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     RootInfo,
     record_from_aigp_event,

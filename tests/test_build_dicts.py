@@ -25,10 +25,19 @@ from openlineage.client.event_v2 import Run, RunEvent, RunState
 from openlineage.client.serde import Serde
 from openlineage.client.transport.transform import EventTransformer
 
-from aigp_otel_bridge import build as build_module
 from aigp_otel_bridge import facets as facets_module
-from aigp_otel_bridge.aggregate import ResourceSummary
-from aigp_otel_bridge.build import (
+from aigp_otel_bridge.facets import FacetRecord, facet_record
+from aigp_otel_bridge.openlineage import (
+    _session_run,
+    build_governance_run_facet,
+    build_openlineage_run_event,
+    build_resource_input_facets,
+)
+from aigp_otel_bridge.outbox import EventKey
+from aigp_otel_bridge.propagated_links import RunIdentity, RunParent
+from aigp_otel_bridge.stages import build as build_module
+from aigp_otel_bridge.stages.aggregate import ResourceSummary
+from aigp_otel_bridge.stages.build import (
     DecidedRun,
     build_governance_facet,
     build_inputs,
@@ -37,17 +46,8 @@ from aigp_otel_bridge.build import (
     run_event_dict,
     run_event_json,
 )
-from aigp_otel_bridge.deliver import stored_row
-from aigp_otel_bridge.facets import FacetRecord, facet_record
-from aigp_otel_bridge.links import RunIdentity, RunParent
-from aigp_otel_bridge.openlineage import (
-    _session_run,
-    build_governance_run_facet,
-    build_openlineage_run_event,
-    build_resource_input_facets,
-)
-from aigp_otel_bridge.outbox import EventKey
-from aigp_otel_bridge.records import ErrorInfo
+from aigp_otel_bridge.stages.deliver import stored_row
+from aigp_otel_bridge.stages.extract import ErrorInfo
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from aigp_otel_bridge.config import SETTINGS, BridgeConfig, Kind, resolve
-from aigp_otel_bridge.records import Limits, RootInfo
+from aigp_otel_bridge.stages.extract import Limits, RootInfo
 
 
 def test_defaults_match_the_contract() -> None:

@@ -14,14 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.build import name_run
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import ClosedRun, Correlator, Reason
-from aigp_otel_bridge.links import run_id_for_remote_root, run_id_for_trace
 from aigp_otel_bridge.merkle import flat_hash, merkle_root
 from aigp_otel_bridge.note import SpanNote
-from aigp_otel_bridge.records import (
+from aigp_otel_bridge.propagated_links import run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.build import name_run
+from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.stages.extract import (
     Extractor,
     GovernanceRecord,
     record_from_aigp_event,

@@ -19,14 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openlineage.client.event_v2 import Run, RunState
 
-from aigp_otel_bridge import records
-from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.build import iso_millis, run_event_dict
-from aigp_otel_bridge.links import run_id_for_trace
 from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import flat_hash
 from aigp_otel_bridge.openlineage import _run_state, _session_run, build_openlineage_run_event
-from aigp_otel_bridge.records import Limits, record_from_aigp_event, records_from_aigp_events
+from aigp_otel_bridge.propagated_links import run_id_for_trace
+from aigp_otel_bridge.stages import extract as records
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.build import iso_millis, run_event_dict
+from aigp_otel_bridge.stages.extract import Limits, record_from_aigp_event, records_from_aigp_events
 
 HASH = flat_hash("policy content")
 TRACE_HEX = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -25,8 +25,9 @@ from openlineage.client import OpenLineageClient
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from aigp_otel_bridge import AIGPLineageSpanProcessor, deliver
+from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.outbox import LEASE_S, Outbox
+from aigp_otel_bridge.stages import deliver
 from tests.backend import LineageBackend
 from tests.conftest import CaptureTransport
 
@@ -116,7 +117,8 @@ PRODUCER = """
 import json, sys, time, uuid
 from openlineage.client import OpenLineageClient
 from opentelemetry.sdk.trace import TracerProvider
-from aigp_otel_bridge import AIGPLineageSpanProcessor, deliver
+from aigp_otel_bridge import AIGPLineageSpanProcessor
+from aigp_otel_bridge.stages import deliver
 from tests.backend import LineageBackend
 from tests.conftest import CaptureTransport
 from tests.test_faults import governed_session

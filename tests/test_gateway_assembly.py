@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.otlp import TraceIntake, notes_from_request
-from aigp_otel_bridge.links import run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.propagated_links import run_id_for_remote_root, run_id_for_trace
 from tests.conftest import CaptureTransport
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from aigp_otel_bridge.links import run_id_for_trace
 from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.propagated_links import run_id_for_trace
 from tests.backend import LineageBackend
 from tests.gateway_harness import GatewayProcess
 from tests.governed_spans import instrumentor, light_session, resource

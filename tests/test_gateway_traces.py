@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from aigp_otel_bridge import AIGPLineagePropagator, AIGPLineageSpanProcessor
-from aigp_otel_bridge.links import RUN_LINKS, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.propagated_links import RUN_LINKS, run_id_for_remote_root, run_id_for_trace
 from tests.conftest import CaptureTransport
 from tests.gateway_harness import GatewayProcess
 from tests.test_gateway import by_run, post

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from aigp_otel_bridge.aggregate import aggregate
-from aigp_otel_bridge.correlate import _OBSERVED_MAX, ClosedRun, Correlator, Reason
 from aigp_otel_bridge.note import SpanNote
-from aigp_otel_bridge.records import Extractor
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.correlate import _OBSERVED_MAX, ClosedRun, Correlator, Reason
+from aigp_otel_bridge.stages.extract import Extractor
 from aigp_otel_bridge.telemetry import Stats
 from tests.test_correlate import ROOT, TRACE, _correlator, _end, _governed, _note, _root
 

@@ -23,8 +23,8 @@ from aigp_otel_bridge.openlineage import (
     build_openlineage_run_event,
     build_resource_input_facets,
 )
-from aigp_otel_bridge.records import Extractor, Limits, record_from_attributes
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
+from aigp_otel_bridge.stages.extract import Extractor, Limits, record_from_attributes
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
 

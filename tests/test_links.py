@@ -27,7 +27,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from aigp_otel_bridge import AIGPLineagePropagator
 from aigp_otel_bridge.frontdoors.propagator import propagated_parent
-from aigp_otel_bridge.links import (
+from aigp_otel_bridge.propagated_links import (
     HEADER,
     MAX_NAME_LENGTH,
     OPENLINEAGE_CONTEXT,

@@ -19,9 +19,10 @@ from openlineage.client.serde import Serde
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from aigp_otel_bridge import AIGPLineageSpanProcessor, build
-from aigp_otel_bridge.deliver import backoff_s
+from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.stages import build
+from aigp_otel_bridge.stages.deliver import backoff_s
 from aigp_otel_bridge.telemetry import RateLimitedLog
 from tests.conftest import CaptureTransport
 from tests.test_faults import governed_session, wait_until
@@ -240,7 +241,7 @@ def test_the_delivery_thread_survives_an_unexpected_error() -> None:
 @pytest.fixture
 def fresh_job_name_log(monkeypatch: pytest.MonkeyPatch) -> None:
     """The job_name log is rate-limited per process: start each of these tests with none sent."""
-    fresh = RateLimitedLog(logging.getLogger("aigp_otel_bridge.build"))
+    fresh = RateLimitedLog(logging.getLogger("aigp_otel_bridge.stages.build"))
     monkeypatch.setattr(build, "_job_name_log", fresh)
 
 
@@ -279,7 +280,7 @@ def test_a_huge_job_name_is_not_used_nor_logged_whole(caplog: pytest.LogCaptureF
 
 
 def test_the_correlation_worker_survives_an_unexpected_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aigp_otel_bridge import records
+    from aigp_otel_bridge.stages import extract as records
 
     real = records.records_from_note
     calls = {"n": 0}

@@ -23,9 +23,9 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from aigp_otel_bridge import RootInfo, __version__
 from aigp_otel_bridge.frontdoors.otlp import OtlpParent
 from aigp_otel_bridge.frontdoors.processor import OPEN_SPANS_PER_PENDING_RUN
-from aigp_otel_bridge.links import RUN_LINKS, run_id_for_remote_root
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
+from aigp_otel_bridge.propagated_links import RUN_LINKS, run_id_for_remote_root
 from aigp_otel_bridge.semconv import SPAN_EVENT_TYPES
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import aggregate
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
-from aigp_otel_bridge.records import _EVENTS_CACHED_MAX as EVENTS_CACHED_MAX
-from aigp_otel_bridge.records import _RECORD_KEYS as RECORD_KEYS
-from aigp_otel_bridge.records import (
+from aigp_otel_bridge.stages.aggregate import aggregate
+from aigp_otel_bridge.stages.extract import _EVENTS_CACHED_MAX as EVENTS_CACHED_MAX
+from aigp_otel_bridge.stages.extract import _RECORD_KEYS as RECORD_KEYS
+from aigp_otel_bridge.stages.extract import (
     Extractor,
     GovernanceRecord,
     Limits,

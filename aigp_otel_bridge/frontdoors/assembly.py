@@ -32,9 +32,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.span_links import RunChain
 
 ROOT = 0
 """The index's value for a local root (span ids are never 0)."""

@@ -19,9 +19,9 @@ from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.sdk import ModelsSent, capture_span
-from aigp_otel_bridge.links import RUN_LINKS
 from aigp_otel_bridge.note import SpanNote
-from aigp_otel_bridge.records import record_from_aigp_event, span_key_of, trace_key_of
+from aigp_otel_bridge.propagated_links import RUN_LINKS
+from aigp_otel_bridge.stages.extract import record_from_aigp_event, span_key_of, trace_key_of
 
 _log = logging.getLogger("aigp_otel_bridge")
 

@@ -30,11 +30,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from aigp_otel_bridge.chain import RunChain
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.version import __version__
 
 MEDIA_PROTOBUF = "application/x-protobuf"

@@ -31,11 +31,11 @@ from opentelemetry.propagators.textmap import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
-from aigp_otel_bridge.build import job_of
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.frontdoors.sdk import capture_span
-from aigp_otel_bridge.links import HEADER, RUN_LINKS, RunParent, decode_header, encode_header
-from aigp_otel_bridge.records import resource_facts, root_facts
+from aigp_otel_bridge.propagated_links import HEADER, RUN_LINKS, RunParent, decode_header, encode_header
+from aigp_otel_bridge.stages.build import job_of
+from aigp_otel_bridge.stages.extract import resource_facts, root_facts
 
 _PARENT_KEY = otel_context.create_key("aigp-lineage-parent")
 

@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.note import NoteEvent, SpanNote
-from aigp_otel_bridge.records import has_governance_attributes
+from aigp_otel_bridge.stages.extract import has_governance_attributes
 
 
 def plain(attributes: Any) -> Mapping[str, Any]:

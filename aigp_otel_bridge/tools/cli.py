@@ -171,7 +171,7 @@ def _outbox_replay(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
 
-    from aigp_otel_bridge.deliver import replay_outbox
+    from aigp_otel_bridge.stages.deliver import replay_outbox
     from aigp_otel_bridge.telemetry import describe
 
     outbox = _open_outbox(args.dir)

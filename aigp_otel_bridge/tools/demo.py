@@ -22,10 +22,10 @@ from openlineage.client.transport.transport import Transport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from aigp_otel_bridge.build import job_name_for
 from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
-from aigp_otel_bridge.links import run_id_for_trace
+from aigp_otel_bridge.propagated_links import run_id_for_trace
+from aigp_otel_bridge.stages.build import job_name_for
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256
-from aigp_otel_bridge.records import trace_key_of
+from aigp_otel_bridge.stages.extract import trace_key_of
 from aigp_otel_bridge.telemetry import shorten
 from aigp_otel_bridge.tools.runfiles import (
     InputFileError,

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
-from aigp_otel_bridge.records import GovernanceRecord, records_from_aigp_events, trace_key_of
+from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
+from aigp_otel_bridge.stages.extract import GovernanceRecord, records_from_aigp_events, trace_key_of
 from aigp_otel_bridge.tools.runfiles import InputFileError as InputFileError
 from aigp_otel_bridge.tools.runfiles import Located as Located
 from aigp_otel_bridge.tools.runfiles import (

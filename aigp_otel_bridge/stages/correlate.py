@@ -30,7 +30,7 @@ from typing import TypeAlias
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.memo import remember
-from aigp_otel_bridge.records import (
+from aigp_otel_bridge.stages.extract import (
     GenAIFacts,
     GovernanceRecord,
     ResourceFacts,

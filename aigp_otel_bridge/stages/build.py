@@ -37,9 +37,7 @@ from openlineage.client.generated.processing_engine_run import ProcessingEngineR
 from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.aggregate import RunSummary
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.correlate import ClosedRun, Reason
 from aigp_otel_bridge.facets import (
     GOVERNANCE_FACET_KEY,
     RESOURCE_FACET_KEY,
@@ -48,15 +46,17 @@ from aigp_otel_bridge.facets import (
     FacetRecord,
     facet_record,
 )
-from aigp_otel_bridge.links import (
+from aigp_otel_bridge.propagated_links import (
     RUN_LINKS,
     RunParent,
     parent_run_facet,
     run_id_for_remote_root,
     run_id_for_trace,
 )
-from aigp_otel_bridge.records import ErrorInfo, ResourceFacts, RootFacts, RootInfo
 from aigp_otel_bridge.semconv import AIGP_FACET_SPEC_VERSION
+from aigp_otel_bridge.stages.aggregate import RunSummary
+from aigp_otel_bridge.stages.correlate import ClosedRun, Reason
+from aigp_otel_bridge.stages.extract import ErrorInfo, ResourceFacts, RootFacts, RootInfo
 from aigp_otel_bridge.telemetry import RateLimitedLog, describe, shorten
 from aigp_otel_bridge.version import __version__
 

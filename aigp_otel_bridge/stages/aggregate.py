@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.correlate import Observed, Overflow
 from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
-from aigp_otel_bridge.records import GovernanceRecord, ResourceRef
+from aigp_otel_bridge.stages.correlate import Observed, Overflow
+from aigp_otel_bridge.stages.extract import GovernanceRecord, ResourceRef
 
 
 @dataclass(frozen=True, slots=True)

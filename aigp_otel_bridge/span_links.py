@@ -15,9 +15,9 @@ import dataclasses
 import threading
 from collections import OrderedDict
 
-from aigp_otel_bridge.build import DecidedRun
-from aigp_otel_bridge.correlate import ClosedRun
-from aigp_otel_bridge.links import RunIdentity, RunParent
+from aigp_otel_bridge.propagated_links import RunIdentity, RunParent
+from aigp_otel_bridge.stages.build import DecidedRun
+from aigp_otel_bridge.stages.correlate import ClosedRun
 
 
 class RunChain:

@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aigp_otel_bridge.build import DecidedRun, build_run_event, run_event_dict, run_event_from_json
 from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox, StoredRun
+from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, run_event_dict, run_event_from_json
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe
 
 _OUTBOX_POLL_S = 5.0
