@@ -13,6 +13,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
+from tests.waiting import wait_until
+
 
 class LineageBackend:
     made: ClassVar[list[LineageBackend]] = []
@@ -86,12 +88,8 @@ class LineageBackend:
             return {event["run"]["runId"] for event in self.received}
 
     def wait_for_runs(self, run_ids: set[str], timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if run_ids <= self.run_ids():
-                return
-            time.sleep(0.05)
-        missing = run_ids - self.run_ids()
-        raise AssertionError(
-            f"{len(missing)} of {len(run_ids)} runs never reached the backend: {sorted(missing)[:3]}"
-        )
+        def missing() -> str:
+            never = run_ids - self.run_ids()
+            return f"{len(never)} of {len(run_ids)} runs never reached the backend: {sorted(never)[:3]}"
+
+        wait_until(lambda: run_ids <= self.run_ids(), missing, timeout_s, every_s=0.05)

@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from tests.backend import LineageBackend
 from tests.schemas import validate_run_event
+from tests.waiting import wait_until
 
 
 class CaptureTransport(Transport):
@@ -49,13 +50,15 @@ class CaptureTransport(Transport):
             self.events.append(json.loads(Serde.to_json(event)))
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """The events received so far, once there are at least ``count``."""
+
+        def received() -> int:
             with self._lock:
-                if len(self.events) >= count:
-                    return list(self.events)
-            time.sleep(0.01)
-        raise AssertionError(f"expected {count} RunEvents within {timeout_s}s, got {len(self.events)}")
+                return len(self.events)
+
+        wait_until(lambda: received() >= count, lambda: f"{count} RunEvents, got {received()}", timeout_s)
+        with self._lock:
+            return list(self.events)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -26,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from tests.conftest import CaptureTransport
 from tests.schemas import validate_run_event
+from tests.waiting import wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -115,10 +115,8 @@ class _LineageBackend(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
     def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while len(self.bodies) < count and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert len(self.bodies) >= count, f"expected {count} RunEvents at the backend, got {len(self.bodies)}"
+        wait_until(lambda: len(self.bodies) >= count,
+                   lambda: f"{count} RunEvents at the backend, got {len(self.bodies)}", timeout_s)
         return list(self.bodies)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,8 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from aigp_otel_bridge import AIGPLineagePropagator, AIGPLineageSpanProcessor
 from aigp_otel_bridge.propagated_links import RUN_LINKS, run_id_for_remote_root, run_id_for_trace
 from tests.conftest import CaptureTransport
-from tests.gateway_harness import GatewayProcess
-from tests.test_gateway import by_run, post
+from tests.gateway.harness import GatewayProcess, by_run, post, wait_lineage
 
 pytest.importorskip("aigp")
 
@@ -100,16 +98,6 @@ def send(exporter: SpanExporter, spans: list[ReadableSpan]) -> None:
         exporter.shutdown()
 
 
-def wait_for(gateways: list[GatewayProcess], count: int) -> list[dict[str, Any]]:
-    received: list[dict[str, Any]] = []
-    for _ in range(300):
-        received = [event for gateway in gateways for event in gateway.lineage()]
-        if len(received) >= count:
-            break
-        threading.Event().wait(0.1)
-    return received
-
-
 def test_services_of_one_trace_give_linked_runs_equal_to_in_process(
     tmp_path: Path, services: tuple[dict[str, Service], CaptureTransport]
 ) -> None:
@@ -163,7 +151,7 @@ def test_trace_id_router_over_two_gateways_links_the_same_runs(
                 mine = [span for span in spans if order.index(span.context.trace_id) % len(gateways) == index]
                 if mine:
                     send(HttpSpanExporter(endpoint=gateway.http_url), mine)
-        received = wait_for(gateways, len(expected))
+        received = wait_lineage(gateways, len(expected))
     finally:
         for gateway in gateways:
             assert gateway.stop() == 0
@@ -200,11 +188,10 @@ def test_children_sent_after_their_root_join_its_terminal_event(
         send(HttpSpanExporter(endpoint=gateway.http_url), [root])
         for child in (span for span in spans if span is not root):
             send(GrpcSpanExporter(endpoint=gateway.grpc_endpoint, insecure=True), [child])
-        received = gateway.wait_lineage(1)
-        threading.Event().wait(1.5)  # nothing else follows: no continuation event
-        received = gateway.lineage()
+        gateway.wait_lineage(1)
     finally:
-        assert gateway.stop() == 0
+        assert gateway.stop() == 0  # every pending trace decided: a continuation would be written by now
+    received = gateway.lineage()
     assert len(received) == 1
     assert by_run(received) == by_run(expected)
     assert received[0]["run"]["facets"]["aigp_governance"]["eventCount"] == 2
@@ -240,10 +227,9 @@ def test_without_flags_a_parent_in_another_request_of_the_same_resource_is_local
             status, _, _ = post(gateway, without_flags(batch), "application/x-protobuf")
             assert status == 200
         gateway.wait_lineage(1)
-        threading.Event().wait(1.5)
-        received = gateway.lineage()
     finally:
-        assert gateway.stop() == 0
+        assert gateway.stop() == 0  # every pending trace decided: a second run would be written by now
+    received = gateway.lineage()
     assert len(received) == 1
     assert by_run(received) == by_run(expected)
 

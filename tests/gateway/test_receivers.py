@@ -12,20 +12,15 @@ from typing import Any
 
 import grpc
 import pytest
-from openlineage.client import OpenLineageClient
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.frontdoors.otlp_grpc import SERVICE_NAME
-from tests.conftest import CaptureTransport
-from tests.gateway_harness import GatewayProcess
-from tests.governed_spans import governed_session, instrumentor, resource
+from tests.gateway.harness import SESSIONS, GatewayProcess, by_run, post, record_spans
 
 pytest.importorskip("aigp")
 
@@ -39,31 +34,6 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess
     ).wait_ready()
     yield process
     assert process.stop() == 0
-
-
-def record_spans(sessions: list[dict[str, bool]]) -> tuple[list[ReadableSpan], list[dict[str, Any]]]:
-    """Run governed sessions through the in-process processor; return their spans and RunEvents."""
-    transport = CaptureTransport()
-    aigp = instrumentor()
-    provider = TracerProvider(resource=resource(aigp))
-    memory = InMemorySpanExporter()
-    client = OpenLineageClient(transport=transport)
-    processor = AIGPLineageSpanProcessor(client=client, job_namespace="test.ns")
-    provider.add_span_processor(processor)
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("tests.gateway")
-    for options in sessions:
-        governed_session(tracer, aigp, **options)
-    assert processor.force_flush(30_000)
-    provider.shutdown()
-    return list(memory.get_finished_spans()), transport.wait_for(len(sessions))
-
-
-SESSIONS = [{}, {"fail": True}, {"remote_parent": True}]
-
-
-def by_run(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {event["run"]["runId"]: event for event in events}
 
 
 def export(exporter: SpanExporter, spans: list[ReadableSpan]) -> None:
@@ -126,23 +96,6 @@ def to_otlp_json(
         return node
 
     return json.dumps(fix(document)).encode()
-
-
-def post(
-    gateway: GatewayProcess, body: bytes | Iterator[bytes], content_type: str = "application/json",
-    headers: dict[str, str] | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", gateway.http_port, timeout=30)
-    try:
-        all_headers = {"Content-Type": content_type, **(headers or {})}
-        if isinstance(body, bytes):
-            connection.request("POST", "/v1/traces", body=body, headers=all_headers)
-        else:
-            connection.request("POST", "/v1/traces", body=body, headers=all_headers, encode_chunked=True)
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.mark.parametrize("style", ["camel-strings", "snake-numbers", "camel-noflags"])

@@ -3,7 +3,6 @@ callers handed over before their callees (which then carry the ``parent`` facet)
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.otlp import TraceIntake, notes_from_request
 from aigp_otel_bridge.propagated_links import run_id_for_remote_root, run_id_for_trace
 from tests.conftest import CaptureTransport
+from tests.waiting import wait_until
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
 TRACE_ID = int.from_bytes(TRACE, "big")
@@ -113,9 +113,7 @@ def test_a_callee_whose_caller_never_comes_goes_without_a_parent(
 ) -> None:
     intake = make_intake(root_wait_s=0.01, link_wait_s=0.05)
     assert send(intake, "callee", span(CALLEE, CALL, REMOTE, name="price", governed=True))
-    deadline = time.monotonic() + 10
-    while len(intake.assembly) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(intake.assembly) == 0, "the hold's thread to hand the callee over", 10)
     assert len(intake.assembly) == 0  # handed over by the hold's thread, not at close
     assert intake.engine.flush(10.0)
     (event,) = transport.wait_for(1)

@@ -2,7 +2,7 @@
 // JavaScript SDK. Usage: node send.mjs <http/json|http/protobuf|grpc> <endpoint> [token]
 // With SPAN_PROCESSOR=simple, every span is exported on its own as it ends (concurrent requests).
 // Prints {"traceId": "..."} once the exporter has delivered every span.
-// The session mirrors tests/test_gateway_js.py's Python twin span for span.
+// The session mirrors tests/gateway/test_javascript_exporters.py's Python twin span for span.
 import { SpanStatusCode, context, trace } from '@opentelemetry/api';
 import { OTLPTraceExporter as GrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
 import { OTLPTraceExporter as JsonExporter } from '@opentelemetry/exporter-trace-otlp-http';

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from tests.conftest import CaptureTransport
-from tests.gateway_harness import GatewayProcess
+from tests.gateway.harness import GatewayProcess
 
 JS_DIR = Path(__file__).parent / "js"
 NODE = shutil.which("node")
@@ -44,15 +43,17 @@ def node_modules() -> Path:
     return JS_DIR / "node_modules"
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(tmp_path_factory.mktemp("gateway-js")).wait_ready()
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    """One gateway per export, so that the test can stop it: once stopped, every trace it took is
+    decided and written, and what it wrote is all it will ever write."""
+    process = GatewayProcess(tmp_path).wait_ready()
     yield process
-    assert process.stop() == 0
+    process.kill()
 
 
 def python_twin() -> dict[str, Any]:
-    """The JavaScript session (tests/js/send.mjs), made with the Python SDK, through the processor."""
+    """The JavaScript session (js/send.mjs), made with the Python SDK, through the processor."""
     transport = CaptureTransport()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "trading-bot", "aigp.agent.id": "agent.trading-bot-v2"})
@@ -117,13 +118,12 @@ def test_javascript_exporters(
     """Batched, or one span per concurrent request (``SimpleSpanProcessor``): one run either way."""
     assert NODE is not None
     endpoint = gateway.http_url if protocol.startswith("http") else f"http://{gateway.grpc_endpoint}"
-    before = len(gateway.lineage())
     sent = subprocess.run([NODE, "send.mjs", protocol, endpoint], cwd=JS_DIR, capture_output=True,
                           text=True, timeout=120, check=True, env={**os.environ, "SPAN_PROCESSOR": processor})
     trace_id = json.loads(sent.stdout.strip().splitlines()[-1])["traceId"]
-    gateway.wait_lineage(before + 1)
-    threading.Event().wait(1.5)  # a child arriving after the run was decided would follow as OTHER
-    received = gateway.lineage()[before:]
+    gateway.wait_lineage(1)
+    assert gateway.stop() == 0  # a child arriving after the run was decided would now follow as OTHER
+    received = gateway.lineage()
     assert len(received) == 1
     event = received[0]
     assert event["run"]["runId"] == str(uuid.UUID(hex=trace_id))

@@ -1,8 +1,12 @@
 """Start ``aigp-otel-bridge serve`` the way a user does (the console script, a subprocess) on free
-loopback ports, with lineage going to the OpenLineage file transport; read back what it wrote."""
+loopback ports, with lineage going to the OpenLineage file transport; read back what it wrote.
+
+Also what the gateway's tests share: the runs the in-process processor gives for the same sessions
+(``record_spans``), to compare the gateway's with, and a raw OTLP/HTTP request (``post``)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -11,11 +15,20 @@ import socket
 import subprocess
 import sys
 import threading
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from openlineage.client import OpenLineageClient
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from aigp_otel_bridge import AIGPLineageSpanProcessor
+from tests.conftest import CaptureTransport
+from tests.governed_spans import governed_session, instrumentor, resource
 from tests.schemas import SCHEMAS_DIR, validate_run_event
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -87,14 +100,18 @@ class GatewayProcess:
             into.append(line)
 
     def wait_ready(self, timeout_s: float = 30.0) -> GatewayProcess:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(" serving " in line for line in self.output):
-                return self
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"gateway did not start: {''.join(self.output)}{''.join(self.errors)}")
+        """Once the start line is printed; fails at once when the process exits instead."""
+
+        def serving() -> bool:
+            return any(" serving " in line for line in self.output)
+
+        def said() -> str:
+            return f"gateway did not start: {''.join(self.output)}{''.join(self.errors)}"
+
+        wait_until(lambda: serving() or self.process.poll() is not None, said, timeout_s, every_s=0.05)
+        if not serving():
+            raise AssertionError(said())
+        return self
 
     @property
     def grpc_endpoint(self) -> str:
@@ -129,13 +146,8 @@ class GatewayProcess:
         return events
 
     def wait_lineage(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            events = self.lineage()
-            if len(events) >= count:
-                return events
-            time.sleep(0.05)
-        raise AssertionError(f"expected {count} RunEvents from the gateway, got {len(self.lineage())}")
+        """The RunEvents written so far, once there are at least ``count``."""
+        return wait_lineage([self], count, timeout_s)
 
     def memory_peak_kib(self) -> int:
         """The process's peak resident set (VmHWM), in KiB."""
@@ -143,3 +155,68 @@ class GatewayProcess:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         raise AssertionError("no VmHWM in /proc")
+
+
+def lineage(gateways: list[GatewayProcess]) -> list[dict[str, Any]]:
+    """Every RunEvent the gateways wrote so far."""
+    return [event for gateway in gateways for event in gateway.lineage()]
+
+
+def wait_lineage(
+    gateways: list[GatewayProcess], count: int, timeout_s: float = 30.0
+) -> list[dict[str, Any]]:
+    """The RunEvents the gateways wrote so far, once there are at least ``count``."""
+    received: list[dict[str, Any]] = []
+
+    def enough() -> bool:
+        nonlocal received
+        received = lineage(gateways)
+        return len(received) >= count
+
+    wait_until(enough, lambda: f"{count} RunEvents from the gateways, got {len(received)}", timeout_s,
+               every_s=0.05)
+    return received
+
+
+def record_spans(sessions: list[dict[str, bool]]) -> tuple[list[ReadableSpan], list[dict[str, Any]]]:
+    """Run governed sessions through the in-process processor; return their spans and RunEvents."""
+    transport = CaptureTransport()
+    aigp = instrumentor()
+    provider = TracerProvider(resource=resource(aigp))
+    memory = InMemorySpanExporter()
+    client = OpenLineageClient(transport=transport)
+    processor = AIGPLineageSpanProcessor(client=client, job_namespace="test.ns")
+    provider.add_span_processor(processor)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.gateway")
+    for options in sessions:
+        governed_session(tracer, aigp, **options)
+    assert processor.force_flush(30_000)
+    provider.shutdown()
+    return list(memory.get_finished_spans()), transport.wait_for(len(sessions))
+
+
+SESSIONS = [{}, {"fail": True}, {"remote_parent": True}]
+"""A governed session, one that fails, and one whose root has a remote parent."""
+
+
+def by_run(events: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {event["run"]["runId"]: event for event in events}
+
+
+def post(
+    gateway: GatewayProcess, body: bytes | Iterator[bytes], content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One OTLP/HTTP request (chunked when ``body`` is an iterator): status, headers, body."""
+    connection = http.client.HTTPConnection("127.0.0.1", gateway.http_port, timeout=30)
+    try:
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        if isinstance(body, bytes):
+            connection.request("POST", "/v1/traces", body=body, headers=all_headers)
+        else:
+            connection.request("POST", "/v1/traces", body=body, headers=all_headers, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()

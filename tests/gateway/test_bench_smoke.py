@@ -12,7 +12,7 @@ from pathlib import Path
 def test_bench_gateway_quick(tmp_path: Path) -> None:
     out = tmp_path / "gateway.json"
     subprocess.run([sys.executable, "-m", "bench", "gateway", "--quick", "--out", str(out)],
-                   cwd=Path(__file__).parent.parent, check=True, capture_output=True, timeout=300)
+                   cwd=Path(__file__).resolve().parents[2], check=True, capture_output=True, timeout=300)
     figures = json.loads(out.read_text())
     rates = [*figures["ungoverned_spans_per_s"].values(), *figures["governed_sessions_per_s"].values(),
              *figures["ratios"].values()]

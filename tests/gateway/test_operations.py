@@ -19,9 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.propagated_links import run_id_for_trace
 from tests.backend import LineageBackend
-from tests.gateway_harness import GatewayProcess
+from tests.gateway.harness import SESSIONS, GatewayProcess, by_run, post, record_spans, wait_lineage
 from tests.governed_spans import instrumentor, light_session, resource
-from tests.test_gateway import SESSIONS, by_run, post, record_spans
 
 pytest.importorskip("aigp")
 
@@ -192,12 +191,7 @@ def test_trace_id_router_over_three_gateways_gives_the_runs_of_one(tmp_path: Pat
             mine = [span for span in spans if traces.index(span.context.trace_id) % len(gateways) == index]
             if mine:
                 assert send(HttpSpanExporter(endpoint=gateway.http_url), mine) is SpanExportResult.SUCCESS
-        received = [event for gateway in gateways for event in gateway.lineage()]
-        for _ in range(200):
-            if len(received) >= len(expected):
-                break
-            threading.Event().wait(0.1)
-            received = [event for gateway in gateways for event in gateway.lineage()]
+        received = wait_lineage(gateways, len(expected))
     finally:
         for gateway in gateways:
             assert gateway.stop() == 0

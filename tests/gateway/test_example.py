@@ -13,7 +13,7 @@ import yaml
 
 from tests.schemas import SCHEMAS_DIR, validate_run_event
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "gateway"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "gateway"
 
 
 def test_one_command_run_prints_the_run_event() -> None:
