@@ -118,6 +118,10 @@ ENV_AUTH_TOKEN = ENV_PREFIX + "AUTH_TOKEN"
 ENV_MAX_REQUEST_BYTES = ENV_PREFIX + "MAX_REQUEST_BYTES"
 ENV_ROOT_WAIT_S = ENV_PREFIX + "ROOT_WAIT_S"
 ENV_LINK_WAIT_S = ENV_PREFIX + "LINK_WAIT_S"
+ENV_MAX_DECODING_BYTES = ENV_PREFIX + "MAX_DECODING_BYTES"
+ENV_MAX_HELD_BYTES = ENV_PREFIX + "MAX_HELD_BYTES"
+ENV_MAX_CONNECTIONS = ENV_PREFIX + "MAX_CONNECTIONS"
+ENV_READ_TIMEOUT_S = ENV_PREFIX + "READ_TIMEOUT_S"
 GATEWAY_VARIABLES: dict[str, str] = {
     ENV_GRPC_ENDPOINT: "OTLP/gRPC HOST:PORT, or none (default 127.0.0.1:4317)",
     ENV_HTTP_ENDPOINT: "OTLP/HTTP HOST:PORT, or none (default 127.0.0.1:4318)",
@@ -125,6 +129,10 @@ GATEWAY_VARIABLES: dict[str, str] = {
     ENV_MAX_REQUEST_BYTES: "largest request body, also after decompression",
     ENV_ROOT_WAIT_S: "seconds a local root waits for children sent after it (default 1)",
     ENV_LINK_WAIT_S: "seconds a callee's root waits, at most, for its caller's root (default 10)",
+    ENV_MAX_DECODING_BYTES: "request bytes read or decoded at once, across requests (default 32 MiB)",
+    ENV_MAX_HELD_BYTES: "estimated bytes of the local roots held at once (default 64 MiB)",
+    ENV_MAX_CONNECTIONS: "open connections per receiver (default: a third of the file-descriptor limit)",
+    ENV_READ_TIMEOUT_S: "seconds a request's head, then its body, may take to arrive (default 30)",
 }
 """The gateway's own variables (``aigp-otel-bridge serve``; its command-line options win over them)."""
 _DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(BridgeConfig)}

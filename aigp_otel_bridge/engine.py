@@ -232,6 +232,12 @@ class Engine:
     def stopped(self) -> bool:
         return self._stopped
 
+    @property
+    def value_cap(self) -> int:
+        """Strings a note keeps are cut to this length: above every length the bridge accepts, so
+        that a value too long stays too long (and is still counted as invalid)."""
+        return self._note_cap
+
     def put_root_start(self, trace_id: int, span_id: int, remote_parent: bool) -> None:
         self._put(RootStart(trace_id, span_id, remote_parent), wake=False, counted=False)
 

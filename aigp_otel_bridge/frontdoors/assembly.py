@@ -40,11 +40,26 @@ ROOT = 0
 """The index's value for a local root (span ids are never 0)."""
 _MAX_DEPTH = 256
 """Longest walk up the index (deeper call trees resolve to no root: the trace's first run)."""
+_NOTE_BYTES = 640
+"""What a held note costs before its attributes: the note, its hold entry and index entries."""
+_VALUE_BYTES = 80
+"""What an attribute costs besides its string's characters: the dict slot, key and value objects."""
 
 
 def span_key(trace_id: int, span_id: int) -> int:
     """One int for (trace, span): cheaper to keep and hash than a tuple."""
     return trace_id << 64 | span_id
+
+
+def held_bytes(note: SpanNote) -> int:
+    """An estimate of what holding ``note`` costs, for the hold's bound in bytes: its strings'
+    lengths (already cut at the value cap) plus a fixed cost per note and per attribute."""
+    size = _NOTE_BYTES + len(note.name)
+    for attributes in (note.attributes, *(event.attributes for event in note.governance_events)):
+        if attributes:
+            for value in attributes.values():
+                size += _VALUE_BYTES + (len(value) if isinstance(value, str) else 0)
+    return size
 
 
 @dataclass(slots=True)
@@ -55,6 +70,8 @@ class _Held:
     """A callee waits for its caller's root until then."""
     resource_key: int | None
     """Set for a root presumed from a sender without flags: the resource whose spans it was missing from."""
+    size: int
+    """``held_bytes`` of the root and of its children."""
     children: list[SpanNote] = field(default_factory=list)
     """Children of a presumed root: they follow it, or its parent's root if it turns out a child."""
 
@@ -69,6 +86,7 @@ class TraceAssembly:
         *,
         root_wait_s: float,
         link_wait_s: float,
+        max_held_bytes: int,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
@@ -77,7 +95,9 @@ class TraceAssembly:
         self._link_wait = link_wait_s
         self._keep_s = max(root_wait_s + link_wait_s, 1.0)
         self._max_spans = 16 * engine.config.max_pending_traces
-        self._max_held = engine.config.max_pending_traces
+        self._max_held_bytes = max_held_bytes
+        self._held_bytes = 0
+        """``held_bytes`` of every note held (roots waiting, callees awaiting, presumed roots' children)."""
         self._clock = clock
         self._lock = threading.Condition()
         self._current: dict[int, int] = {}
@@ -144,8 +164,8 @@ class TraceAssembly:
         presumed: dict[int, int],
     ) -> bool:
         """Record a request's spans, queue its children, hold its roots; False (nothing queued or
-        held) when the engine's intake refuses the children, ``max_pending_traces`` roots are
-        already held, or the gateway is stopping."""
+        held) when the engine's intake refuses the children, the held roots would pass
+        ``max_held_bytes`` (an empty hold takes any request), or the gateway is stopping."""
         with self._lock:
             if self._closed:
                 return False
@@ -158,10 +178,11 @@ class TraceAssembly:
             for note in notes:
                 if note.local_root:
                     key = span_key(note.trace_id, note.span_id)
-                    new[key] = _Held(note, now + self._root_wait, now + self._link_wait, presumed.get(key))
-            held_now = len(self._held) + len(self._awaiting)
-            if held_now and held_now + len(new) > self._max_held:
-                return False  # a held root is a pending trace: bounded as they are
+                    new[key] = _Held(note, now + self._root_wait, now + self._link_wait, presumed.get(key),
+                                     held_bytes(note))
+            new_bytes = sum(held.size for held in new.values())
+            if self._held_bytes and self._held_bytes + new_bytes > self._max_held_bytes:
+                return False
             immediate: list[SpanNote] = []
             attached: list[tuple[_Held, SpanNote]] = []
             for note in notes:
@@ -179,12 +200,18 @@ class TraceAssembly:
                     immediate.append(note)
             if immediate and not self._engine.offer(immediate):
                 return False
+            arriving = {id(held) for held in new.values()}
             for held, note in attached:
                 held.children.append(note)
+                size = held_bytes(note)
+                held.size += size
+                if id(held) not in arriving:  # an arriving root is counted below, children included
+                    self._held_bytes += size
             for key, held in new.items():
                 if key in self._held or key in self._awaiting:
                     continue  # the same request sent again
                 self._held[key] = held
+                self._held_bytes += held.size
                 parent = held.note.parent_span_id
                 if held.resource_key is not None and parent is not None:
                     self._presumed_by_parent.setdefault(span_key(held.note.trace_id, parent), []).append(key)
@@ -202,6 +229,7 @@ class TraceAssembly:
             return
         self._held.pop(key, None)
         self._awaiting.pop(key, None)
+        self._held_bytes -= held.size
         note = held.note
         if note.parent_span_id is None:
             return
@@ -267,6 +295,7 @@ class TraceAssembly:
                     self._decide(caller_key, caller_held, now, out, final=True)
                 else:
                     caller = None
+        self._held_bytes -= held.size
         if held.resource_key is not None and note.parent_span_id is not None:
             parent_key = span_key(note.trace_id, note.parent_span_id)
             siblings = self._presumed_by_parent.get(parent_key)
@@ -293,6 +322,11 @@ class TraceAssembly:
         self._thread.join(5.0)
         for note in out:
             self._engine.put_span(note)
+
+    @property
+    def bytes_held(self) -> int:
+        """``held_bytes`` of every note held now (the hold's bound is ``max_held_bytes``)."""
+        return self._held_bytes
 
     def __len__(self) -> int:
         """Notes held (roots waiting, and the children of presumed roots)."""

@@ -9,8 +9,11 @@ delivers its run or stores it in the outbox, and the process exits 0.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Mapping
@@ -27,21 +30,38 @@ from aigp_otel_bridge.config import (
     ENV_GRPC_ENDPOINT,
     ENV_HTTP_ENDPOINT,
     ENV_LINK_WAIT_S,
+    ENV_MAX_CONNECTIONS,
+    ENV_MAX_DECODING_BYTES,
+    ENV_MAX_HELD_BYTES,
     ENV_MAX_REQUEST_BYTES,
+    ENV_READ_TIMEOUT_S,
     ENV_ROOT_WAIT_S,
 )
 from aigp_otel_bridge.frontdoors.core import BridgeCore
-from aigp_otel_bridge.frontdoors.otlp import DEFAULT_LINK_WAIT_S, DEFAULT_ROOT_WAIT_S, TraceIntake
+from aigp_otel_bridge.frontdoors.otlp import (
+    DEFAULT_LINK_WAIT_S,
+    DEFAULT_MAX_DECODING_BYTES,
+    DEFAULT_MAX_HELD_BYTES,
+    DEFAULT_ROOT_WAIT_S,
+    TraceIntake,
+)
 from aigp_otel_bridge.frontdoors.otlp_grpc import GrpcReceiver
-from aigp_otel_bridge.frontdoors.otlp_http import TRACES_PATH, HttpReceiver, OtlpHttpApp
+from aigp_otel_bridge.frontdoors.otlp_http import (
+    TRACES_PATH,
+    HttpReceiver,
+    OtlpHttpApp,
+    default_max_connections,
+)
 from aigp_otel_bridge.version import __version__
 
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
 DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_READ_TIMEOUT_S = 30.0
 RETRY_AFTER_S = 1
 """What a refused sender is told to wait: the intake drains in milliseconds, and an OTLP exporter
 gives up after six refusals, so the wait must stay short."""
+_log = logging.getLogger("aigp_otel_bridge")
 
 
 class GatewayError(Exception):
@@ -81,6 +101,43 @@ class GatewaySettings:
     """How long a local root is held for children sent after it."""
     link_wait_s: float = DEFAULT_LINK_WAIT_S
     """How long a callee's root is held, at most, for its caller's root."""
+    max_decoding_bytes: int = DEFAULT_MAX_DECODING_BYTES
+    """Request bytes read or decoded at once, across requests and both protocols."""
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES
+    """Estimated bytes of the local roots held at once."""
+    max_connections: int = 0
+    """Open connections per receiver; 0: a third of the file-descriptor limit."""
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+    """How long a request's head, then its body, may take to arrive (HTTP), or a connection's
+    handshake (gRPC)."""
+
+    def exposed(self) -> list[str]:
+        """Why listening as configured is risky: a receiver on a non-loopback address without TLS
+        or without a token (empty when both are set or every receiver is on loopback)."""
+        missing = [what for what, present in (("TLS", self.tls), ("a token", self.auth_token)) if not present]
+        if not missing:
+            return []
+        return [f"{name} listens on {endpoint.host} without {' or '.join(missing)}"
+                for name, endpoint in (("OTLP/gRPC", self.grpc_endpoint), ("OTLP/HTTP", self.http_endpoint))
+                if endpoint is not None and not _loopback(endpoint.host)]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) <= 0:
+        raise GatewayError(f"{name} must be a positive whole number, not {text!r}")
+    return int(text)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -129,16 +186,29 @@ def gateway_settings(
         for path in (tls_cert_file, tls_key_file):
             if not Path(path).is_file():
                 raise GatewayError(f"TLS file not found: {path}")
+        try:  # a certificate and key that do not match fail here, named as such
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls_cert_file, tls_key_file)
+        except (ssl.SSLError, OSError) as error:
+            raise GatewayError(
+                f"--tls-cert-file and --tls-key-file are not a usable certificate and key pair: {error}"
+            ) from None
         tls = (tls_cert_file, tls_key_file)
     if max_request_bytes is None:
         text = env.get(ENV_MAX_REQUEST_BYTES, "")
         max_request_bytes = int(text) if text.strip().isdigit() else DEFAULT_MAX_REQUEST_BYTES
     if max_request_bytes <= 0:
         raise GatewayError("--max-request-bytes must be positive")
+    read_timeout_s = _seconds(env, ENV_READ_TIMEOUT_S, DEFAULT_READ_TIMEOUT_S)
+    if read_timeout_s <= 0:
+        raise GatewayError(f"{ENV_READ_TIMEOUT_S} must be more than 0 seconds")
     return GatewaySettings(
         grpc, http, token, tls, max_request_bytes,
         _seconds(env, ENV_ROOT_WAIT_S, DEFAULT_ROOT_WAIT_S),
         _seconds(env, ENV_LINK_WAIT_S, DEFAULT_LINK_WAIT_S),
+        _positive_int(env, ENV_MAX_DECODING_BYTES, DEFAULT_MAX_DECODING_BYTES),
+        _positive_int(env, ENV_MAX_HELD_BYTES, DEFAULT_MAX_HELD_BYTES),
+        _positive_int(env, ENV_MAX_CONNECTIONS, default_max_connections()),
+        read_timeout_s,
     )
 
 
@@ -150,7 +220,8 @@ class Gateway:
         self.core = BridgeCore(client, {})
         self._ready = threading.Event()
         self.intake = TraceIntake(
-            self.core.engine, root_wait_s=settings.root_wait_s, link_wait_s=settings.link_wait_s
+            self.core.engine, root_wait_s=settings.root_wait_s, link_wait_s=settings.link_wait_s,
+            max_decoding_bytes=settings.max_decoding_bytes, max_held_bytes=settings.max_held_bytes,
         )
         self.grpc: GrpcReceiver | None = None
         self.http: HttpReceiver | None = None
@@ -162,20 +233,27 @@ class Gateway:
     def start(self) -> None:
         """Bind and start the receivers; on a bind or TLS error, undo and raise ``GatewayError``."""
         settings = self.settings
+        connections = settings.max_connections or default_max_connections()
+        for warning in settings.exposed():
+            _log.warning("aigp-otel-bridge serve: %s: anyone who can reach it can send traces"
+                         " (set --tls-cert-file/--tls-key-file and a token)", warning)
         try:
             if settings.grpc_endpoint is not None:
                 self.grpc = GrpcReceiver(
                     self.intake, str(settings.grpc_endpoint), max_message_bytes=settings.max_request_bytes,
                     auth_token=settings.auth_token, tls=settings.tls, retry_after_s=RETRY_AFTER_S,
+                    max_connections=connections, handshake_timeout_s=settings.read_timeout_s,
                 )
                 self.grpc.start()
             if settings.http_endpoint is not None:
                 app = OtlpHttpApp(
                     self.intake, max_body_bytes=settings.max_request_bytes, auth_token=settings.auth_token,
                     ready=self._ready.is_set, retry_after_s=RETRY_AFTER_S,
+                    read_timeout_s=settings.read_timeout_s,
                 )
                 self.http = HttpReceiver(app, settings.http_endpoint.host, settings.http_endpoint.port,
-                                         settings.tls)
+                                         settings.tls, max_connections=connections,
+                                         read_timeout_s=settings.read_timeout_s)
                 self.http.start()
         except (OSError, ValueError) as error:
             self.stop()

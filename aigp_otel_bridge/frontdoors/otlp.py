@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import base64
 import enum
+import hmac
 import json
 import logging
+import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +33,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from opentelemetry.trace import SpanContext, Status, StatusCode
 
-from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.engine import Engine, bounded_attributes
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
-from aigp_otel_bridge.note import SpanNote
+from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.version import __version__
 
@@ -53,25 +56,56 @@ decoded afresh from every request, they would otherwise be kept once per pending
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
 _STATUS_ERROR_CODE = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
+_HEX = re.compile(r"[0-9a-fA-F]*")
+MAX_VALUE_DEPTH = 32
+"""Deepest nesting of arrays and key-value lists kept in an attribute value: a deeper value is left
+out (and counted), so that it cannot make the decoder refuse the whole request (protobuf's own
+limit is 100 nested messages, about 47 nested arrays)."""
 
 
 class OtlpDecodeError(ValueError):
     """The request body is not an OTLP ``ExportTraceServiceRequest`` in the stated encoding."""
 
 
+def bearer_matches(authorization: bytes, token: bytes) -> bool:
+    """``authorization`` is ``Bearer <token>``: the scheme in any case (RFC 7235), the token
+    compared in constant time."""
+    scheme, _, credentials = authorization.strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token)
+
+
 # ---- decoding ----
 
 
-def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+@dataclass
+class Decoded:
+    """A request as decoded, and how many attribute values nested too deep were left out of it."""
+
+    request: ExportTraceServiceRequest
+    values_left_out: int = 0
+
+
+def decode_protobuf(body: bytes) -> Decoded:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
+        return Decoded(request)
     except (DecodeError, RecursionError, ValueError) as error:
-        raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {error}") from None
-    return request
+        problem = error
+    # The parser refuses values nested past its depth limit: leave those values out and parse again.
+    left_out = [0]
+    try:
+        pruned = _pruned(body, _REQUEST, left_out)
+        if left_out[0]:
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(pruned)
+            return Decoded(request, left_out[0])
+    except (DecodeError, RecursionError, ValueError) as error:
+        problem = error
+    raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {problem}") from None
 
 
-def decode_json(body: bytes) -> ExportTraceServiceRequest:
+def decode_json(body: bytes) -> Decoded:
     """OTLP/JSON: the protobuf JSON mapping, except that ids are hex strings, not base64.
 
     ``json_format`` already accepts both lowerCamelCase and snake_case field names, 64-bit
@@ -82,21 +116,170 @@ def decode_json(body: bytes) -> ExportTraceServiceRequest:
         document = json.loads(body)
         if not isinstance(document, dict):
             raise OtlpDecodeError("an OTLP/JSON request is a JSON object")
-        for span in _json_spans(document):
-            _hex_ids_to_base64(span)
-            for link in _json_list(span, "links"):
-                _hex_ids_to_base64(link)
+        left_out = 0
+        for resource_spans in _json_list(document, "resourceSpans"):
+            left_out += _json_prune(_json_object(resource_spans, "resource"))
+            for scope_spans in _json_list(resource_spans, "scopeSpans"):
+                left_out += _json_prune(_json_object(scope_spans, "scope"))
+                for span in _json_list(scope_spans, "spans"):
+                    _hex_ids_to_base64(span)
+                    left_out += _json_prune(span)
+                    for event in _json_list(span, "events"):
+                        left_out += _json_prune(event)
+                    for link in _json_list(span, "links"):
+                        _hex_ids_to_base64(link)
+                        left_out += _json_prune(link)
         request = ExportTraceServiceRequest()
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except OtlpDecodeError:
         raise
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {error}") from None
-    return request
+    return Decoded(request, left_out)
 
 
-def decode(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+def decode(body: bytes, media_type: str) -> Decoded:
     return decode_json(body) if media_type == MEDIA_JSON else decode_protobuf(body)
+
+
+def _json_object(node: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = node.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _json_prune(node: dict[str, Any]) -> int:
+    """Leave out of ``node``'s attributes every value nested deeper than ``MAX_VALUE_DEPTH``; how many."""
+    attributes = node.get("attributes")
+    if not isinstance(attributes, list):
+        return 0
+    kept = [kv for kv in attributes if not (isinstance(kv, dict) and _json_too_deep(kv.get("value"), 0))]
+    node["attributes"] = kept
+    return len(attributes) - len(kept)
+
+
+def _json_too_deep(value: Any, depth: int) -> bool:
+    """An OTLP/JSON ``AnyValue`` nests arrays or key-value lists past ``MAX_VALUE_DEPTH``."""
+    if not isinstance(value, dict):
+        return False
+    for key in ("arrayValue", "array_value", "kvlistValue", "kvlist_value"):
+        inner = value.get(key)
+        if not isinstance(inner, dict) or not isinstance(inner.get("values"), list):
+            continue
+        if depth >= MAX_VALUE_DEPTH:
+            return True
+        is_kvlist = key.startswith("kv")
+        for item in inner["values"]:
+            item = item.get("value") if is_kvlist and isinstance(item, dict) else item
+            if _json_too_deep(item, depth + 1):
+                return True
+    return False
+
+
+# The protobuf wire format, just enough to leave out attribute values nested too deep: which fields
+# of which message hold the messages that lead to ``KeyValue`` attributes.
+_REQUEST, _RESOURCE_SPANS, _RESOURCE, _SCOPE_SPANS, _SCOPE, _SPAN, _EVENT, _LINK = range(8)
+_KEY_VALUE = -1
+_CHILDREN: dict[int, dict[int, int]] = {
+    _REQUEST: {1: _RESOURCE_SPANS},
+    _RESOURCE_SPANS: {1: _RESOURCE, 2: _SCOPE_SPANS},
+    _RESOURCE: {1: _KEY_VALUE},
+    _SCOPE_SPANS: {1: _SCOPE, 2: _SPAN},
+    _SCOPE: {3: _KEY_VALUE},
+    _SPAN: {9: _KEY_VALUE, 11: _EVENT, 13: _LINK},
+    _EVENT: {3: _KEY_VALUE},
+    _LINK: {4: _KEY_VALUE},
+}
+_ANY_ARRAY, _ANY_KVLIST = 5, 6  # AnyValue's array_value and kvlist_value
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise DecodeError("truncated varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(field number, wire type, start, payload start, end) of each field of a message."""
+    position = 0
+    while position < len(data):
+        start = position
+        tag, position = _varint(data, position)
+        number, wire_type = tag >> 3, tag & 7
+        if wire_type == 0:
+            _, position = _varint(data, position)
+            payload = start
+        elif wire_type == 1:
+            payload, position = position, position + 8
+        elif wire_type == 5:
+            payload, position = position, position + 4
+        elif wire_type == 2:
+            length, payload = _varint(data, position)
+            position = payload + length
+        else:
+            raise DecodeError(f"unsupported wire type {wire_type}")
+        if position > len(data):
+            raise DecodeError("truncated message")
+        yield number, wire_type, start, payload, position
+
+
+def _pruned(data: bytes, shape: int, left_out: list[int]) -> bytes:
+    """``data`` (a message of ``shape``) without the attributes whose value nests too deep."""
+    children = _CHILDREN[shape]
+    out = bytearray()
+    for number, wire_type, start, payload, end in _fields(data):
+        child = children.get(number) if wire_type == 2 else None
+        if child is None:
+            out += data[start:end]
+        elif child == _KEY_VALUE:
+            if _key_value_too_deep(data[payload:end], 0):
+                left_out[0] += 1
+            else:
+                out += data[start:end]
+        else:
+            inner = _pruned(data[payload:end], child, left_out)
+            out += _encode_varint(number << 3 | 2) + _encode_varint(len(inner)) + inner
+    return bytes(out)
+
+
+def _key_value_too_deep(key_value: bytes, depth: int) -> bool:
+    for number, wire_type, _, payload, end in _fields(key_value):
+        if number == 2 and wire_type == 2 and _any_value_too_deep(key_value[payload:end], depth):
+            return True
+    return False
+
+
+def _any_value_too_deep(any_value: bytes, depth: int) -> bool:
+    for number, wire_type, _, payload, end in _fields(any_value):
+        if wire_type != 2 or number not in (_ANY_ARRAY, _ANY_KVLIST):
+            continue
+        if depth >= MAX_VALUE_DEPTH:
+            return True
+        values = any_value[payload:end]  # ArrayValue or KeyValueList: field 1, repeated
+        for inner, inner_type, _, inner_payload, inner_end in _fields(values):
+            if inner != 1 or inner_type != 2:
+                continue
+            item = values[inner_payload:inner_end]
+            if (number == _ANY_ARRAY and _any_value_too_deep(item, depth + 1)) or (
+                number == _ANY_KVLIST and _key_value_too_deep(item, depth + 1)
+            ):
+                return True
+    return False
 
 
 def _json_list(node: Mapping[str, Any], camel: str) -> list[Any]:
@@ -109,21 +292,13 @@ def _json_list(node: Mapping[str, Any], camel: str) -> list[Any]:
     return [item for item in value if isinstance(item, dict)]
 
 
-def _json_spans(document: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    for resource_spans in _json_list(document, "resourceSpans"):
-        for scope_spans in _json_list(resource_spans, "scopeSpans"):
-            yield from _json_list(scope_spans, "spans")
-
-
 def _hex_ids_to_base64(node: dict[str, Any]) -> None:
     for key in _ID_KEYS:
         value = node.get(key)
         if isinstance(value, str):
-            try:
-                raw = bytes.fromhex(value)
-            except ValueError:
-                raise OtlpDecodeError(f"{key} is not a hex string: {value[:40]!r}") from None
-            node[key] = base64.b64encode(raw).decode("ascii")
+            if not _HEX.fullmatch(value) or len(value) % 2:  # fromhex alone would allow spaces
+                raise OtlpDecodeError(f"{key} is not a hex string: {value[:40]!r}")
+            node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 
 # ---- the adapter: OTLP values in the SDK's plain Python shapes ----
@@ -235,7 +410,7 @@ class OtlpParent(tuple[int, int, bool]):
 class _Resource:
     __slots__ = ("attributes",)
 
-    def __init__(self, attributes: dict[str, Any]) -> None:
+    def __init__(self, attributes: Mapping[str, Any]) -> None:
         self.attributes = attributes
 
 
@@ -331,20 +506,43 @@ SeenInResource = Callable[[int, int, int], bool]
 """(trace id, span id, resource key) -> the span arrived earlier under that resource."""
 
 
+_UNCUT = 1 << 62
+
+
 def notes_from_request(
-    request: ExportTraceServiceRequest, log: Any = None, seen: SeenInResource | None = None
+    request: ExportTraceServiceRequest, log: Any = None, seen: SeenInResource | None = None,
+    value_cap: int = _UNCUT,
 ) -> Converted:
-    """Every span of a request as a note (or nothing), malformed spans counted and left out."""
+    """Every span of a request as a note (or nothing), malformed spans counted and left out.
+
+    ``value_cap``: what a note keeps past the request (its resource's attributes, its name, status
+    and ``aigp.*`` event attributes) is cut to this many characters (``Engine.value_cap``)."""
     converted = Converted([], 0, 0, "")
     for resource_spans in request.resource_spans:
-        _convert_resource_spans(resource_spans, converted, log, seen)
+        _convert_resource_spans(resource_spans, converted, log, seen, value_cap)
     return converted
 
 
+def _cut_note(note: SpanNote, cap: int) -> None:
+    """Cut the strings a note keeps past the request that the engine's own bound does not cover."""
+    if len(note.name) > cap:
+        note.name = note.name[:cap]
+    if note.status_description is not None and len(note.status_description) > cap:
+        note.status_description = note.status_description[:cap]
+    events = note.governance_events
+    if events:
+        cut = [(event, bounded_attributes(event.attributes, cap)) for event in events]
+        if any(attributes is not event.attributes for event, attributes in cut):
+            note.governance_events = tuple(
+                NoteEvent(event.name, event.time_ns, attributes) for event, attributes in cut
+            )
+
+
 def _convert_resource_spans(
-    resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None
+    resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None,
+    value_cap: int,
 ) -> None:
-    resource = _Resource(plain_attributes(resource_spans.resource.attributes))
+    resource = _Resource(bounded_attributes(plain_attributes(resource_spans.resource.attributes), value_cap))
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
@@ -384,6 +582,7 @@ def _convert_resource_spans(
                 log.log(logging.WARNING, "otlp", "could not read an OTLP span", exc_info=True)
             continue
         if note is not None:
+            _cut_note(note, value_cap)
             converted.notes.append(note)
 
 
@@ -419,11 +618,45 @@ DEFAULT_ROOT_WAIT_S = 1.0
 """How long a local root waits before its run is decided, for children sent just after it."""
 DEFAULT_LINK_WAIT_S = 10.0
 """How long a callee's root waits, at most, for its caller's root (for the ``parent`` facet)."""
+DEFAULT_MAX_DECODING_BYTES = 32 * 1024 * 1024
+"""Request bytes read or decoded at once, across requests and both protocols."""
+DEFAULT_MAX_HELD_BYTES = 64 * 1024 * 1024
+"""Estimated bytes of the local roots held at once (``TraceAssembly``)."""
+
+
+class ByteBudget:
+    """A semaphore of bytes that never waits: ``take`` says yes or no at once.
+
+    Bounds the memory of request bodies being read and decoded across requests (decoding costs a
+    multiple of the body, 10 to 20 times for tiny spans). An idle budget takes any size, so a
+    request up to the size limit is never refused for ever; a refused sender retries (429 /
+    ``RESOURCE_EXHAUSTED``)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self._used and self._used + size > self.limit:
+                return False
+            self._used += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
 
 
 class TraceIntake:
     """Turns decoded requests into notes and queues them all-or-nothing into the engine; local
-    roots go through the ``TraceAssembly`` hold (``close`` hands over what it holds)."""
+    roots go through the ``TraceAssembly`` hold (``close`` hands over what it holds). ``decoding``
+    is the byte budget both receivers take a request's body from before reading or decoding it."""
 
     def __init__(
         self,
@@ -431,15 +664,19 @@ class TraceIntake:
         *,
         root_wait_s: float = DEFAULT_ROOT_WAIT_S,
         link_wait_s: float = DEFAULT_LINK_WAIT_S,
+        max_decoding_bytes: int = DEFAULT_MAX_DECODING_BYTES,
+        max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
     ) -> None:
         self.engine = engine
         engine.run_chain = RunChain(max_runs=engine.config.max_pending_traces)
         self.assembly = TraceAssembly(
             engine, engine.run_chain, root_wait_s=root_wait_s,
-            link_wait_s=min(link_wait_s, engine.config.trace_timeout_s),
+            link_wait_s=min(link_wait_s, engine.config.trace_timeout_s), max_held_bytes=max_held_bytes,
         )
+        self.decoding = ByteBudget(max_decoding_bytes)
         self.busy_refusals = 0
-        """Requests refused because the intake was full (each one retried by its sender)."""
+        """Requests refused because the intake, the hold or the decoding budget was full (each one
+        retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
         self._requests = meter.create_counter(
             "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
@@ -448,19 +685,27 @@ class TraceIntake:
             "aigp_bridge.gateway.spans", description="Spans received over OTLP, by protocol and outcome"
         )
 
-    def export(self, request: ExportTraceServiceRequest, protocol: str) -> Outcome:
+    def export(self, request: ExportTraceServiceRequest, protocol: str, values_left_out: int = 0) -> Outcome:
+        """Queue a decoded request; ``values_left_out``: attribute values decoding left out (counted
+        with the invalid values)."""
         engine = self.engine
         assembly = self.assembly
         if engine.stopped or assembly.closed:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
-        converted = notes_from_request(request, engine.log, assembly.seen_in_resource)
+        converted = notes_from_request(request, engine.log, assembly.seen_in_resource, engine.value_cap)
         if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
             if engine.stopped or assembly.closed:
                 return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
-            self.busy_refusals += 1
-            return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
+            return self.busy(protocol, converted.spans)
+        if values_left_out:
+            engine.stats.invalid_values += values_left_out
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
+
+    def busy(self, protocol: str, spans: int = 0) -> Outcome:
+        """Count a request refused for lack of room (the sender retries)."""
+        self.busy_refusals += 1
+        return self._count(Outcome(Verdict.BUSY), protocol, spans)
 
     def close(self) -> None:
         """Stop taking requests and hand every held root to the engine (before it stops)."""

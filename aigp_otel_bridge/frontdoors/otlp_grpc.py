@@ -2,16 +2,18 @@
 
 The method is registered with a raw-bytes deserializer so that an undecodable request is answered
 ``INVALID_ARGUMENT`` (grpcio's own deserialization failure would be ``INTERNAL``). A full intake is
-answered ``RESOURCE_EXHAUSTED`` with a ``google.rpc.RetryInfo`` detail, shutting down with
-``UNAVAILABLE``: both are retried by OTLP exporters.
+answered ``RESOURCE_EXHAUSTED`` with a ``google.rpc.RetryInfo`` detail, as is a request that
+finds the decoding budget full; shutting down is ``UNAVAILABLE``: both are retried by OTLP
+exporters. The bearer token is checked from the call's metadata before its message is read
+(``_TokenCheck``).
 """
 
 from __future__ import annotations
 
-import hmac
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -19,52 +21,88 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from aigp_otel_bridge.frontdoors.otlp import OtlpDecodeError, TraceIntake, Verdict, decode_protobuf
+from aigp_otel_bridge.frontdoors.otlp import (
+    OtlpDecodeError,
+    TraceIntake,
+    Verdict,
+    bearer_matches,
+    decode_protobuf,
+)
 
 SERVICE_NAME: str = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
 
 class _TraceService:
-    def __init__(self, intake: TraceIntake, auth_token: str | None, retry_after_s: int) -> None:
+    def __init__(self, intake: TraceIntake, retry_after_s: int) -> None:
         self.intake = intake
-        self._expected_auth = f"Bearer {auth_token}" if auth_token else None
         self._retry_after_s = retry_after_s
 
     def export(self, body: bytes, context: grpc.ServicerContext) -> ExportTraceServiceResponse:
-        if self._expected_auth is not None and not self._authorized(context):
-            self.intake.refused("grpc", "unauthenticated")
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        budget = self.intake.decoding
+        if not budget.take(len(body)):
+            self.intake.busy("grpc")
+            self._retry_later(context, "decoding budget full, retry later")
         try:
-            request = decode_protobuf(body)
-        except OtlpDecodeError as error:
-            self.intake.refused("grpc", "bad_request")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        outcome = self.intake.export(request, "grpc")
+            try:
+                decoded = decode_protobuf(body)
+            except OtlpDecodeError as error:
+                self.intake.refused("grpc", "bad_request")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            outcome = self.intake.export(decoded.request, "grpc", decoded.values_left_out)
+        finally:
+            budget.give_back(len(body))
         if outcome.verdict is Verdict.BUSY:
-            context.set_trailing_metadata((("grpc-status-details-bin", self._retry_details()),))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "intake full, retry later")
+            self._retry_later(context, "intake full, retry later")
         if outcome.verdict is Verdict.STOPPED:
             context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
         return outcome.response()
 
-    def _authorized(self, context: grpc.ServicerContext) -> bool:
-        assert self._expected_auth is not None
-        for key, value in context.invocation_metadata():
-            if key == "authorization" and isinstance(value, str):
-                return hmac.compare_digest(value.encode(), self._expected_auth.encode())
-        return False
-
-    def _retry_details(self) -> bytes:
+    def _retry_later(self, context: grpc.ServicerContext, message: str) -> NoReturn:
         detail = any_pb2.Any()
         detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=self._retry_after_s)))
-        status = status_pb2.Status(
-            code=code_pb2.RESOURCE_EXHAUSTED, message="intake full, retry later", details=[detail]
+        status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message, details=[detail])
+        context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+class _TokenCheck(grpc.ServerInterceptor):
+    """Checks the bearer token from a call's metadata before its message is read.
+
+    A call without the right token gets a handler that takes its message as a stream it never
+    reads and aborts ``UNAUTHENTICATED`` at once: grpcio reads a unary call's message before
+    calling its handler, so refusing in the unary handler would first receive the whole message."""
+
+    def __init__(self, intake: TraceIntake, token: str) -> None:
+        self._intake = intake
+        self._token = token.encode()
+        self._refuse: grpc.RpcMethodHandler[Any, Any] = grpc.stream_unary_rpc_method_handler(
+            self._unauthenticated
         )
-        return bytes(status.SerializeToString())
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization":
+                text = value if isinstance(value, bytes) else str(value).encode()
+                if bearer_matches(text, self._token):
+                    return continuation(handler_call_details)
+                break
+        return self._refuse
+
+    def _unauthenticated(self, _requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        self._intake.refused("grpc", "unauthenticated")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
 
 class GrpcReceiver:
-    """A grpcio server with the OTLP trace service on one endpoint."""
+    """A grpcio server with the OTLP trace service on one endpoint.
+
+    Bounds: ``max_message_bytes`` per message (grpcio refuses larger ones as it reads them),
+    ``max_workers`` calls handled at once and at most four times as many admitted (grpcio answers
+    the rest ``RESOURCE_EXHAUSTED``, which exporters retry), ``max_connections`` connections, and a
+    connection must finish its HTTP/2 (and TLS) handshake within ``handshake_timeout_s``."""
 
     def __init__(
         self,
@@ -76,8 +114,10 @@ class GrpcReceiver:
         tls: tuple[str, str] | None = None,
         max_workers: int = 8,
         retry_after_s: int = 1,
+        max_connections: int = 1024,
+        handshake_timeout_s: float = 30.0,
     ) -> None:
-        service = _TraceService(intake, auth_token, retry_after_s)
+        service = _TraceService(intake, retry_after_s)
         handler = grpc.method_handlers_generic_handler(
             SERVICE_NAME,
             {
@@ -89,11 +129,15 @@ class GrpcReceiver:
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", max_connections),
+            ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
         ]
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="aigp-gateway-grpc"),
             handlers=[handler],
+            interceptors=[_TokenCheck(intake, auth_token)] if auth_token else None,
             options=options,
+            maximum_concurrent_rpcs=4 * max_workers,
         )
         try:
             if tls is None:

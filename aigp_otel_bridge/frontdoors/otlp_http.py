@@ -10,23 +10,29 @@ chunk, so a compressed bomb costs bounded memory.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import logging
+import resource
 import socket
 import threading
+import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from aigp_otel_bridge.frontdoors.otlp import (
     MEDIA_JSON,
     MEDIA_PROTOBUF,
     OtlpDecodeError,
+    Outcome,
     TraceIntake,
     Verdict,
+    bearer_matches,
     decode,
 )
 
@@ -92,6 +98,11 @@ class _BoundedBody:
                 data = self._inflater.unused_data
                 self._inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
+    @property
+    def size(self) -> int:
+        """Bytes kept so far (decompressed)."""
+        return self._size
+
     def _keep(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self.limit:
@@ -106,7 +117,12 @@ class _BoundedBody:
 
 
 class OtlpHttpApp:
-    """The ASGI application: traces, health, and nothing else."""
+    """The ASGI application: traces, health, and nothing else.
+
+    A trace request is admitted before its body is read (token, media type, declared size, room in
+    the decoding budget), its body must arrive within ``read_timeout_s``, and it is decoded and
+    queued on a worker thread, so that the event loop keeps serving other connections and
+    ``/health`` meanwhile."""
 
     def __init__(
         self,
@@ -116,12 +132,22 @@ class OtlpHttpApp:
         auth_token: str | None,
         ready: Callable[[], bool],
         retry_after_s: int = 1,
+        read_timeout_s: float = 30.0,
+        decoding_threads: int = 2,
     ) -> None:
         self.intake = intake
         self.max_body_bytes = max_body_bytes
-        self._expected_auth = f"Bearer {auth_token}".encode() if auth_token else None
+        self._token = auth_token.encode() if auth_token else None
         self._ready = ready
         self._retry_after = str(retry_after_s).encode()
+        self._read_timeout_s = read_timeout_s
+        self._decoders = ThreadPoolExecutor(decoding_threads, thread_name_prefix="aigp-gateway-decode")
+        """Where requests are decoded and queued: a few threads (the work is CPU-bound and holds the
+        interpreter's lock most of the time), bounded so that waiting requests queue here."""
+
+    def close(self) -> None:
+        """Let the decoding threads finish what they took, then end them."""
+        self._decoders.shutdown(wait=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -146,10 +172,11 @@ class OtlpHttpApp:
             "latin-1"
         ))
         encoding = headers.get(b"content-encoding", b"identity").strip().lower()
+        budget = self.intake.decoding
+        reserved = [0]  # bytes taken from the decoding budget, given back once the request is done
         try:
-            if self._expected_auth is not None and not hmac.compare_digest(
-                headers.get(b"authorization", b""), self._expected_auth
-            ):
+            authorization = headers.get(b"authorization", b"")
+            if self._token is not None and not bearer_matches(authorization, self._token):
                 raise _RefusedError(
                     401, code_pb2.UNAUTHENTICATED, "missing or wrong bearer token", "unauthenticated"
                 )
@@ -158,19 +185,27 @@ class OtlpHttpApp:
             if encoding not in (b"identity", b"gzip"):
                 raise _unsupported("content encoding must be gzip or identity")
             length = headers.get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-                raise _too_large(self.max_body_bytes)
-            body = await self._read(receive, encoding == b"gzip")
-            try:
-                request = decode(body, media_type)
-            except OtlpDecodeError as error:
-                raise _bad_request(str(error)) from None
+            if length is not None and length.isdigit():
+                if int(length) > self.max_body_bytes:
+                    raise _too_large(self.max_body_bytes)
+                self._reserve(int(length), reserved)
+            body = await self._read(receive, encoding == b"gzip", reserved)
+            loop = asyncio.get_running_loop()
+            outcome = await loop.run_in_executor(self._decoders, self._decode_and_export, body, media_type)
         except _RefusedError as refused:
-            self.intake.refused("http", refused.reason)
+            if refused.reason == "busy":
+                self.intake.busy("http")
+            else:
+                self.intake.refused("http", refused.reason)
             extra = [(b"www-authenticate", b"Bearer")] if refused.status == 401 else []
+            if refused.status == 429:
+                extra.append((b"retry-after", self._retry_after))
+            if refused.status == 408:  # a sender this slow holds no connection any longer
+                extra.append((b"connection", b"close"))
             await _respond_status(send, refused.status, refused.code, refused.message, media_type, extra)
             return
-        outcome = self.intake.export(request, "http")
+        finally:
+            budget.give_back(reserved[0])
         if outcome.verdict is Verdict.ACCEPTED:
             response = outcome.response()
             if media_type == MEDIA_JSON:
@@ -186,16 +221,42 @@ class OtlpHttpApp:
             [(b"retry-after", self._retry_after)],
         )
 
-    async def _read(self, receive: Receive, gzipped: bool) -> bytes:
+    def _reserve(self, size: int, reserved: list[int]) -> None:
+        """Take ``size`` more bytes from the decoding budget for this request, or refuse it (429)."""
+        if not self.intake.decoding.take(size):
+            raise _RefusedError(429, code_pb2.RESOURCE_EXHAUSTED, "decoding budget full, retry later", "busy")
+        reserved[0] += size
+
+    def _decode_and_export(self, body: bytes, media_type: str) -> Outcome:
+        """On a decoding thread: the CPU-bound part of a request, off the event loop."""
+        try:
+            decoded = decode(body, media_type)
+        except OtlpDecodeError as error:
+            raise _bad_request(str(error)) from None
+        return self.intake.export(decoded.request, "http", decoded.values_left_out)
+
+    async def _read(self, receive: Receive, gzipped: bool, reserved: list[int]) -> bytes:
+        """The body, decompressed; what it keeps beyond what was reserved is taken from the budget.
+        The whole body must arrive within the read timeout (a slow sender is cut, 408)."""
         collected = _BoundedBody(self.max_body_bytes, gzipped)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._read_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                raise _RefusedError(
+                    408, code_pb2.DEADLINE_EXCEEDED,
+                    f"request body not received within {self._read_timeout_s:g} s", "timeout",
+                ) from None
             if message["type"] == "http.disconnect":
                 raise _bad_request("client went away")
             try:
                 collected.feed(message.get("body", b""))
             except zlib.error as error:
                 raise _bad_request(f"bad gzip body: {error}") from None
+            if collected.size > reserved[0]:
+                self._reserve(collected.size - reserved[0], reserved)
             if not message.get("more_body", False):
                 return collected.body()
 
@@ -239,10 +300,117 @@ async def _respond_status(
         await _respond(send, status, body, extra, MEDIA_JSON)
 
 
-class HttpReceiver:
-    """uvicorn serving ``OtlpHttpApp`` on a socket bound here (so a bind error is raised here)."""
+class _RateLimitedLogs(logging.Filter):
+    """At most one record per logger and message per interval: under a flood of bad or idle
+    connections the server's own warnings (and asyncio's accept errors) must not fill the disk."""
 
-    def __init__(self, app: OtlpHttpApp, host: str, port: int, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self._interval = interval_s
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:200])
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                return False
+            if len(self._last) > 1024:
+                self._last.clear()
+            self._last[key] = now
+            return True
+
+
+_LOG_FILTER = _RateLimitedLogs()
+_LOGGERS = ("uvicorn.error", "asyncio")
+
+
+def _guarded_protocol(max_connections: int, read_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with what it lacks against hostile clients.
+
+    - A connection past ``max_connections`` is closed as soon as it is accepted, so that a flood
+      of connections never takes the process's file descriptors (which the gRPC receiver, the
+      outbox and the lineage transport need too).
+    - A request's head must arrive within ``read_timeout_s`` of the connection's start, or of the
+      keep-alive wait after the previous answer: uvicorn's keep-alive timeout only covers the
+      wait for a request's first byte, so a sender trickling a head byte by byte (slowloris)
+      would otherwise hold the connection for ever. The body has its own deadline in the app.
+    """
+
+    class GuardedH11Protocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            if len(self.connections) > max_connections:
+                logging.getLogger("uvicorn.error").warning(
+                    "OTLP/HTTP connection refused: %d connections open (the cap)", max_connections
+                )
+                self.transport.abort()
+                return
+            self._arm(read_timeout_s)
+
+        def data_received(self, data: bytes) -> None:
+            cycle = self.cycle
+            super().data_received(data)
+            if self.cycle is not cycle and self._head_timer is not None:  # a request head arrived
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm(self.timeout_keep_alive + read_timeout_s)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+        def _arm(self, delay_s: float) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = None
+            if not self.transport.is_closing():
+                self._head_timer = self.loop.call_later(delay_s, self._head_overdue)
+
+        def _head_overdue(self) -> None:
+            self._head_timer = None
+            if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+                self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def default_max_connections() -> int:
+    """A third of the file-descriptor limit (less a reserve) per receiver, at most 4 096: both
+    receivers at their cap still leave descriptors for files, the outbox and the lineage transport."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(16, min(4096, (soft - 64) // 3))
+
+
+class HttpReceiver:
+    """uvicorn serving ``OtlpHttpApp`` on a socket bound here (so a bind error is raised here).
+
+    Connections are capped and timed out (``_guarded_protocol``); idle keep-alive connections
+    close after ``KEEP_ALIVE_S``."""
+
+    KEEP_ALIVE_S = 5
+
+    def __init__(
+        self,
+        app: OtlpHttpApp,
+        host: str,
+        port: int,
+        tls: tuple[str, str] | None = None,
+        *,
+        max_connections: int | None = None,
+        read_timeout_s: float = 30.0,
+    ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -252,12 +420,24 @@ class HttpReceiver:
             self._socket.close()
             raise
         self.port: int = self._socket.getsockname()[1]
+        self.max_connections = max_connections or default_max_connections()
+        self._app = app
         config = uvicorn.Config(
             app, lifespan="off", log_config=None, access_log=False, server_header=False,
+            http=_guarded_protocol(self.max_connections, read_timeout_s),
+            timeout_keep_alive=self.KEEP_ALIVE_S, backlog=min(2048, self.max_connections),
             timeout_graceful_shutdown=10, ssl_certfile=tls[0] if tls else None,
             ssl_keyfile=tls[1] if tls else None,
         )
-        config.load()  # a bad certificate or key raises here, not in the server's thread
+        try:
+            config.load()  # a bad certificate or key raises here, not in the server's thread
+        except BaseException:
+            self._socket.close()
+            raise
+        for name in _LOGGERS:
+            logger = logging.getLogger(name)
+            if _LOG_FILTER not in logger.filters:
+                logger.addFilter(_LOG_FILTER)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="aigp-gateway-http", daemon=True)
 
@@ -279,3 +459,4 @@ class HttpReceiver:
         self._server.should_exit = True
         self._thread.join(15.0)
         self._socket.close()
+        self._app.close()

@@ -15,7 +15,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.frontdoors.otlp import TraceIntake, notes_from_request
+from aigp_otel_bridge.frontdoors.assembly import held_bytes
+from aigp_otel_bridge.frontdoors.otlp import DEFAULT_MAX_HELD_BYTES, TraceIntake, notes_from_request
 from aigp_otel_bridge.propagated_links import run_id_for_remote_root, run_id_for_trace
 from tests.conftest import CaptureTransport
 from tests.waiting import wait_until
@@ -50,10 +51,14 @@ def transport() -> CaptureTransport:
 def make_intake(transport: CaptureTransport) -> Iterator[Any]:
     made: list[TraceIntake] = []
 
-    def make(root_wait_s: float = 60.0, link_wait_s: float = 60.0, **settings: Any) -> TraceIntake:
+    def make(
+        root_wait_s: float = 60.0, link_wait_s: float = 60.0, max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
+        **settings: Any,
+    ) -> TraceIntake:
         engine = Engine(BridgeConfig(job_namespace="test.ns", **settings),
                         OpenLineageClient(transport=transport).emit)
-        made.append(TraceIntake(engine, root_wait_s=root_wait_s, link_wait_s=link_wait_s))
+        made.append(TraceIntake(engine, root_wait_s=root_wait_s, link_wait_s=link_wait_s,
+                                max_held_bytes=max_held_bytes))
         return made[-1]
 
     yield make
@@ -78,13 +83,22 @@ def test_local_roots_resolve_across_requests_in_any_order(make_intake: Any) -> N
     assert assembly.local_root(TRACE_ID, int.from_bytes(CALLEE, "big")) == int.from_bytes(CALLEE, "big")
 
 
-def test_held_roots_are_bounded_like_pending_traces(make_intake: Any) -> None:
-    intake = make_intake(max_pending_traces=2)
+def test_held_roots_are_bounded_in_bytes(make_intake: Any) -> None:
+    (note,) = notes_from_request(request("a", span(CALLER))).notes
+    intake = make_intake(max_held_bytes=2 * held_bytes(note))
     assert send(intake, "a", span(CALLER), span(CALL))
-    assert not send(intake, "a", span(CALLEE), span(WORK))  # a third held root: refused, nothing kept
+    assert intake.assembly.bytes_held == 2 * held_bytes(note)
+    assert not send(intake, "a", span(CALLEE), span(WORK))  # past the bound: refused, nothing kept
     assert len(intake.assembly) == 2
     intake.close()
+    assert intake.assembly.bytes_held == 0
     assert not send(intake, "a", span(CALLEE))  # stopping
+
+
+def test_an_empty_hold_takes_any_request(make_intake: Any) -> None:
+    intake = make_intake(max_held_bytes=1)
+    assert send(intake, "a", span(CALLER), span(CALL))  # over the bound, but nothing else is held
+    assert not send(intake, "a", span(CALLEE))
 
 
 def test_stopping_hands_callers_over_before_callees_which_name_them(
