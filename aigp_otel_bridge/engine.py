@@ -137,6 +137,7 @@ class Engine:
         self._outbox = self._open_outbox(outbox_from_environment)
         self.run_chain: RunChain | None = None
         """Set by the gateway, which links runs from the spans themselves (``span_links.py``)."""
+        self._remember_ungoverned_roots = False
         self._start()
         # Callbacks hold the engine weakly: a global MeterProvider must not keep it alive.
         weak_self = weakref.ref(self)
@@ -200,6 +201,7 @@ class Engine:
             max_records_per_trace=config.max_records_per_trace,
             emit_ungoverned=config.emit_ungoverned,
             stats=self.stats,
+            remember_ungoverned_roots=self._remember_ungoverned_roots,
         )
         self._extractor = Extractor(config.limits)
         if self._outbox is not None and not self._outbox.claim():
@@ -231,6 +233,14 @@ class Engine:
     @property
     def stopped(self) -> bool:
         return self._stopped
+
+    def remember_ungoverned_roots(self) -> None:
+        """For front doors where a local root may arrive before its children (the gateway): a root
+        decided without governance is remembered, so that records arriving for it later make its
+        run (``Correlator``'s ``remember_ungoverned_roots``)."""
+        with self._correlating:
+            self._remember_ungoverned_roots = True
+            self._correlator.remember_ungoverned_roots = True
 
     @property
     def value_cap(self) -> int:

@@ -741,3 +741,82 @@ def test_spans_of_interleaved_runs_each_reach_their_own_run(stats: Stats) -> Non
         assert all((r.event_id or "").startswith(prefix) for r in run.records)
     assert sorted(len(run.records) for run in closed) == [1, 2, 3]
     assert stats.records == len(order)
+
+
+# --- a request sent again; a root before its children (the gateway) ---------------------------
+
+
+def test_records_a_run_already_holds_sent_again_add_no_event(stats: Stats) -> None:
+    correlator = _correlator(stats)
+    _end(correlator, _note(local_root_id=ROOT), [_governed("e-1")], now=1.0)
+    (run,) = _end(correlator, _root(), [_governed("e-2", "b")], now=1.0)
+    assert run.reason is Reason.ROOT_ENDED
+    # An exporter retries the whole request after a lost answer: the child, then the root.
+    assert _end(correlator, _note(local_root_id=ROOT), [_governed("e-1")], now=2.0) == []
+    assert _end(correlator, _root(), [_governed("e-2", "b")], now=2.0) == []
+    assert correlator.settle() == []
+    assert stats.duplicate_records == 2
+    # A record it does not hold still comes late, as an OTHER event of the same run.
+    _end(correlator, _note(local_root_id=ROOT), [_governed("e-3", "c")], now=3.0)
+    (late,) = correlator.settle()
+    assert late.reason is Reason.LATE
+    assert sorted(r.event_id or "" for r in late.records) == ["e-1", "e-2", "e-3"]
+
+
+def test_a_root_sent_again_without_records_adds_no_event_even_when_ungoverned_runs_emit(
+    stats: Stats,
+) -> None:
+    correlator = _correlator(stats, emit_ungoverned=True)
+    (run,) = _end(correlator, _root(), [], now=1.0)
+    assert run.reason is Reason.ROOT_ENDED
+    assert _end(correlator, _root(), [], now=2.0) == []
+
+
+def test_an_ungoverned_root_before_its_children_makes_their_run_with_its_status_and_job(
+    stats: Stats,
+) -> None:
+    correlator = _correlator(stats, remember_ungoverned_roots=True)
+    root = _root(name="plan")
+    assert _end(correlator, root, [], now=1.0) == []  # nothing governed yet: no event
+    _end(correlator, _note(local_root_id=ROOT, name="policy"), [_governed("e-1")], now=5.0)
+    _end(correlator, _note(span_id=0x99, local_root_id=ROOT), [_governed("e-2", "b")], now=5.0)
+    (run,) = correlator.settle()
+    assert run.reason is Reason.ROOT_ENDED  # the run's terminal event, not a late one
+    assert run.complete is True
+    assert run.root is not None and run.root.span_id == ROOT
+    assert [r.event_id for r in run.records] == ["e-1", "e-2"]
+    assert stats.late_events == 0
+    job = name_run(run, aggregate(run.records, run.overflow, max_inputs=10), BridgeConfig(job_namespace="ns"))
+    assert job.job_name.endswith("plan")
+    correlator.named(run, (job.job_namespace, job.job_name))
+    # Later records are late records of that run, which names the same job.
+    _end(correlator, _note(span_id=0x98, local_root_id=ROOT), [_governed("e-3", "c")], now=6.0)
+    (late,) = correlator.settle()
+    assert late.reason is Reason.LATE and late.job == (job.job_namespace, job.job_name)
+
+
+def test_ungoverned_roots_are_remembered_apart_and_bounded(stats: Stats) -> None:
+    correlator = _correlator(stats, remember_ungoverned_roots=True, max_pending_traces=2)
+    (governed,) = _end(correlator, _root(OTHER), [_governed("e-0")], now=1.0)
+    for trace in (TRACE, THIRD, 0x22222222222222222222222222222222):  # three quiet roots, bound 2
+        _end(correlator, _root(trace), [], now=1.0)
+    _end(correlator, _note(TRACE, local_root_id=ROOT), [_governed("e-1")], now=2.0)
+    assert correlator.settle() == []  # the oldest quiet root was forgotten: a pending run instead
+    _end(correlator, _note(OTHER, local_root_id=ROOT), [_governed("e-2", "b")], now=2.0)
+    (late,) = correlator.settle()  # the governed run is still remembered
+    assert late.reason is Reason.LATE and late.key == OTHER
+    # Without the setting (in process) nothing is remembered of an ungoverned root.
+    plain = _correlator(Stats())
+    _end(plain, _root(), [], now=1.0)
+    _end(plain, _note(local_root_id=ROOT), [_governed("e-1")], now=2.0)
+    assert plain.settle() == []
+    (timed_out,) = plain.expire(2.0 + TIMEOUT + 1)
+    assert timed_out.reason is Reason.TIMEOUT
+
+
+def test_forgotten_quiet_roots_expire_with_the_timeout(stats: Stats) -> None:
+    correlator = _correlator(stats, remember_ungoverned_roots=True)
+    _end(correlator, _root(), [], now=1.0)
+    correlator.expire(1.0 + TIMEOUT + 1)
+    _end(correlator, _note(local_root_id=ROOT), [_governed("e-1")], now=TIMEOUT + 3)
+    assert correlator.settle() == []

@@ -669,6 +669,7 @@ class TraceIntake:
     ) -> None:
         self.engine = engine
         engine.run_chain = RunChain(max_runs=engine.config.max_pending_traces)
+        engine.remember_ungoverned_roots()  # a root may come before its children, by any distance
         self.assembly = TraceAssembly(
             engine, engine.run_chain, root_wait_s=root_wait_s,
             link_wait_s=min(link_wait_s, engine.config.trace_timeout_s), max_held_bytes=max_held_bytes,

@@ -14,7 +14,12 @@ trace ends and claims them.
 
 A run that ended is remembered for a while (bounded by count and time): records that arrive after
 its terminal event join it again and close it as ``LATE``, an ``OTHER`` event of the same run over
-all its records. GenAI spans add the tools and models they name, and the tool a record is about.
+all its records. Records it already holds (the same event ids, sent again by a retrying OTLP
+sender) add nothing, and neither does its local root ending again. With
+``remember_ungoverned_roots`` (the gateway, where a local root may arrive before its children),
+a local root that closed a run without governance is remembered the same way: records that arrive
+for it later make its run, with the root's status and job, as its terminal event. GenAI spans add
+the tools and models they name, and the tool a record is about.
 
 The ``Correlator`` is a plain, single-threaded state machine: one worker owns it, so it needs no
 locks, and tests drive it with explicit clocks.
@@ -301,6 +306,9 @@ class _Ended:
     complete: bool = True
     root: RootFacts | None = None
     """The local root's facts, when its end closed the run."""
+    emitted: bool = True
+    """False for an ungoverned root remembered without an event: its first records make its
+    terminal event (``ROOT_ENDED``), not a late one."""
 
 
 @dataclass(slots=True)
@@ -343,8 +351,10 @@ class Correlator:
         max_records_per_trace: int,
         emit_ungoverned: bool,
         stats: Stats,
+        remember_ungoverned_roots: bool = False,
     ) -> None:
         self._timeout = trace_timeout_s
+        self.remember_ungoverned_roots = remember_ungoverned_roots
         self._max_runs = max_pending_traces
         self._max_records = max_records_per_trace
         self._emit_ungoverned = emit_ungoverned
@@ -361,6 +371,9 @@ class Correlator:
         """Runs whose terminal event went out, oldest first, bounded by count and by time."""
         self._late: dict[RunKey, _Ended] = {}
         """Ended runs that received records since their last event."""
+        self._quiet_roots: OrderedDict[RunKey, _Ended] = OrderedDict()
+        """Local roots that closed a run without governance and emitted nothing, oldest first,
+        bounded as ``_ended`` is (only with ``remember_ungoverned_roots``)."""
         self._shared_genai: dict[tuple[Observed, ...], _GenAI] = {}
         """One ``_GenAI`` per set of observations, for runs that have nothing else."""
         self._observed: dict[tuple[int, int], tuple[GenAIFacts | None, _GenAI | None, _GenAI | None]] = {}
@@ -377,23 +390,23 @@ class Correlator:
 
     def _run_for(
         self, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun], *,
-        late: bool = False,
+        late: Sequence[GovernanceRecord] = (),
     ) -> _Run:
         """The pending run a span or event of this trace belongs to, made when there is none.
 
         A known local root has its own run; the first run of the trace takes what has no known
         root, and the first local root to claim it (start or end) makes those records its own.
-        With ``late``, records of a run that has already ended join that run again (section 2).
+        With ``late`` records, a run that has already ended takes them again (section 2).
         """
         runs = self._runs
         run = runs.get(trace)
         if run is not None and local_root_id is not None and run.root_span_id not in (None, local_root_id):
             run = runs.get((trace, local_root_id))
             if run is None:
-                ended = self._ended_run(trace, local_root_id, now) if late else None
+                ended = self._ended_run(trace, local_root_id, now, late, closed) if late else None
                 return ended or self._new((trace, local_root_id), trace, local_root_id, now, closed)
         elif run is None:
-            ended = self._ended_run(trace, local_root_id, now) if late else None
+            ended = self._ended_run(trace, local_root_id, now, late, closed) if late else None
             return ended or self._new(trace, trace, local_root_id, now, closed)
         elif run.root_span_id is None and local_root_id is not None:
             run.root_span_id = local_root_id
@@ -420,17 +433,36 @@ class Correlator:
             self._close(oldest, Reason.EVICTED, closed)
         return run
 
-    def _ended_run(self, trace: TraceKey, local_root_id: int | None, now: float) -> _Run | None:
-        """The ended run a late record belongs to, marked to be emitted again; None when forgotten."""
-        ended = self._ended.get(trace)
-        if ended is None or local_root_id not in (None, ended.run.root_span_id):
-            ended = self._ended.get((trace, local_root_id)) if local_root_id is not None else None
+    def _ended_run(
+        self, trace: TraceKey, local_root_id: int | None, now: float, records: Sequence[GovernanceRecord],
+        closed: list[ClosedRun],
+    ) -> _Run | None:
+        """The ended run late records belong to, marked to be emitted again unless it already
+        holds every one of them (a request sent again); None when forgotten."""
+        ended = self._ended_for(trace, local_root_id)
         if ended is None:
-            return None
+            ended = self._ended_for(trace, local_root_id, self._quiet_roots)
+            if ended is None:
+                return None
+            del self._quiet_roots[ended.run.key]  # its first records: a run from now on
+            self._ended[ended.run.key] = ended
+            self._bound_ended(closed)
+        elif _holds_all(ended.run, records):
+            return ended.run
         ended.forget_at = now + self._timeout
         self._ended.move_to_end(ended.run.key)
         self._late[ended.run.key] = ended
         return ended.run
+
+    def _ended_for(
+        self, trace: TraceKey, local_root_id: int | None, memory: OrderedDict[RunKey, _Ended] | None = None
+    ) -> _Ended | None:
+        """The remembered run of this trace and local root (in ``_ended`` unless ``memory`` is given)."""
+        memory = self._ended if memory is None else memory
+        ended = memory.get(trace)
+        if ended is None or local_root_id not in (None, ended.run.root_span_id):
+            ended = memory.get((trace, local_root_id)) if local_root_id is not None else None
+        return ended
 
     def named(self, closed: ClosedRun, job: tuple[str, str]) -> None:
         """The job a terminal event named: a later event of the same run must name it again."""
@@ -441,12 +473,18 @@ class Correlator:
     def settle(self) -> list[ClosedRun]:
         """An ``OTHER`` event for each ended run that received late records, the aggregate over
         all of its records (called once the intake is drained, so a burst makes one event)."""
-        closed: list[ClosedRun] = []
-        for ended in self._late.values():
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
+        closed = [self._late_run(ended) for ended in self._late.values()]
         self._late.clear()
-        self._stats.late_events += len(closed)
         return closed
+
+    def _late_run(self, ended: _Ended) -> ClosedRun:
+        """The event for an ended run's new records: ``LATE``, or the terminal event of a root
+        remembered without one."""
+        if not ended.emitted:
+            ended.emitted = True
+            return self._closed_run(ended.run, Reason.ROOT_ENDED, ended.complete, None, ended.root)
+        self._stats.late_events += 1
+        return self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root)
 
     def _emitted_before(self, trace: TraceKey, local_root_id: int | None) -> bool:
         """Part of this run already went out early (its own, or its trace's unattributed records)."""
@@ -477,7 +515,7 @@ class Correlator:
             run.active_at = now  # the usual case: the run of the span before, still the last
         else:
             evicted: list[ClosedRun] = []
-            run = self._run_for(span.trace_id, local_root_id, now, evicted, late=bool(records))
+            run = self._run_for(span.trace_id, local_root_id, now, evicted, late=records)
             closed = evicted
         key: str | None = None
         keys: list[str] | None = None
@@ -512,8 +550,11 @@ class Correlator:
         return closed
 
     def _root_ended(self, span: SpanFacts, root: RootFacts, now: float) -> list[ClosedRun]:
-        """A local root ended: its span's records and facts join its run, which is closed."""
+        """A local root ended: its span's records and facts join its run, which is closed. The
+        same root ending again (a request sent again) adds nothing."""
         closed: list[ClosedRun] = []
+        if self._repeated(span.trace_id, root.span_id, span.records):
+            return closed
         run = self._run_for(span.trace_id, root.span_id, now, closed)
         for record in span.records:
             self._add(run, record)
@@ -532,12 +573,25 @@ class Correlator:
         self._close(run, Reason.ROOT_ENDED, closed, root)
         return closed
 
+    def _repeated(self, trace: TraceKey, root_id: int, records: Sequence[GovernanceRecord]) -> bool:
+        """This root's run already ended (and is remembered) holding all of ``records``, and no run
+        of it is pending: its end is a copy."""
+        run = self._runs.get(trace)
+        if (run is not None and run.root_span_id in (None, root_id)) or (trace, root_id) in self._runs:
+            return False
+        for memory in (self._ended, self._quiet_roots):
+            ended = self._ended_for(trace, root_id, memory)
+            if ended is not None and ended.run.root_span_id == root_id and _holds_all(ended.run, records):
+                self._stats.duplicate_records += len(records)
+                return True
+        return False
+
     def event_ingested(
         self, key: TraceKey, record: GovernanceRecord, now: float, local_root_id: int | None = None
     ) -> list[ClosedRun]:
         """A full AIGP event: it joins the local root of its span when the front door knew it."""
         closed: list[ClosedRun] = []
-        self._add(self._run_for(key, local_root_id, now, closed, late=True), record)
+        self._add(self._run_for(key, local_root_id, now, closed, late=(record,)), record)
         return closed
 
     # ---- GenAI spans (contract section 9) ----
@@ -632,6 +686,8 @@ class Correlator:
             if ended.forget_at > now or ended.run.key in self._late:
                 break
             del self._ended[ended.run.key]
+        while self._quiet_roots and next(iter(self._quiet_roots.values())).forget_at <= now:
+            self._quiet_roots.popitem(last=False)
         quiet = list(_quiet(self._runs, now, self._timeout))
         for run in quiet:
             del self._runs[run.key]
@@ -687,6 +743,8 @@ class Correlator:
         closes_early_run = run.continuation and reason is Reason.ROOT_ENDED
         wanted_ungoverned = self._emit_ungoverned and reason is Reason.ROOT_ENDED
         if not (run.governed or closes_early_run or wanted_ungoverned):
+            if reason is Reason.ROOT_ENDED and self.remember_ungoverned_roots:
+                self._remember_quiet_root(run, root)
             return
         trace = run.trace
         early = reason is not Reason.ROOT_ENDED
@@ -708,17 +766,32 @@ class Correlator:
         """Keep an ended run for its late records: at most ``max_pending_traces`` of them, each
         for ``trace_timeout_s`` after its last activity; one forgotten earlier is counted (and
         its late records, if any are waiting, go out first)."""
+        self._quiet_roots.pop(run.key, None)
+        self._ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete, root)
+        self._bound_ended(closed)
+
+    def _bound_ended(self, closed: list[ClosedRun]) -> None:
         ended = self._ended
-        ended[run.key] = _Ended(run, run.active_at + self._timeout, None, complete, root)
         while len(ended) > self._max_runs:
             _, oldest = ended.popitem(last=False)
             self._forget(oldest, closed)
             self._stats.ended_runs_forgotten += 1
 
+    def _remember_quiet_root(self, run: _Run, root: RootFacts | None) -> None:
+        """Keep a local root that closed its run without governance, for records that come after
+        it (bounded and forgotten as ended runs are, but apart from them, so that ungoverned
+        traffic never pushes governed runs out of memory)."""
+        if root is None:
+            return
+        quiet = self._quiet_roots
+        quiet.pop(run.key, None)
+        quiet[run.key] = _Ended(run, run.active_at + self._timeout, None, not run.continuation, root, False)
+        while len(quiet) > self._max_runs:
+            quiet.popitem(last=False)
+
     def _forget(self, ended: _Ended | None, closed: list[ClosedRun]) -> None:
         if ended is not None and self._late.pop(ended.run.key, None) is not None:
-            closed.append(self._closed_run(ended.run, Reason.LATE, ended.complete, ended.job, ended.root))
-            self._stats.late_events += 1
+            closed.append(self._late_run(ended))
 
     def _closed_run(
         self, run: _Run, reason: Reason, complete: bool, job: tuple[str, str] | None,
@@ -746,6 +819,13 @@ class Correlator:
             job=job,
             run_key=run.key,
         )
+
+
+def _holds_all(run: _Run, records: Sequence[GovernanceRecord]) -> bool:
+    """``run`` already holds each of ``records`` (by event id: a record without one is always new)."""
+    return all(
+        record.event_id is not None and run.record(record.event_id) is not None for record in records
+    )
 
 
 def _quiet(runs: dict[RunKey, _Run], now: float, timeout: float) -> Iterator[_Run]:
