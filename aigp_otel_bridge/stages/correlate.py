@@ -390,23 +390,24 @@ class Correlator:
 
     def _run_for(
         self, trace: TraceKey, local_root_id: int | None, now: float, closed: list[ClosedRun], *,
-        late: Sequence[GovernanceRecord] = (),
+        late: Sequence[GovernanceRecord] | None = None,
     ) -> _Run:
         """The pending run a span or event of this trace belongs to, made when there is none.
 
         A known local root has its own run; the first run of the trace takes what has no known
         root, and the first local root to claim it (start or end) makes those records its own.
-        With ``late`` records, a run that has already ended takes them again (section 2).
+        With ``late`` (the records of a span or event, perhaps none), a run that has already
+        ended takes them again (section 2).
         """
         runs = self._runs
         run = runs.get(trace)
         if run is not None and local_root_id is not None and run.root_span_id not in (None, local_root_id):
             run = runs.get((trace, local_root_id))
             if run is None:
-                ended = self._ended_run(trace, local_root_id, now, late, closed) if late else None
+                ended = self._ended_run(trace, local_root_id, now, late, closed) if late is not None else None
                 return ended or self._new((trace, local_root_id), trace, local_root_id, now, closed)
         elif run is None:
-            ended = self._ended_run(trace, local_root_id, now, late, closed) if late else None
+            ended = self._ended_run(trace, local_root_id, now, late, closed) if late is not None else None
             return ended or self._new(trace, trace, local_root_id, now, closed)
         elif run.root_span_id is None and local_root_id is not None:
             run.root_span_id = local_root_id
@@ -438,12 +439,14 @@ class Correlator:
         closed: list[ClosedRun],
     ) -> _Run | None:
         """The ended run late records belong to, marked to be emitted again unless it already
-        holds every one of them (a request sent again); None when forgotten."""
+        holds every one of them (a request sent again, or a span with none); None when forgotten."""
         ended = self._ended_for(trace, local_root_id)
         if ended is None:
             ended = self._ended_for(trace, local_root_id, self._quiet_roots)
             if ended is None:
                 return None
+            if not records:
+                return ended.run  # what a span without records observes joins it, and emits nothing
             del self._quiet_roots[ended.run.key]  # its first records: a run from now on
             self._ended[ended.run.key] = ended
             self._bound_ended(closed)
