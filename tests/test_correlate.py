@@ -797,7 +797,7 @@ def test_an_ungoverned_root_before_its_children_makes_their_run_with_its_status_
 
 def test_ungoverned_roots_are_remembered_apart_and_bounded(stats: Stats) -> None:
     correlator = _correlator(stats, remember_ungoverned_roots=True, max_pending_traces=2)
-    (governed,) = _end(correlator, _root(OTHER), [_governed("e-0")], now=1.0)
+    assert _end(correlator, _root(OTHER), [_governed("e-0")], now=1.0)
     for trace in (TRACE, THIRD, 0x22222222222222222222222222222222):  # three quiet roots, bound 2
         _end(correlator, _root(trace), [], now=1.0)
     _end(correlator, _note(TRACE, local_root_id=ROOT), [_governed("e-1")], now=2.0)

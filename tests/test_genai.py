@@ -214,7 +214,10 @@ def test_ended_runs_are_remembered_within_bounds_and_forgetting_is_counted(
             aigp.inject_success(f"policy.{name}", 1, name)
     assert processor.force_flush(10_000)
     assert processor.stats()["ended_runs_forgotten"] == 1
-    processor.ingest_aigp_event(store[1])  # the remembered run: an OTHER event
+    processor.ingest_aigp_event(store[1])  # an event the remembered run holds: nothing new
+    assert processor.force_flush(10_000)
+    assert [e["eventType"] for e in transport.events] == ["COMPLETE", "COMPLETE"]
+    processor.ingest_aigp_event({**store[1], "event_id": "a-later-event"})  # the remembered run: OTHER
     assert processor.force_flush(10_000)
     assert [e["eventType"] for e in transport.events] == ["COMPLETE", "COMPLETE", "OTHER"]
     assert transport.events[2]["run"]["runId"] == transport.events[1]["run"]["runId"]

@@ -85,7 +85,20 @@ class Decoded:
     values_left_out: int = 0
 
 
-def decode_protobuf(body: bytes) -> Decoded:
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    return _decode_protobuf(body).request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    return _decode_json(body).request
+
+
+def decode(body: bytes, media_type: str) -> Decoded:
+    """A request in either encoding, with what decoding left out."""
+    return _decode_json(body) if media_type == MEDIA_JSON else _decode_protobuf(body)
+
+
+def _decode_protobuf(body: bytes) -> Decoded:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
@@ -105,7 +118,7 @@ def decode_protobuf(body: bytes) -> Decoded:
     raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {problem}") from None
 
 
-def decode_json(body: bytes) -> Decoded:
+def _decode_json(body: bytes) -> Decoded:
     """OTLP/JSON: the protobuf JSON mapping, except that ids are hex strings, not base64.
 
     ``json_format`` already accepts both lowerCamelCase and snake_case field names, 64-bit
@@ -136,10 +149,6 @@ def decode_json(body: bytes) -> Decoded:
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
         raise OtlpDecodeError(f"not an OTLP/JSON ExportTraceServiceRequest: {error}") from None
     return Decoded(request, left_out)
-
-
-def decode(body: bytes, media_type: str) -> Decoded:
-    return decode_json(body) if media_type == MEDIA_JSON else decode_protobuf(body)
 
 
 def _json_object(node: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -22,11 +22,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from aigp_otel_bridge.frontdoors.otlp import (
+    MEDIA_PROTOBUF,
     OtlpDecodeError,
     TraceIntake,
     Verdict,
     bearer_matches,
-    decode_protobuf,
+    decode,
 )
 
 SERVICE_NAME: str = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
@@ -44,7 +45,7 @@ class _TraceService:
             self._retry_later(context, "decoding budget full, retry later")
         try:
             try:
-                decoded = decode_protobuf(body)
+                decoded = decode(body, MEDIA_PROTOBUF)
             except OtlpDecodeError as error:
                 self.intake.refused("grpc", "bad_request")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
