@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import resource as os_resource
 import shutil
 import signal
 import socket
@@ -58,7 +59,9 @@ class GatewayProcess:
         http: bool = True,
         lineage_path: Path | None = None,
         transport_env: dict[str, str] | None = None,
+        open_files: int | None = None,
     ) -> None:
+        """``open_files``: the gateway's file-descriptor limit (``ulimit -n``), when given."""
         self.directory = directory
         self.grpc_port = free_port() if grpc else None
         self.http_port = free_port() if http else None
@@ -82,8 +85,13 @@ class GatewayProcess:
             "--http-endpoint", f"127.0.0.1:{self.http_port}" if http else "none",
             *(args or []),
         ]
+        def limit_open_files() -> None:
+            _, hard = os_resource.getrlimit(os_resource.RLIMIT_NOFILE)
+            os_resource.setrlimit(os_resource.RLIMIT_NOFILE, (open_files, hard))
+
         self.process = subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=directory
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=directory, preexec_fn=limit_open_files if open_files is not None else None,
         )
         self.output: list[str] = []
         self.errors: list[str] = []
