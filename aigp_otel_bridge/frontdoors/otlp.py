@@ -162,7 +162,8 @@ def _json_prune(node: dict[str, Any]) -> int:
     if not isinstance(attributes, list):
         return 0
     kept = [kv for kv in attributes if not (isinstance(kv, dict) and _json_too_deep(kv.get("value"), 0))]
-    node["attributes"] = kept
+    if len(kept) < len(attributes):
+        node["attributes"] = kept
     return len(attributes) - len(kept)
 
 

@@ -253,8 +253,8 @@ def test_slow_heads_and_bodies_are_cut(start: Started) -> None:
 
 def test_a_flood_of_idle_connections_never_stops_the_other_protocol(tmp_path: Path) -> None:
     """At ``ulimit -n 256``, 400 idle HTTP connections: the HTTP receiver keeps its cap (a third
-    of the limit), gRPC keeps serving, HTTP serves again once the idle ones are cut, and the log
-    stays a few lines."""
+    of the limit), gRPC keeps serving, HTTP serves again once the idle ones are cut; then 400 idle
+    gRPC connections leave HTTP serving; and the log stays a few lines."""
     gateway = GatewayProcess(tmp_path, open_files=256, env={"AIGP_BRIDGE_READ_TIMEOUT_S": "2"}).wait_ready()
     idle: list[socket.socket] = []
     try:
@@ -272,6 +272,12 @@ def test_a_flood_of_idle_connections_never_stops_the_other_protocol(tmp_path: Pa
                 return False
 
         wait_until(http_serves, "the HTTP receiver to serve again", 30, every_s=0.2)
+        for _ in range(400):  # and the other way round: a flood on gRPC leaves HTTP serving
+            idle.append(socket.create_connection(("127.0.0.1", gateway.grpc_port or 0), timeout=10))
+        spans, expected = record_spans([{}])
+        url = gateway.http_url
+        assert export(HttpSpanExporter(endpoint=url), spans) is SpanExportResult.SUCCESS
+        assert gateway.wait_lineage(2)[1]["run"]["runId"] == expected[0]["run"]["runId"]
     finally:
         for connection in idle:
             connection.close()
