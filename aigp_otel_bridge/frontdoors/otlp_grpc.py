@@ -102,8 +102,11 @@ class GrpcReceiver:
 
     Bounds: ``max_message_bytes`` per message (grpcio refuses larger ones as it reads them),
     ``max_workers`` calls handled at once and at most four times as many admitted (grpcio answers
-    the rest ``RESOURCE_EXHAUSTED``, which exporters retry), ``max_connections`` connections, and a
-    connection must finish its HTTP/2 (and TLS) handshake within ``handshake_timeout_s``."""
+    the rest ``RESOURCE_EXHAUSTED``, which exporters retry), ``max_connections`` connections, a
+    connection must finish its HTTP/2 (and TLS) handshake within ``handshake_timeout_s``, and one
+    without calls for ``IDLE_S`` is closed (a client's channel reconnects when it next exports)."""
+
+    IDLE_S = 300
 
     def __init__(
         self,
@@ -132,6 +135,7 @@ class GrpcReceiver:
             ("grpc.so_reuseport", 0),
             ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
+            ("grpc.max_connection_idle_ms", int(self.IDLE_S * 1000)),
         ]
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="aigp-gateway-grpc"),
