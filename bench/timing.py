@@ -24,7 +24,7 @@ from opentelemetry.trace import Tracer
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from bench import workloads
-from bench.setups import CONFIGS, make_setup, null_client
+from bench.setups import CONFIGS, made_beforehand, make_setup, null_client, replay
 
 HAND_BUILT = "hand_built"
 CLOCK = "process CPU time of all threads (time.process_time_ns); wall time (time.perf_counter_ns) beside it"
@@ -103,11 +103,18 @@ Others = Mapping[str, "type[AIGPLineageSpanProcessor]"]
 """Further bridge configurations: their name and the processor class of another checkout."""
 
 
-def _span_window(config: str, work: Work, *, spans: int, runs: int, others: Others) -> Window:
+def _span_window(config: str, work: Work, *, spans: int, runs: int, others: Others,
+                 beforehand: bool = False) -> Window:
+    """One window of ``config``: the application makes the spans in it, or (``beforehand``) they
+    are made before it and the window replays them to the processor alone."""
     setup = make_setup(config, queue_hint=spans, processor=others.get(config))
+    steps = made_beforehand(work) if beforehand else []
     gc.collect()
     clock = Clock()
-    work(setup.tracer)
+    if beforehand:
+        replay(setup.processor, steps)
+    else:
+        work(setup.tracer)
     setup.flush()
     window = clock.stop()
     window.problems = setup.check(spans=spans, runs=runs)
@@ -143,9 +150,10 @@ def interleave(case: Case, windows: dict[str, Callable[[], Window]], rounds: int
 
 
 def measure_spans(
-    name: str, spans: int, rounds: int, *, governed: bool, others: Others | None = None
+    name: str, spans: int, rounds: int, *, governed: bool, beforehand: bool, others: Others | None = None
 ) -> Case:
-    """Child spans with ordinary attributes; governed ones carry one ``aigp.*`` span event each."""
+    """Child spans with ordinary attributes, in traces of 100; governed ones carry one ``aigp.*``
+    span event each. ``beforehand``: the processor alone, on spans made before each window."""
     events = workloads.span_events(spans) if governed else None
     roots = workloads.roots_for(spans)
 
@@ -154,14 +162,15 @@ def measure_spans(
 
     def window(config: str) -> Callable[[], Window]:
         return lambda: _span_window(config, work, spans=spans + roots, runs=roots if governed else 0,
-                                    others=others or {})
+                                    others=others or {}, beforehand=beforehand)
 
     configs = (*CONFIGS, *(others or {}))
     return interleave(Case(name, "span", spans), {c: window(c) for c in configs}, rounds)
 
 
-def measure_sessions(sessions: int, rounds: int, others: Others | None = None) -> Case:
-    """Governed agent sessions, and the same number of RunEvents built and emitted by hand."""
+def measure_sessions(sessions: int, rounds: int, *, beforehand: bool, others: Others | None = None) -> Case:
+    """Governed agent sessions, and the same number of RunEvents built and emitted by hand.
+    ``beforehand``: the processor alone, on sessions made before each window."""
     events = workloads.session_events(sessions)
     hand = workloads.hand_sessions(events)
     spans = sessions * (1 + len(workloads.SESSION_CHILDREN))
@@ -170,7 +179,8 @@ def measure_sessions(sessions: int, rounds: int, others: Others | None = None) -
         workloads.run_sessions(tracer, events)
 
     def window(config: str) -> Callable[[], Window]:
-        return lambda: _span_window(config, work, spans=spans, runs=sessions, others=others or {})
+        return lambda: _span_window(config, work, spans=spans, runs=sessions, others=others or {},
+                                    beforehand=beforehand)
 
     windows = {c: window(c) for c in (*CONFIGS, *(others or {}))}
     windows[HAND_BUILT] = lambda: _hand_window(hand)
