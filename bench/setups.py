@@ -2,14 +2,15 @@
 
 Three span-processing configurations are compared in each measurement:
 
-- ``none``: a ``TracerProvider`` with no span processor (the floor);
+- ``none``: a ``TracerProvider`` with no span processor, or replayed to the SDK's base
+  ``SpanProcessor``, whose hooks do nothing (the floor);
 - ``batch``: the SDK's ``BatchSpanProcessor`` with an exporter that drops every batch;
 - ``bridge``: ``AIGPLineageSpanProcessor`` with an ``OpenLineageClient`` on a null transport.
 
 A fresh provider (and processor, client, transport) is made for every timed window and shut down
 after it, outside the window.
 
-The span ratios of the guard measure a processor alone: ``made_beforehand`` makes and ends a
+The span and session ratios of the guard measure a processor alone: ``made_beforehand`` makes and ends a
 workload's spans before the window (recording the starts and ends a processor sees, with each
 start's parent context), and ``replay`` hands that sequence to the processor under test inside
 it, so that the window holds the processor's work and none of the application's.

@@ -1,13 +1,15 @@
-"""Timed measurements: interleaved rounds, a fresh provider per window, minimum and median.
+"""Timed measurements: interleaved rounds, a fresh processor per window, median and minimum.
 
-A window runs from just before the first span starts to the return of ``force_flush``, which
-waits for the processors' workers (the batch exporter's thread; the bridge's correlation and
-delivery threads), so their work is inside the window. Each window is measured twice: the
-process CPU time of all its threads (``time.process_time_ns``, the figure the targets use: it
-does not count the time other processes on a shared machine take from this one) and the wall
-time (``time.perf_counter_ns``, a second column). The garbage collector stays enabled in every
-window (``gc.collect()`` runs before each one, so each starts from the same state); the cost of
-collections that a processor's allocations cause is part of its cost.
+In the span and session measurements each processor runs alone: the spans are made before the
+window (``setups.made_beforehand``) and the window replays their starts and ends to it, up to the
+return of its ``force_flush``, which waits for its workers (the batch exporter's thread; the
+bridge's correlation and delivery threads), so their work is inside the window. The sustained
+measurement makes its sessions inside the window, as an application does. Each window is read
+on two clocks: the process CPU time of all its threads (``time.process_time_ns``, the figure the
+guard uses: it does not count the time other processes on a shared machine take from this one)
+and the wall time (``time.perf_counter_ns``, a second column). The garbage collector stays
+enabled in every window (``gc.collect()`` runs before each one, so each starts from the same
+state); the cost of collections that a processor's allocations cause is part of its cost.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Case:
     problems: list[str] = field(default_factory=list)
 
     def per_item_ns(self, config: str, *, wall: bool = False, median: bool = False) -> float:
-        """The least disturbed window of ``config`` (or the median one), per item."""
+        """The least disturbed window of ``config`` (or the median one: what the guard reads), per item."""
         windows = (self.wall_ns if wall else self.rounds_ns)[config]
         return (statistics.median(windows) if median else min(windows)) / self.items
 
