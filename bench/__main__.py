@@ -129,18 +129,25 @@ MEASUREMENTS = ("ungoverned_span", "governed_span", "governed_session", "pending
                 "sustained_sessions", "builder_session", "builder_throughput")
 
 
+def _spans(name: str, sizes: Sizes) -> dict[str, Any]:
+    """A span measurement, its spans made as the guard's line defines (``made_beforehand``)."""
+    return timing.measure_spans(name, sizes.spans, sizes.rounds, governed=name == "governed_span",
+                                beforehand=guard.limit_of(name).made_beforehand).to_json()
+
+
+def _sessions(sizes: Sizes) -> dict[str, Any]:
+    beforehand = guard.limit_of("governed_session").made_beforehand
+    return timing.measure_sessions(sizes.sessions, sizes.rounds, beforehand=beforehand).to_json()
+
+
 def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None) -> dict[str, Any]:
     """Every measurement (or those in ``only``), in the order of ``MEASUREMENTS``."""
     steps: dict[str, tuple[str, Callable[[], Any]]] = {
         "ungoverned_span": (f"ungoverned spans ({sizes.spans} per window, {sizes.rounds} rounds)",
-                            lambda: timing.measure_spans("ungoverned_span", sizes.spans, sizes.rounds,
-                                                         governed=False, beforehand=True).to_json()),
+                            lambda: _spans("ungoverned_span", sizes)),
         "governed_span": (f"governed spans ({sizes.spans} per window)",
-                          lambda: timing.measure_spans("governed_span", sizes.spans, sizes.rounds,
-                                                       governed=True, beforehand=True).to_json()),
-        "governed_session": (f"governed sessions ({sizes.sessions} per window)",
-                             lambda: timing.measure_sessions(sizes.sessions, sizes.rounds,
-                                                            beforehand=True).to_json()),
+                          lambda: _spans("governed_span", sizes)),
+        "governed_session": (f"governed sessions ({sizes.sessions} per window)", lambda: _sessions(sizes)),
         "pending_trace_memory": (f"memory per pending trace ({sizes.pending_traces} traces)",
                                  lambda: memory.pending_trace_memory(sizes.pending_traces)),
         "flood_rss": (f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)",
@@ -177,7 +184,8 @@ def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None
             "builder_sessions": sizes.builder_sessions,
             "clock": "process CPU time of all threads per window (the guard); wall time as a second column",
             "gc": "enabled in every window; gc.collect() before each",
-            "spans": "span and session measurements: each processor alone, on spans made before the window",
+            "spans_made_beforehand": {name: guard.limit_of(name).made_beforehand
+                                      for name in ("ungoverned_span", "governed_span", "governed_session")},
             "statistic": "median and minimum over rounds per configuration; extra = configuration - none; "
             "the guard's verdict by the median",
         },

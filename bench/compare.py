@@ -31,6 +31,7 @@ from typing import Any
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from bench import timing, workloads
+from bench.guard import limit_of
 
 PACKAGE = "aigp_otel_bridge"
 OTHER = "other"
@@ -126,18 +127,21 @@ def main(argv: list[str]) -> int:
             tree = unpacked
         others = {OTHER: load_processor(tree)}
         cases = {
-            "ungoverned_span": timing.measure_spans("ungoverned_span", args.spans, args.rounds,
-                                                    governed=False, beforehand=True, others=others),
-            "governed_span": timing.measure_spans("governed_span", args.spans, args.rounds,
-                                                  governed=True, beforehand=True, others=others),
-            "governed_session": timing.measure_sessions(args.sessions, args.rounds, beforehand=True,
-                                                        others=others),
+            "ungoverned_span": timing.measure_spans(
+                "ungoverned_span", args.spans, args.rounds, governed=False,
+                beforehand=limit_of("ungoverned_span").made_beforehand, others=others),
+            "governed_span": timing.measure_spans(
+                "governed_span", args.spans, args.rounds, governed=True,
+                beforehand=limit_of("governed_span").made_beforehand, others=others),
+            "governed_session": timing.measure_sessions(
+                args.sessions, args.rounds, beforehand=limit_of("governed_session").made_beforehand,
+                others=others),
         }
     finally:
         shutil.rmtree(unpacked, ignore_errors=True)
     results = {name: case.to_json() for name, case in cases.items()}
     print(f"extra CPU per item, this checkout (bridge) and {args.other} ({OTHER}); min / median of "
-          f"{args.rounds} interleaved rounds; each processor alone, on spans made beforehand")
+          f"{args.rounds} interleaved rounds; spans made as the guard defines each line")
     for name, data in results.items():
         extra, median = data["extra_ns_per_item"], data["median_extra_ns_per_item"]
         print(f"  {name:<18} bridge {extra['bridge'] / 1000:9.2f} / {median['bridge'] / 1000:9.2f} µs   "

@@ -27,21 +27,24 @@ class Limit:
     """``x`` for a ratio, ``B`` for bytes."""
     meaning: str
     """What is compared with what, and why that baseline."""
+    made_beforehand: bool = False
+    """Span and session lines: each processor alone, replayed the spans made before the window
+    (True), or the spans made inside the window as an application makes them (False)."""
 
 
 GUARD: tuple[Limit, ...] = (
     Limit("ungoverned_span", 1.5, False, "x",
           "bridge / BatchSpanProcessor, CPU per span with ordinary attributes, each processor alone on "
           "spans made beforehand (traces of 100): what the SDK's own processor costs is what an "
-          "application already accepts"),
+          "application already accepts", made_beforehand=True),
     Limit("governed_span", 1.5, False, "x",
           "bridge / BatchSpanProcessor, CPU per span carrying one aigp.* event, each processor alone on "
           "spans made beforehand (traces of 100: each run's RunEvent, built and serialised, counts once "
-          "per 100 spans)"),
+          "per 100 spans)", made_beforehand=True),
     Limit("governed_session", 1.6, False, "x",
           "bridge CPU per governed session (processor alone, sessions made beforehand) / one hand-built "
           "openlineage-python RunEvent of the same content emitted; both serialised by the same null "
-          "transport: what writing the event by hand would cost"),
+          "transport: what writing the event by hand would cost", made_beforehand=True),
     Limit("builder_session", 2.5, False, "x",
           "builder API on a session of 3 AIGP events + json.dumps / the reference SDK's builder on the "
           "same 3 events + json.dumps (it validates nothing and aggregates nothing)"),
