@@ -55,12 +55,14 @@ def _extra(ns: float) -> str:
 def table(results: dict[str, Any]) -> str:
     """The human-readable summary printed at the end of a run."""
     m = results["measurements"]
+    beforehand = [name.replace("_", " ") for name, yes in results["settings"]["spans_made_beforehand"].items()
+                  if yes]
     lines = [
         f"aigp-otel-bridge benchmark — {results['settings']['rounds']} interleaved rounds; "
         f"{results['machine']['cpus']} CPUs, {results['machine']['cpu_model']}, "
         f"Python {results['machine']['python']}",
         "process CPU time of all threads per item (min / median over rounds); wall time (min) after |; "
-        "span and session rows: each processor alone, on spans made beforehand",
+        f"each processor alone, on spans made beforehand: {', '.join(beforehand) or 'none'}",
         "",
         f"{'measurement':<18}{'per':<9}{'no processor':>26}{'batch (extra)':>26}{'bridge (extra)':>26}"
         f"{'hand-built':>26}{'| wall: batch':>16}{'bridge':>12}",
