@@ -28,33 +28,45 @@ class Limit:
     meaning: str
     """What is compared with what, and why that baseline."""
     made_beforehand: bool = False
-    """Span and session lines: each processor alone, replayed the spans made before the window
-    (True), or the spans made inside the window as an application makes them (False)."""
+    """Span and session lines: each processor alone, replaying spans made before the window (True),
+    or the spans made inside the window, as an application makes them (False)."""
 
 
 GUARD: tuple[Limit, ...] = (
-    Limit("ungoverned_span", 1.5, False, "x",
-          "bridge / BatchSpanProcessor, CPU per span with ordinary attributes, each processor alone on "
-          "spans made beforehand (traces of 100): what the SDK's own processor costs is what an "
-          "application already accepts", made_beforehand=True),
-    Limit("governed_span", 1.5, False, "x",
-          "bridge / BatchSpanProcessor, CPU per span carrying one aigp.* event, each processor alone on "
-          "spans made beforehand (traces of 100: each run's RunEvent, built and serialised, counts once "
-          "per 100 spans)", made_beforehand=True),
-    Limit("governed_session", 1.6, False, "x",
-          "bridge CPU per governed session (processor alone, sessions made beforehand) / one hand-built "
-          "openlineage-python RunEvent of the same content emitted; both serialised by the same null "
-          "transport: what writing the event by hand would cost", made_beforehand=True),
-    Limit("builder_session", 2.5, False, "x",
-          "builder API on a session of 3 AIGP events + json.dumps / the reference SDK's builder on the "
-          "same 3 events + json.dumps (it validates nothing and aggregates nothing)"),
-    Limit("pending_trace_memory", 1024.0, False, "B",
-          "bytes the bridge keeps per pending governed trace (tracemalloc; the same spans with no processor "
-          "subtracted)"),
-    Limit("sustained_sessions", 0.75, True, "x",
-          "governed sessions per CPU second through one process, every run delivered / the client-alone "
-          "ceiling of the same run (the same sessions with no processor + one hand-built RunEvent "
-          "emitted each): no bridge that emits through the client can pass 1.0"),
+    Limit(
+        name="ungoverned_span", limit=1.5, at_least=False, unit="x", made_beforehand=True,
+        meaning="bridge / BatchSpanProcessor, CPU per span with ordinary attributes, each processor alone "
+        "on spans made beforehand (traces of 100): what the SDK's own processor costs is what an "
+        "application already accepts",
+    ),
+    Limit(
+        name="governed_span", limit=1.5, at_least=False, unit="x", made_beforehand=True,
+        meaning="bridge / BatchSpanProcessor, CPU per span carrying one aigp.* event, each processor "
+        "alone on spans made beforehand (traces of 100: each run's RunEvent, built and serialised, "
+        "counts once per 100 spans)",
+    ),
+    Limit(
+        name="governed_session", limit=1.6, at_least=False, unit="x", made_beforehand=True,
+        meaning="bridge CPU per governed session (processor alone, sessions made beforehand) / one "
+        "hand-built openlineage-python RunEvent of the same content emitted; both serialised by the "
+        "same null transport: what writing the event by hand would cost",
+    ),
+    Limit(
+        name="builder_session", limit=2.5, at_least=False, unit="x",
+        meaning="builder API on a session of 3 AIGP events + json.dumps / the reference SDK's builder on "
+        "the same 3 events + json.dumps (it validates nothing and aggregates nothing)",
+    ),
+    Limit(
+        name="pending_trace_memory", limit=1024.0, at_least=False, unit="B",
+        meaning="bytes the bridge keeps per pending governed trace (tracemalloc; the same spans with no "
+        "processor subtracted)",
+    ),
+    Limit(
+        name="sustained_sessions", limit=0.75, at_least=True, unit="x",
+        meaning="governed sessions per CPU second through one process, every run delivered / the "
+        "client-alone ceiling of the same run (the same sessions with no processor + one hand-built "
+        "RunEvent emitted each): no bridge that emits through the client can pass 1.0",
+    ),
 )
 
 
