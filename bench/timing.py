@@ -195,7 +195,7 @@ def measure_sustained(sessions: int, rounds: int) -> dict[str, Any]:
 
     The queues are sized so that nothing is shed (a shed run would make the rate a lie; the
     window is checked). The rate counts all the process does, the application's own spans
-    included: sessions over the window's process CPU time (the target), and over wall time.
+    included: sessions over the window's process CPU time (what the guard reads), and over wall time.
 
     Interleaved with it, the ceiling no bridge could pass: the same sessions made with no span
     processor, plus one hand-built RunEvent per session emitted through the client on the same
