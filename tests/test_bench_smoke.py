@@ -126,7 +126,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     span = measurements["ungoverned_span"]
     assert guard["ungoverned_span"]["figure"] == pytest.approx(
         span["median_extra_ns_per_item"]["bridge"] / span["median_extra_ns_per_item"]["batch"])
-    span = measurements["governed_span"]  # the bridge's extra against the whole span under the batch processor
+    span = measurements["governed_span"]  # bridge extra / whole span under batch
     assert guard["governed_span"]["figure"] == pytest.approx(
         span["median_extra_ns_per_item"]["bridge"] / span["median_ns_per_item"]["batch"])
 
