@@ -212,8 +212,9 @@ def test_builder_results_share_nothing_with_later_events() -> None:
 
 
 def test_emitting_leaves_later_events_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The client's ``emit`` adds tags and environment facets beside ours; later events are as
-    the first, and each emitted event carries what the client added."""
+    """The client's ``emit`` adds tags and environment facets beside ours; later events (which
+    share the constant facet objects) are as the first, and each emitted event carries what the
+    client added."""
     monkeypatch.setenv("OPENLINEAGE__TAGS__JOB__team", "desk")
     monkeypatch.setenv("OPENLINEAGE__TAGS__RUN__shift", "night")
     transport = CaptureTransport()
