@@ -31,6 +31,7 @@ from typing import Any, Union
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.propagated_links import RUN_LINKS
 from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import name_run
@@ -425,7 +426,7 @@ class Engine:
                     closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run,
                     observed=closed_run.observed,
                 )
-                run = name_run(closed_run, summary, self.config)
+                run = name_run(closed_run, summary, self.config, run_link=RUN_LINKS.run_link)
                 if closed_run.reason is Reason.ROOT_ENDED:  # a late event of this run names this job
                     self._correlator.named(closed_run, (run.job_namespace, run.job_name))
                 if self.run_chain is not None:

@@ -1,7 +1,7 @@
 """The builder path's shortcuts give exactly what the plain computation gives.
 
 A full AIGP event's fields other than its id and time are read once per distinct value and type
-(``records._FIELDS_READ``); run ids, timestamps and run states are written or looked up directly.
+(``records._FIELDS_READ``); run ids and timestamps are written directly.
 Each is held here to the straightforward result: a cached read equals a fresh one, an invalid
 value is counted every time it is seen, the cache stays bounded and keeps no large value.
 """
@@ -21,11 +21,11 @@ from openlineage.client.event_v2 import Run, RunState
 
 from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import flat_hash
-from aigp_otel_bridge.openlineage import _run_state, _session_run, build_openlineage_run_event
+from aigp_otel_bridge.openlineage import _session_run, build_openlineage_run_event
 from aigp_otel_bridge.propagated_links import run_id_for_trace
 from aigp_otel_bridge.stages import extract as records
 from aigp_otel_bridge.stages.aggregate import aggregate
-from aigp_otel_bridge.stages.build import iso_millis, run_event_dict
+from aigp_otel_bridge.stages.build import build_run_event, iso_millis
 from aigp_otel_bridge.stages.extract import Limits, record_from_aigp_event, records_from_aigp_events
 
 HASH = flat_hash("policy content")
@@ -218,18 +218,13 @@ def test_run_ids_the_client_refuses_are_refused(run_id: str) -> None:
         Run(runId=run_id)
     run = _session_run([_event(1)], "ns", "job", run_id=run_id)
     with pytest.raises(ValueError):
-        run_event_dict(run, "")
-
-
-@pytest.mark.parametrize("state", list(RunState))
-def test_run_states_are_the_client_enum(state: RunState) -> None:
-    assert _run_state(state.value) is state
+        build_run_event(run, "")
 
 
 @pytest.mark.parametrize("bad", ["complete", "DONE", "", ["COMPLETE"]])
 def test_an_unknown_event_type_is_refused_as_the_enum_refuses_it(bad: Any) -> None:
     with pytest.raises(ValueError):
-        _run_state(bad)
+        RunState(bad)
     with pytest.raises(ValueError):
         build_openlineage_run_event(_event(1), "ns", "job", event_type=bad)
 

@@ -299,8 +299,8 @@ class CountingTransport:
 
     def emit(self, event: Any) -> None:
         self.events += 1
-        facet = event.run.facets["aigp_governance"]  # a FacetRecord, read by key as its dict
-        self.incomplete_running += event.eventType.value == "RUNNING" and facet["complete"] is False
+        facet = event.run.facets["aigp_governance"]  # an AIGPGovernanceRunFacet
+        self.incomplete_running += event.eventType.value == "RUNNING" and facet.complete is False
 
     def close(self, timeout: float = -1) -> bool:
         return True

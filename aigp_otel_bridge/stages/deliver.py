@@ -18,7 +18,6 @@ the queue is full it only serialises the run (CPU) for the storage thread.
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import random
 import threading
@@ -28,8 +27,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from openlineage.client.serde import Serde
+
 from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox, StoredRun
-from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, run_event_dict, run_event_from_json
+from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, run_event_from_json
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe
 
 _OUTBOX_POLL_S = 5.0
@@ -81,11 +82,11 @@ def approximate_size(run: DecidedRun) -> int:
 
 
 def stored_row(run: DecidedRun, producer: str, *, error: str | None, attempts: int, delay_s: float) -> NewRow:
-    """The outbox row of a run: its RunEvent as a dict, built once, written as ``Serde.to_json``
-    writes the event object (sorted keys), its key read from the dict."""
-    event = run_event_dict(run, producer)
-    key = EventKey(event["run"]["runId"], event["eventType"], event["eventTime"])
-    return NewRow(key, json.dumps(event, sort_keys=True), error=error, attempts=attempts, delay_s=delay_s)
+    """The outbox row of a run: its RunEvent as the client's ``Serde.to_json`` writes it, keyed
+    by the run's id and event type and the event's time."""
+    event = build_run_event(run, producer)
+    key = EventKey(run.run_id, run.event_type.value, event.eventTime)
+    return NewRow(key, Serde.to_json(event), error=error, attempts=attempts, delay_s=delay_s)
 
 
 def replay_row(
