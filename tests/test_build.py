@@ -17,9 +17,10 @@ from aigp_otel_bridge.config import resolve
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.propagated_links import RUN_ID_NAMESPACE, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.run_inputs import Overflow
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import build_run_event, iso_millis, job_name_for, name_run
-from aigp_otel_bridge.stages.correlate import ClosedRun, Overflow, Reason
+from aigp_otel_bridge.stages.correlate import ClosedRun, Reason
 from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     RootInfo,

@@ -25,11 +25,11 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeAlias
 
-from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.memo import remember
+from aigp_otel_bridge.run_inputs import Observed, Overflow
 from aigp_otel_bridge.stages.extract import (
     GenAIFacts,
     GovernanceRecord,
@@ -58,32 +58,6 @@ class Reason(enum.Enum):
     SHUTDOWN = "shutdown"
     LATE = "late"
     """Records arrived after the run's terminal event: an ``OTHER`` event of the same run."""
-
-
-Observed = tuple[str, str, "str | None"]
-"""A resource seen on GenAI spans: (type, name, provider)."""
-
-
-@dataclass
-class Overflow:
-    """What is kept of records past the per-run bound: only what the aggregate needs."""
-
-    hashes: dict[str, tuple[str | None, int | None]] = field(default_factory=dict)
-    count: int = 0
-    denied: int = 0
-    classification_rank: int = -1
-    invalid: int = 0
-
-    def add(self, record: GovernanceRecord) -> None:
-        self.count += 1
-        self.denied += record.denied
-        self.invalid += record.invalid
-        if record.governance_hash is not None:
-            self.hashes.setdefault(record.governance_hash, (record.hash_type, record.leaf_count))
-        if record.classification is not None:
-            self.classification_rank = max(
-                self.classification_rank, sc.CLASSIFICATION_RANK[record.classification]
-            )
 
 
 _NO_OVERFLOW = Overflow()
