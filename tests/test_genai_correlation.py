@@ -9,7 +9,7 @@ import pytest
 
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.stages.aggregate import aggregate
-from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason
+from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason, ToolAttribution
 from aigp_otel_bridge.stages.extract import Extractor
 from aigp_otel_bridge.telemetry import Stats
 from tests.test_correlate import ROOT, TRACE, _correlator, _end, _governed, _note, _root
@@ -36,6 +36,19 @@ def _tools_of(run: ClosedRun) -> dict[str, tuple[bool, tuple[str, ...]]]:
 def _close(correlator: Correlator) -> ClosedRun:
     (run,) = _end(correlator, _root(), [], now=9.0)
     return run
+
+
+def test_tool_attribution_passes_waiting_records_up_until_a_tool_span_claims_them() -> None:
+    tools = ToolAttribution()
+    assert tools.span_ended(LEAF, MIDDLE, ["a"]) == (None, [])  # MIDDLE not seen: "a" waits
+    assert tools.span_ended(MIDDLE, TOOL_SPAN, ["b"]) == (None, [])  # "a" moves up beside "b"
+    assert tools.tool_span_ended(TOOL_SPAN, "tool.query_db") == ["b", "a"]
+    assert tools.tool_span_ended(TOOL_SPAN, "tool.query_db") == []  # claimed once
+    # A later child of the tool span finds it at once.
+    assert tools.span_ended(OTHER_TOOL, TOOL_SPAN, ["c"]) == ("tool.query_db", ["c"])
+    tools.span_ended(0xB1, 0xB2, ["d"])
+    tools.child_of_root_ended(0xB2)  # right under the root: "d" has no tool ancestor
+    assert tools.tool_span_ended(0xB2, "tool.other") == []
 
 
 def test_a_record_deep_under_a_tool_span_is_about_it_when_the_spans_between_reach_correlation() -> None:
