@@ -28,7 +28,7 @@ from aigp_otel_bridge.outbox import Outbox
 from bench import workloads
 from bench.setups import NullTransport, make_setup
 
-_COUNTERS = ("spans_seen", "runs_decided", "runs_emitted", "runs_stored", "runs_dropped", "intake_dropped")
+_COUNTERS = ("spans_seen", "runs_decided", "runs_emitted", "runs_stored", "runs_dropped")
 _POOL = 1_000
 """Distinct sessions of events made up front; the flood cycles through them."""
 

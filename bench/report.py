@@ -95,8 +95,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"RSS under a flood of {flood['sessions']:,} governed sessions: peak growth "
             f"{flood['none']['peak_growth_kib']:,} KiB without processor, {bridge['peak_growth_kib']:,} KiB "
-            f"with the bridge (intake dropped {bridge['bridge_stats'].get('intake_dropped', 0):,} notes, "
-            f"runs dropped {bridge['bridge_stats'].get('runs_dropped', 0):,}, emitted "
+            f"with the bridge (runs dropped {bridge['bridge_stats'].get('runs_dropped', 0):,}, emitted "
             f"{bridge['bridge_stats'].get('runs_emitted', 0):,})"
         )
     sustained = m.get("sustained_sessions")

@@ -24,9 +24,10 @@ from aigp_otel_bridge.propagated_links import (
     run_id_for_remote_root,
     run_id_for_trace,
 )
+from aigp_otel_bridge.run_inputs import Overflow
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import build_run_event, iso_millis, job_name_for, name_run
-from aigp_otel_bridge.stages.correlate import ClosedRun, Overflow, Reason
+from aigp_otel_bridge.stages.correlate import ClosedRun, Reason
 from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     RootInfo,

@@ -93,7 +93,7 @@ def test_flood_with_an_outbox_loses_no_session(tmp_path: Path, backend_up: bool)
         facet = json.loads(row.payload)["run"]["facets"]["aigp_governance"]
         assert facet["complete"] is True and facet["eventCount"] == 1
     stats = processor.stats()
-    assert stats["runs_dropped"] == 0 and stats["intake_dropped"] == 0
+    assert stats["runs_dropped"] == 0
     assert stats["runs_decided"] == len(produced)
     if not backend_up:
         assert stats["runs_stored"] == len(produced) and not delivered
@@ -127,7 +127,6 @@ def test_flood_without_an_outbox_counts_every_session_it_sheds() -> None:
     delivered = [e["run"]["runId"] for e in transport.events]
     assert len(delivered) == len(set(delivered)) and set(delivered) <= set(produced)
     stats = processor.stats()
-    assert stats["intake_dropped"] == 0, "no span note may vanish uncounted"
     assert stats["runs_decided"] == len(produced)
     assert len(delivered) + stats["runs_dropped"] == len(produced)
     assert stats["runs_dropped"] >= len(produced) - 17, "a 16-run queue behind a held emit sheds the rest"

@@ -115,6 +115,11 @@ def test_each_stage_imports_only_earlier_stages(position: int) -> None:
     assert not _reaches(graph, stage) & forbidden
 
 
+def test_aggregation_does_not_depend_on_correlation() -> None:
+    # The builder API and ``verify`` aggregate records that no correlator ever held.
+    assert f"{NAME}.stages.correlate" not in _reaches(_graph(), f"{NAME}.stages.aggregate")
+
+
 def test_the_runtime_never_imports_the_tools() -> None:
     graph = _graph()
     tools = f"{NAME}.tools"

@@ -1,9 +1,10 @@
-"""What every in-process front door shares: settings, the client, the engine, flush and shutdown.
+"""What every front door shares: settings, the client, the engine, flush and shutdown.
 
 The span processor and the span exporter differ only in how spans reach them (one at a time at
 ``on_end``, or in batches from a ``BatchSpanProcessor``); everything after ``capture_span`` is
-this one object, so both give the same RunEvents. An OTLP receiver would fill the same
-``SpanNote`` from protobuf spans and hand it to the same engine.
+this one object (``take_span``), so both give the same RunEvents. The gateway holds one too, but
+hands its engine notes of its own: ``frontdoors/otlp.py`` fills the same ``SpanNote`` from OTLP
+spans and offers whole requests to ``core.engine``.
 """
 
 from __future__ import annotations

@@ -232,7 +232,10 @@ class OtlpParent(tuple[int, int, bool]):
         return self[2]
 
 
-class _Resource:
+class _DecodedResource:
+    """An OTLP resource's attributes, decoded once per ``ResourceSpans`` and shared by its spans'
+    views (``capture_span`` reads a resource's ``attributes``)."""
+
     __slots__ = ("attributes",)
 
     def __init__(self, attributes: dict[str, Any]) -> None:
@@ -245,7 +248,7 @@ class _SpanView:
 
     __slots__ = ("_attributes", "_events", "_parent", "_resource", "_span")
 
-    def __init__(self, span: Span, resource: _Resource, parent: OtlpParent | None) -> None:
+    def __init__(self, span: Span, resource: _DecodedResource, parent: OtlpParent | None) -> None:
         self._span = span
         self._parent = parent
         self._events = [
@@ -280,7 +283,7 @@ class _SpanView:
         return self._span.end_time_unix_nano
 
 
-def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) -> SpanNote | None:
+def note_from_otlp_span(span: Span, resource: _DecodedResource, parent_remote: bool) -> SpanNote | None:
     """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
 
     ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
@@ -344,7 +347,7 @@ def notes_from_request(
 def _convert_resource_spans(
     resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None
 ) -> None:
-    resource = _Resource(plain_attributes(resource_spans.resource.attributes))
+    resource = _DecodedResource(plain_attributes(resource_spans.resource.attributes))
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
