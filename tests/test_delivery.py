@@ -271,8 +271,7 @@ def test_shutdown_under_load_finishes_in_time_and_loses_nothing_flushed(
     producers = [threading.Thread(target=produce) for _ in range(4)]
     for thread in producers:
         thread.start()
-    while len(ended) < 40:
-        threading.Event().wait(0.01)
+    wait_until(lambda: len(ended) >= 40, "40 sessions ended while the producers go on")
     flushed = set(ended)
     assert processor.force_flush(30_000)
 
