@@ -223,16 +223,13 @@ class OutboxSpiller:
         retry_max_backoff_s: float,
         stats: Stats,
         log: RateLimitedLog,
-        stored: Callable[[], None],
     ) -> None:
-        """``stored`` is called (without the lock) after each batch written."""
         self._ledger = ledger
         self._outbox = outbox
         self._producer = producer
         self._max_backoff = retry_max_backoff_s
         self._stats = stats
         self._log = log
-        self._stored = stored
         self._rows: deque[tuple[int, NewRow]] = deque()
         self._bytes = 0
         self._has_rows = threading.Condition(ledger.lock)
@@ -310,7 +307,6 @@ class OutboxSpiller:
                 )
             with ledger.cond:
                 ledger.settle_locked(seq for seq, _ in batch)
-            self._stored()
 
 
 # ---- the replayer: due outbox rows, one path ----
@@ -338,9 +334,9 @@ def replay_row(outbox: Outbox, row: StoredRun, emit: Emit, retry_max_backoff_s: 
 class Replayer:
     """Delivers due outbox rows, one per turn of the delivery thread when no queued run is due.
 
-    It looks at the outbox at least every ``_OUTBOX_POLL_S`` (rows of a dead process whose lease
-    ran out, rows whose backoff ended), at once again while rows are due, and soon after the
-    spiller stored some. Rows it leased are released by a shutdown that does not wait for them.
+    It looks at the outbox every ``_OUTBOX_POLL_S`` at most (rows just stored, rows whose backoff
+    ended, rows of a dead process whose lease ran out), and at once again while rows are due. Rows
+    it leased are released by a shutdown that does not wait for them.
     """
 
     def __init__(
@@ -381,10 +377,6 @@ class Replayer:
             if due_at < self._due_at:
                 self._due_at = due_at
                 self._ledger.cond.notify_all()
-
-    def look_soon(self) -> None:
-        """Rows were stored: their backoff decides, a poll at the latest."""
-        self.look_within(_OUTBOX_POLL_S)
 
     def replay_due(self) -> None:
         """Deliver one due outbox row (on the delivery thread, outside the lock).
@@ -654,7 +646,7 @@ class Deliverer:
             )
             self._spiller = OutboxSpiller(
                 self._ledger, outbox, producer=producer, retry_max_backoff_s=retry_max_backoff_s,
-                stats=stats, log=log, stored=self._replayer.look_soon,
+                stats=stats, log=log,
             )
         self._queue = RetryQueue(
             self._ledger, counted_emit, producer=producer, capacity=max_queue_size,
