@@ -83,6 +83,10 @@ _OUTCOMES = {
 def _verify(args: argparse.Namespace) -> int:
     from aigp_otel_bridge.tools.verify import InputFileError, verify_files
 
+    if args.content_dir and not args.aigp_events:
+        print("aigp-otel-bridge verify: --content-dir needs --aigp-events (the hashes to recompute)",
+              file=sys.stderr)
+        return 2
     try:
         report = verify_files(args.lineage, args.aigp_events, content_dir=args.content_dir)
     except InputFileError as error:
@@ -292,8 +296,12 @@ def _parser() -> argparse.ArgumentParser:
             "Recomputes each governed RunEvent's aigp_governance facet (governanceHash, hashType,"
             " leafCount, enforcementResult, dataClassification) from the AIGP governance store's events"
             " with the same trace id, and checks every input's leafHash and contentHash against the"
-            " store. Exit status: 0 when everything verifies, 1 when a check fails (each failing trace"
-            " id and check is named), 2 when an input file cannot be read or parsed."
+            " store. It also verifies the chains of runs: each parent facet names the file's run of"
+            " that job in the same trace (a parent outside the file is reported, not failed), every"
+            " run of a chain names the same root, and no parent links form a cycle. With --lineage"
+            " alone only the chains are verified. Exit status: 0 when everything verifies, 1 when a"
+            " check fails (each failing trace id or run and check is named), 2 when an input file"
+            " cannot be read or parsed."
         ),
     )
     verify.add_argument(
@@ -301,8 +309,9 @@ def _parser() -> argparse.ArgumentParser:
         help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
     )
     verify.add_argument(
-        "--aigp-events", required=True, metavar="STORE",
-        help="full AIGP events from the governance store: JSON lines or a JSON array",
+        "--aigp-events", metavar="STORE",
+        help="full AIGP events from the governance store: JSON lines or a JSON array (without it, only"
+             " the links between runs are verified)",
     )
     verify.add_argument(
         "--content-dir", metavar="DIR",

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
@@ -31,6 +31,9 @@ from aigp_otel_bridge.tools.runfiles import (
     read_text,
 )
 from aigp_otel_bridge.tools.runfiles import parse_json_documents as parse_json_documents
+
+if TYPE_CHECKING:  # chains.py builds on this module's checks
+    from aigp_otel_bridge.tools.chains import ChainReport
 
 Status = Literal["ok", "failed", "skipped"]
 OK: Status = "ok"
@@ -86,25 +89,35 @@ class RunVerification:
 
 @dataclass(frozen=True)
 class Report:
-    """The outcome for a lineage file: one entry per governed RunEvent."""
+    """The outcome for a lineage file: one entry per governed RunEvent (none when no store was
+    given), and its chains of runs."""
 
     runs: tuple[RunVerification, ...]
     ignored_events: int = 0
     """Lineage events without an ``aigp_governance`` run facet (other producers, dataset events)."""
     problems: tuple[str, ...] = field(default_factory=tuple)
+    chains: ChainReport | None = None
+    store_checked: bool = True
+    """False when only the links were verified (no governance store given)."""
 
     @property
     def ok(self) -> bool:
         """True only when something was verified and nothing failed: no vacuous success."""
-        return bool(self.runs) and not self.problems and all(run.ok for run in self.runs)
+        verified = bool(self.runs) or (self.chains is not None and self.chains.links > 0)
+        chains_ok = self.chains is None or self.chains.ok
+        return verified and chains_ok and not self.problems and all(run.ok for run in self.runs)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "ok": self.ok,
             "traces": [run.to_json() for run in self.runs],
             "ignoredEvents": self.ignored_events,
             "problems": list(self.problems),
+            "storeChecked": self.store_checked,
         }
+        if self.chains is not None:
+            document["chains"] = self.chains.to_json()
+        return document
 
     def render(self) -> str:
         """A plain-text report: each run's checks, then every failure as ``trace id: check``."""
@@ -122,11 +135,14 @@ class Report:
         for run in failed:
             for check in run.failures:
                 lines.append(f"FAILED trace {run.trace_id}: {check.name}: {check.detail}")
-        ignored = f"; {self.ignored_events} event(s) without {GOVERNANCE_FACET_KEY} ignored"
-        lines.append(
-            f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
-            + (ignored if self.ignored_events else "")
-        )
+        if self.chains is not None and (self.chains.links or not self.chains.ok):
+            lines.extend(self.chains.render())
+        if self.store_checked:
+            ignored = f"; {self.ignored_events} event(s) without {GOVERNANCE_FACET_KEY} ignored"
+            lines.append(
+                f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
+                + (ignored if self.ignored_events else "")
+            )
         return "\n".join(printable(line) for line in lines)  # the data may hold terminal escapes
 
 
@@ -509,16 +525,35 @@ def verify_events(
             continue
         runs.append(verify_run_event(item.value, store_index, source=item.source, content_dir=content_dir))
     problems = () if runs else (f"no RunEvent with an {GOVERNANCE_FACET_KEY} run facet in the lineage file",)
-    return Report(runs=tuple(runs), ignored_events=ignored, problems=problems)
+    from aigp_otel_bridge.tools.chains import verify_chains
+
+    return Report(runs=tuple(runs), ignored_events=ignored, problems=problems, chains=verify_chains(lineage))
+
+
+def verify_lineage(lineage: Sequence[Located]) -> Report:
+    """Verify only the links between the runs of a lineage file (no store: no hash is checked).
+
+    A file in which no run has a parent facet has nothing to verify, which is not a success.
+    """
+    from aigp_otel_bridge.tools.chains import verify_chains
+
+    chains = verify_chains(lineage)
+    problems = () if chains.links else ("no run in the lineage file has a parent facet: no link to verify",)
+    return Report(
+        runs=(), ignored_events=chains.ignored_events, problems=problems, chains=chains, store_checked=False
+    )
 
 
 def verify_files(
-    lineage_path: str | Path, store_path: str | Path, *, content_dir: str | Path | None = None
+    lineage_path: str | Path, store_path: str | Path | None, *, content_dir: str | Path | None = None
 ) -> Report:
-    """Load both files (``InputFileError`` when unusable) and verify the lineage against the store."""
+    """Load the files (``InputFileError`` when unusable) and verify the lineage's links and, with a
+    store, every governed RunEvent against it."""
     directory = Path(content_dir) if content_dir is not None else None
     if directory is not None and not directory.is_dir():
         raise InputFileError(f"{directory}: not a directory")
     lineage = load_json_file(lineage_path)
+    if store_path is None:
+        return verify_lineage(lineage)
     store = [item.value for item in load_json_file(store_path)]
     return verify_events(lineage, store, content_dir=directory)
