@@ -96,6 +96,26 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from aigp_otel_bridge.tools.report import report_files
+    from aigp_otel_bridge.tools.verify import InputFileError
+
+    if args.content_dir and not args.aigp_events:
+        print("aigp-otel-bridge report: --content-dir needs --aigp-events (the hashes to recompute)",
+              file=sys.stderr)
+        return 2
+    try:
+        report = report_files(args.lineage, args.aigp_events, args.output, content_dir=args.content_dir)
+    except InputFileError as error:
+        print(f"aigp-otel-bridge report: {error}", file=sys.stderr)
+        return 2
+    assert report.chains is not None
+    runs, chains = len(report.chains.runs), len(report.chains.chains)
+    verdict = "verified" if report.ok else "FAILED (the report says why)"
+    print(f"wrote {args.output}: {runs} run(s) in {chains} chain(s), {verdict}")
+    return 0 if report.ok else 1
+
+
 def _pipe_safe_console() -> Any:
     """A rich console that leaves a closed stdout to ``main`` (rich alone would exit with 1)."""
     from rich.console import Console
@@ -247,6 +267,35 @@ def _add_serve(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _add_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="draw the verified lineage as one self-contained HTML page",
+        description=(
+            "Verifies the lineage file as verify does (its chains of runs, and with --aigp-events every"
+            " governance hash) and writes one HTML page that needs nothing else to open (no script, no"
+            " network request): a summary, each chain as a graph of its runs (job, agent, status) with"
+            " parent -> child edges and the chain's root, and each run's inputs marked governed,"
+            " observed-only or denied, and verified or failed with the reason. Exit status as verify's:"
+            " 0 verified, 1 a check failed (the page is written and shows it), 2 an unusable file."
+        ),
+    )
+    report.add_argument(
+        "--lineage", required=True, metavar="LINEAGE",
+        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
+    )
+    report.add_argument(
+        "--aigp-events", metavar="STORE",
+        help="full AIGP events from the governance store: also verify every hash",
+    )
+    report.add_argument(
+        "--content-dir", metavar="DIR",
+        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    )
+    report.add_argument("-o", "--output", required=True, type=Path, metavar="HTML", help="the page to write")
+    report.set_defaults(handler=_report)
+
+
 def _seconds(text: str) -> float:
     """A positive, finite number of seconds (argparse type)."""
     try:
@@ -319,6 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print a machine-readable report")
     verify.set_defaults(handler=_verify)
+    _add_report(commands)
     explain = commands.add_parser(
         "explain",
         help="show one run's governance from a RunEvent file",
@@ -365,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a command whose reader went away (``| head -1``)."""
 
-_EXTRAS = {"rich": "cli"}
+_EXTRAS = {"rich": "cli", "grandalf": "report"}
 """Packages only the tools use, and the extra that installs each."""
 
 

@@ -311,8 +311,10 @@ def layout(nodes: Sequence[GraphNode], edges: Sequence[GraphEdge]) -> Placed:
                 link.view.points = [(x - left + offset, y - top + margin) for x, y in link.view.points]
         offset += max(xs) - min(xs) + NODE_WIDTH + gap_x
         height = max(height, max(ys) - min(ys) + NODE_HEIGHT)
-    # grandalf routes every edge from its first vertex (the parent) to the box borders
-    routed = [(edge, link.view.points or [centres[edge.parent], centres[edge.child]]) for edge, link in made]
+    # grandalf routes every edge from its first vertex (the parent), through its bends
+    routed = [
+        (edge, [centres[edge.parent], *link.view.points[1:-1], centres[edge.child]]) for edge, link in made
+    ]
     return Placed(offset - gap_x + margin, height + 2 * margin, centres, routed)
 
 
@@ -333,7 +335,7 @@ svg text{font:12px system-ui,sans-serif;fill:#1d2330}svg .job{font-weight:600;fo
 .node.failed rect{fill:#fdeeee;stroke:#c62828}
 .node.verified rect,.node.links-verified rect{fill:#effaf1;stroke:#2e7d32}
 .node.root.failed rect{stroke:#c62828}.node.outside rect{fill:#f6f7f9;stroke-dasharray:6 4}
-.node.forged rect{fill:#fdeeee;stroke:#c62828;stroke-dasharray:6 4}
+.node.root rect{stroke-width:3.5}.node.forged rect{fill:#fdeeee;stroke:#c62828;stroke-dasharray:6 4}
 .edge{fill:none;stroke:#6b7686;stroke-width:1.5}.edge.broken{stroke:#c62828;stroke-dasharray:5 4}
 .card{background:#fff;border:1px solid #d8dce3;border-radius:6px;padding:12px 16px;margin:12px 0}
 .card.failed{border-color:#c62828;border-width:2px}.card:target{outline:3px solid #2f5fb3}
@@ -393,7 +395,14 @@ def _node_svg(node: GraphNode, centre: tuple[float, float], root: RunRef) -> str
 
 
 def _edge_svg(edge: GraphEdge, points: list[tuple[float, float]], nodes: Mapping[str, GraphNode]) -> str:
-    path = " ".join(f"{'M' if i == 0 else 'L'}{x:.0f},{y:.0f}" for i, (x, y) in enumerate(points))
+    """From the parent box's edge facing the next point to the child box's edge facing the last
+    bend, through grandalf's bends (edges that skip layers, or go up in a cycle)."""
+    (x0, y0), (x1, y1), bends = points[0], points[-1], points[1:-1]
+    after, before = (bends or [points[-1]])[0], (bends or [points[0]])[-1]
+    half = NODE_HEIGHT / 2
+    start = (x0, y0 + half if after[1] >= y0 else y0 - half)
+    end = (x1, y1 - half - 3 if before[1] <= y1 else y1 + half + 3)
+    path = "M" + " L".join(f"{x:.0f},{y:.0f}" for x, y in [start, *bends, end])
     parent, child = nodes[edge.parent].ref.run_id, nodes[edge.child].ref.run_id
     return (
         f'<path class="edge{" broken" if edge.broken else ""}" d="{path}" marker-end="url(#arrow)"'
@@ -527,7 +536,7 @@ def render_html(lineage: Sequence[Located], report: Report, *, title: str = "Ver
     sections = "".join(_chain_section(number, chain, views) for number, chain in chains)
     legend = (
         '<p class="legend">Each box is a run (job, agent, status, inputs); arrows go from the calling'
-        " run to the run it called; the thick blue box is the chain's root; dashed boxes are runs the"
+        " run to the run it called; the thick box marked root is the chain's root; dashed boxes are runs the"
         " file does not hold. Green: verified, red: failed. Click a run for its inputs.</p>"
     )
     return (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -509,6 +509,53 @@ def verify_run_event(
     return result(trace_id, complete, checks)
 
 
+def _trace_and_run(event: Mapping[str, Any]) -> tuple[int | str | None, object]:
+    facet = governance_facet_of(event)
+    run = event.get("run")
+    trace = trace_key_of(facet.get("traceId")) if isinstance(facet, Mapping) else None
+    return trace, run.get("runId") if isinstance(run, Mapping) else None
+
+
+def runs_per_trace(lineage: Sequence[Located]) -> dict[int | str, int]:
+    """How many distinct governed runs the lineage file holds of each trace."""
+    runs: dict[int | str, set[object]] = {}
+    for item in lineage:
+        trace, run_id = _trace_and_run(item.value)
+        if trace is not None:
+            runs.setdefault(trace, set()).add(str(run_id).lower())
+    return {trace: len(ids) for trace, ids in runs.items()}
+
+
+def agent_scope(
+    event: Mapping[str, Any],
+    store_index: Mapping[int | str, Sequence[Mapping[str, Any]]],
+    runs_of_trace: Mapping[int | str, int],
+) -> tuple[Mapping[int | str, Sequence[Mapping[str, Any]]], Check | None]:
+    """The store events a run is checked against: its trace's, or, when the file holds several
+    runs of the trace (a chain of agents calling each other), only those of the run's own agents.
+
+    A run covers the records of its own local root, and the store cannot say which span belongs
+    to which root; it does say which agent recorded each event (``agent_id``), and the run's facet
+    names its agents (``agentId``, ``agentIds``).
+    """
+    trace, _ = _trace_and_run(event)
+    if trace is None or runs_of_trace.get(trace, 0) < 2:
+        return store_index, None
+    facet = governance_facet_of(event)
+    agents: set[object] = set()
+    if isinstance(facet, Mapping):
+        agents.add(facet.get("agentId"))
+        many = facet.get("agentIds")
+        agents.update(many if isinstance(many, list) else ())
+    agents.discard(None)
+    events = store_index.get(trace, ())
+    own = [e for e in events if e.get("agent_id") in agents]
+    shown = ", ".join(sorted(map(str, agents))) or "none named"
+    detail = (f"the file holds {runs_of_trace[trace]} runs of this trace: checked against the {len(own)}"
+              f" of its {len(events)} store event(s) recorded by this run's agent(s) ({shown})")
+    return {trace: own}, Check("store_scope", OK if own else SKIPPED, detail)
+
+
 def verify_events(
     lineage: Sequence[Located],
     store: Iterable[Mapping[str, Any]],
@@ -517,13 +564,16 @@ def verify_events(
 ) -> Report:
     """Verify every governed RunEvent of a lineage file against a store's events."""
     store_index = index_store(store)
+    shared = runs_per_trace(lineage)
     runs: list[RunVerification] = []
     ignored = 0
     for item in lineage:
         if governance_facet_of(item.value) is None:
             ignored += 1
             continue
-        runs.append(verify_run_event(item.value, store_index, source=item.source, content_dir=content_dir))
+        index, scope = agent_scope(item.value, store_index, shared)
+        verified = verify_run_event(item.value, index, source=item.source, content_dir=content_dir)
+        runs.append(verified if scope is None else replace(verified, checks=(scope, *verified.checks)))
     problems = () if runs else (f"no RunEvent with an {GOVERNANCE_FACET_KEY} run facet in the lineage file",)
     from aigp_otel_bridge.tools.chains import verify_chains
 
