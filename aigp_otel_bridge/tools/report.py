@@ -365,7 +365,7 @@ def _node_svg(node: GraphNode, centre: tuple[float, float], root: RunRef) -> str
     if run is not None:
         classes.append(run.verdict.replace(" ", "-"))
     job = f"{node.ref.namespace} / {node.ref.name}"
-    title = f"{job}\nrun {node.ref.run_id}"
+    title = [job, f"run {node.ref.run_id}"]
     if run is not None:
         denied = sum(i.marking == "denied" for i in run.inputs)
         mark = {"failed": "✗ FAILED", "verified": "✓ verified", "links verified": "✓ links verified",
@@ -376,7 +376,7 @@ def _node_svg(node: GraphNode, centre: tuple[float, float], root: RunRef) -> str
             + (f" · denied {denied}" if denied else ""),
             mark + (" · root" if is_root else ""),
         ]
-        title += "\n" + "\n".join(run.reasons)
+        title += run.reasons
     else:
         lines = [node.note, f"run {node.ref.run_id[:18]}…", "root" if is_root else ""]
     body = "".join(
@@ -387,7 +387,7 @@ def _node_svg(node: GraphNode, centre: tuple[float, float], root: RunRef) -> str
     anchor_close = "</a>" if run is not None else ""
     return (
         f'<g class="{" ".join(classes)}" data-run-id="{text(node.ref.run_id)}" data-job="{text(job)}">'
-        f"{anchor_open}<title>{text(title)}</title>"
+        f"{anchor_open}<title>{chr(10).join(map(text, title))}</title>"
         f'<rect x="{x:.0f}" y="{y:.0f}" width="{NODE_WIDTH}" height="{NODE_HEIGHT}" rx="8"/>'
         f'<text class="job" x="{x + 10:.0f}" y="{y + 20:.0f}">{text(_clip(node.ref.name))}</text>'
         f"{body}{anchor_close}</g>"
@@ -498,9 +498,11 @@ def _chain_section(number: int, chain: Chain, views: Mapping[str, RunView]) -> s
     where = "in the file" if chain.root_in_file else "outside the file"
     verdict = "verified" if chain.ok else "FAILED"
     cards = "".join(_run_card(views[links.run.ref.run_id], chain.root) for links in chain.runs)
+    failed = sum(views[links.run.ref.run_id].verdict == "failed" for links in chain.runs)
+    failing = f" · {failed} run(s) failed" if failed else ""
     return (
         f'<section class="chain" id="chain-{number}" data-ok="{str(chain.ok).lower()}">'
-        f"<h2>Chain {number}: {len(chain.runs)} run(s) · links {verdict}</h2>"
+        f"<h2>Chain {number}: {len(chain.runs)} run(s) · links {verdict}{failing}</h2>"
         f'<p class="meta">root: <span class="name">{text(chain.root.label)}</span> ({where})</p>'
         f'<div class="graph">{chain_svg(chain, views)}</div>{cards}</section>'
     )
