@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aigp_otel_bridge.stages.extract import trace_key_of
+from aigp_otel_bridge.tools.checks import FAILED, OK, SKIPPED, Check
 from aigp_otel_bridge.tools.runfiles import Located, governance_facet_of, printable
-from aigp_otel_bridge.tools.verify import FAILED, OK, SKIPPED, Check
 
 LinkKind = Literal["top", "linked", "outside", "broken"]
 """How a run is attached: no parent facet (``top``), to a run of the file (``linked``), to a run

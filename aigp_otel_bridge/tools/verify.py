@@ -14,13 +14,19 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.stages.extract import GovernanceRecord, records_from_aigp_events, trace_key_of
+from aigp_otel_bridge.tools.chains import ChainReport, verify_chains
+from aigp_otel_bridge.tools.checks import FAILED as FAILED
+from aigp_otel_bridge.tools.checks import OK as OK
+from aigp_otel_bridge.tools.checks import SKIPPED as SKIPPED
+from aigp_otel_bridge.tools.checks import Check as Check
+from aigp_otel_bridge.tools.checks import Status as Status
 from aigp_otel_bridge.tools.runfiles import InputFileError as InputFileError
 from aigp_otel_bridge.tools.runfiles import Located as Located
 from aigp_otel_bridge.tools.runfiles import (
@@ -32,27 +38,7 @@ from aigp_otel_bridge.tools.runfiles import (
 )
 from aigp_otel_bridge.tools.runfiles import parse_json_documents as parse_json_documents
 
-if TYPE_CHECKING:  # chains.py builds on this module's checks
-    from aigp_otel_bridge.tools.chains import ChainReport
-
-Status = Literal["ok", "failed", "skipped"]
-OK: Status = "ok"
-FAILED: Status = "failed"
-SKIPPED: Status = "skipped"
-
 PARTIAL = "not applicable (partial run: complete is false, so the run covers an unknown part of the trace)"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One verified claim: its name, the outcome and a sentence saying why."""
-
-    name: str
-    status: Status
-    detail: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -575,8 +561,6 @@ def verify_events(
         verified = verify_run_event(item.value, index, source=item.source, content_dir=content_dir)
         runs.append(verified if scope is None else replace(verified, checks=(scope, *verified.checks)))
     problems = () if runs else (f"no RunEvent with an {GOVERNANCE_FACET_KEY} run facet in the lineage file",)
-    from aigp_otel_bridge.tools.chains import verify_chains
-
     return Report(runs=tuple(runs), ignored_events=ignored, problems=problems, chains=verify_chains(lineage))
 
 
@@ -585,8 +569,6 @@ def verify_lineage(lineage: Sequence[Located]) -> Report:
 
     A file in which no run has a parent facet has nothing to verify, which is not a success.
     """
-    from aigp_otel_bridge.tools.chains import verify_chains
-
     chains = verify_chains(lineage)
     problems = () if chains.links else ("no run in the lineage file has a parent facet: no link to verify",)
     return Report(
