@@ -139,6 +139,43 @@ def test_a_chain_of_twenty_agents_with_five_hundred_inputs_stays_readable() -> N
     assert "links verified; hashes not checked" in text
 
 
+def _report(*args: str | Path, code: str = "") -> subprocess.CompletedProcess[str]:
+    command = ["-c", code] if code else ["-m", "aigp_otel_bridge.tools.cli"]
+    return subprocess.run(
+        [sys.executable, *command, "report", *map(str, args)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_the_report_of_links_alone_and_its_errors(chain: Path, tmp_path: Path) -> None:
+    page = tmp_path / "links.html"
+    result = _report("--lineage", chain / "lineage.jsonl", "-o", page)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"wrote {page}: 3 run(s) in 1 chain(s), verified" in result.stdout
+    text = "".join(_parse(page.read_text(encoding="utf-8")).text)
+    assert "links verified; hashes not checked (no governance store given)" in text
+    assert "3 runs" in text and "1 denied actions" in text
+
+    unlinked = write_lines(tmp_path / "one.jsonl", read_lines(chain / "lineage.jsonl")[:1])
+    nothing = _report("--lineage", unlinked, "-o", tmp_path / "one.html")
+    assert nothing.returncode == 1  # nothing verified is not a success, and the page says so
+    shown = (tmp_path / "one.html").read_text(encoding="utf-8")
+    assert "NOT VERIFIED: no run in the lineage file has a parent facet" in shown
+
+    missing = _report("--lineage", tmp_path / "absent.jsonl", "-o", tmp_path / "x.html")
+    assert missing.returncode == 2 and "absent.jsonl: cannot read the file" in missing.stderr
+    unwritable = _report("--lineage", chain / "lineage.jsonl", "-o", tmp_path / "no" / "such" / "x.html")
+    assert unwritable.returncode == 2 and "cannot write the report" in unwritable.stderr
+
+    without_layout = (  # as if the report extra were not installed
+        "import sys; sys.modules['grandalf'] = None"
+        "; from aigp_otel_bridge.tools.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    refused = _report("--lineage", chain / "lineage.jsonl", "-o", tmp_path / "y.html", code=without_layout)
+    assert refused.returncode == 2
+    assert 'needs grandalf, which is not installed: pip install "aigp-otel-bridge[report]"' in refused.stderr
+
+
 # ---- in a real browser ----
 
 

@@ -132,7 +132,8 @@ def _inputs(events: Sequence[Mapping[str, Any]], checks: Mapping[str, list[tuple
             namespace, name = str(dataset.get("namespace", "")), str(dataset.get("name", ""))
             facet = governed.get(id(dataset), {})
             resource_type = str(facet.get("resourceType", ""))
-            label = f"{resource_type}:{facet.get('resourceName', name)}"
+            # the label verify's checks carry (``ClaimedResource.label``)
+            label = f"{facet.get('resourceType')}:{facet.get('resourceName', dataset.get('name'))}"
             if facet.get("enforcementResult") == "denied":
                 marking: Marking = "denied"
             elif facet and facet.get("governed") is not False:
@@ -174,6 +175,9 @@ def run_views(lineage: Sequence[Located], report: Report) -> dict[str, RunView]:
         last = own_events[-1] if own_events else {}
         facets = [f for e in own_events if isinstance(f := governance_facet_of(e), Mapping)]
         facet: Mapping[str, Any] = facets[-1] if facets else {}
+        complete = all(f.get("complete") is not False for f in facets)
+        # the parts of a run emitted early each count their own records
+        parts = facets if not complete else facets[-1:]
         own = verifications.get(run_id, [])
         reasons = [f"{c.name}: {c.detail}" for c in links.checks if c.status == FAILED]
         reasons += [f"{c.name}: {c.detail}" for v in own for c in v.failures]
@@ -184,15 +188,17 @@ def run_views(lineage: Sequence[Located], report: Report) -> dict[str, RunView]:
         else:  # a run without an aigp_governance facet makes no claim to prove
             verdict = "verified" if own else "not checked"
         agent, enforcement = facet.get("agentId"), facet.get("enforcementResult")
+        if any(part.get("enforcementResult") == "denied" for part in parts):
+            enforcement = "denied"
         views[run_id] = RunView(
             ref=links.run.ref,
             links=links,
             agent=agent if isinstance(agent, str) else None,
             status=_status(last.get("eventType")),
             event_type=str(last.get("eventType", "")),
-            complete=facet.get("complete") is not False,
+            complete=complete,
             enforcement=enforcement if isinstance(enforcement, str) else None,
-            denied_count=_count(facet.get("deniedEventCount")),
+            denied_count=sum(_count(part.get("deniedEventCount")) for part in parts),
             inputs=_inputs(own_events, _input_checks(own), report.store_checked),
             verdict=verdict,
             reasons=tuple(reasons),
@@ -516,11 +522,10 @@ def render_html(lineage: Sequence[Located], report: Report, *, title: str = "Ver
     failed = [run for run in runs if run.verdict == "failed"]
     denied = sum(run.denied_count for run in runs)
     ungoverned = sum(run.ungoverned for run in runs)
-    if not report.ok:
-        problems = "; ".join(report.problems)
-        result_class, result = "failed", f"FAILED: {len(failed)} of {len(runs)} run(s) fail" + (
-            f" ({problems})" if problems else ""
-        )
+    if report.problems:
+        result_class, result = "failed", "NOT VERIFIED: " + "; ".join(report.problems)
+    elif not report.ok:
+        result_class, result = "failed", f"FAILED: {len(failed)} of {len(runs)} run(s) fail"
     elif report.store_checked:
         result_class, result = "ok", f"verified: every link and every governance hash of {len(runs)} run(s)"
     else:
