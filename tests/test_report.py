@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigp_otel_bridge.tools.report import build_report
 from aigp_otel_bridge.tools.runfiles import Located
@@ -304,3 +306,39 @@ def test_the_report_in_a_real_browser(
     page.screenshot(path=str(screenshot), full_page=True)
     assert screenshot.stat().st_size > 10_000
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- whatever the files hold ----
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["COMPLETE", "denied"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_ids = st.sampled_from([str(uuid.UUID(int=n)) for n in range(3)]) | _json
+_run = st.fixed_dictionaries({"runId": _ids}, optional={"facets": st.fixed_dictionaries({}, optional={
+    "parent": _json | st.fixed_dictionaries({
+        "run": st.fixed_dictionaries({"runId": _ids}),
+        "job": st.fixed_dictionaries({"namespace": _json, "name": _json}),
+        "root": _json,
+    }),
+    "aigp_governance": _json | st.fixed_dictionaries({"traceId": st.just("ab" * 16) | _json, "agentId": _json,
+                                                      "agentIds": _json, "complete": _json}),
+})})
+_event = st.fixed_dictionaries({"run": _run | _json}, optional={
+    "job": st.fixed_dictionaries({"namespace": st.just("ns"), "name": st.sampled_from(["a", "b"]) | _json}),
+    "eventType": _json, "inputs": _json | st.lists(st.fixed_dictionaries({"name": _json}, optional={
+        "inputFacets": st.fixed_dictionaries({"aigp_resource": _json})}), max_size=3),
+})
+_store = st.lists(st.fixed_dictionaries({"trace_id": st.just("ab" * 16)}, optional={
+    "agent_id": _json, "governance_hash": _json}), max_size=3)
+
+
+@settings(deadline=None, max_examples=150)  # accounting, never timing
+@given(st.lists(_event, max_size=5), _store | st.none())
+def test_malformed_lineage_never_crashes_the_chains_or_the_report(events: list[Any], store: Any) -> None:
+    lineage = [Located(f"l:{n}", event) for n, event in enumerate(events)]
+    report, page = build_report(lineage, store)
+    assert report.chains is not None and page.startswith("<!DOCTYPE html>")
+    assert report.chains.to_json()["runs"] == len(report.chains.runs)
+    assert isinstance(report.render(), str)

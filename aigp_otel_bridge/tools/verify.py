@@ -528,15 +528,14 @@ def agent_scope(
     if trace is None or runs_of_trace.get(trace, 0) < 2:
         return store_index, None
     facet = governance_facet_of(event)
-    agents: set[object] = set()
+    named: list[object] = []
     if isinstance(facet, Mapping):
-        agents.add(facet.get("agentId"))
         many = facet.get("agentIds")
-        agents.update(many if isinstance(many, list) else ())
-    agents.discard(None)
+        named = [facet.get("agentId"), *(many if isinstance(many, list) else ())]
+    agents = {agent for agent in named if isinstance(agent, str)}
     events = store_index.get(trace, ())
-    own = [e for e in events if e.get("agent_id") in agents]
-    shown = ", ".join(sorted(map(str, agents))) or "none named"
+    own = [e for e in events if isinstance(agent := e.get("agent_id"), str) and agent in agents]
+    shown = ", ".join(sorted(agents)) or "none named"
     detail = (f"the file holds {runs_of_trace[trace]} runs of this trace: checked against the {len(own)}"
               f" of its {len(events)} store event(s) recorded by this run's agent(s) ({shown})")
     return {trace: own}, Check("store_scope", OK if own else SKIPPED, detail)
