@@ -90,7 +90,9 @@ def plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 
 @dataclass(slots=True)
 class NoteEvent:
-    """One span event the bridge reads: an ``aigp.*`` event, or the ``exception`` of a failed root."""
+    """One span event the bridge reads: an ``aigp.*`` event, or the ``exception`` of a failed root.
+    Nothing changes one; not frozen, because capture builds one per governance event on the
+    application's thread, where a frozen dataclass costs twice as much to build."""
 
     name: str
     time_ns: int | None
@@ -101,8 +103,11 @@ class NoteEvent:
 class SpanNote:
     """A finished span, reduced to what extraction reads.
 
-    Its mappings are plain dicts of the span's own values. Not frozen: the engine cuts a note's
-    strings to their bound before queuing it (``Engine.put_span``); nothing changes it after that.
+    Its mappings are plain dicts of the span's values (the resource's attributes excepted: one
+    mapping shared by every span of a process). Not frozen, because two front-door steps change a
+    note before it is queued: the gateway's assembly decides a held note's local root (and whether
+    a presumed remote parent is local after all), and the engine cuts its strings to their bound
+    (``Engine.put_span``). Nothing changes a queued note.
     """
 
     trace_id: int

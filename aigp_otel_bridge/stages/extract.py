@@ -675,16 +675,17 @@ def _keepable(value: object, max_length: int) -> bool:
     """A value a memo key may keep: None, a boolean, a 64-bit integer, a string that may be valid,
     or an array (a tuple, as OpenTelemetry stores it) of at most ``_ARRAY_KEPT_MAX`` such strings
     and integers, so that what a memo holds stays small in bytes as well as in entries."""
-    kind = type(value)
-    if kind is str:
-        return len(value) <= max_length  # type: ignore[arg-type]
-    if kind is int:
-        return -(1 << 63) <= value < 1 << 63  # type: ignore[operator]
-    if kind is tuple:
-        return len(value) <= _ARRAY_KEPT_MAX and _plain_array(value) and all(  # type: ignore[arg-type]
-            _keepable(element, max_length) for element in value  # type: ignore[attr-defined]
+    if type(value) is str:
+        return len(value) <= max_length
+    if type(value) is int:
+        return -(1 << 63) <= value < 1 << 63
+    if type(value) is tuple:
+        return (
+            len(value) <= _ARRAY_KEPT_MAX
+            and _plain_array(value)
+            and all(_keepable(element, max_length) for element in value)
         )
-    return value is None or kind is bool
+    return value is None or type(value) is bool
 
 
 def _plain_array(value: tuple[object, ...]) -> bool:
