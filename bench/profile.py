@@ -39,6 +39,7 @@ ENTRY_POINTS = (
     ("processor.py", "on_end"),
     ("core.py", "take_span"),
     ("sdk.py", "capture_span"),
+    ("capture.py", "capture"),
     ("engine.py", "_put"),
     ("engine.py", "_drain"),
     ("extract.py", "span"),

@@ -19,7 +19,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from aigp_otel_bridge.frontdoors.otlp import OtlpDecodeError, TraceIntake, Verdict, decode_protobuf
+from aigp_otel_bridge.frontdoors.otlp import Admission, OtlpDecodeError, TraceIntake, decode_protobuf
 
 SERVICE_NAME: str = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
 
@@ -40,10 +40,10 @@ class _TraceService:
             self.intake.refused("grpc", "bad_request")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         outcome = self.intake.export(request, "grpc")
-        if outcome.verdict is Verdict.BUSY:
+        if outcome.admission is Admission.BUSY:
             context.set_trailing_metadata((("grpc-status-details-bin", self._retry_details()),))
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "intake full, retry later")
-        if outcome.verdict is Verdict.STOPPED:
+        if outcome.admission is Admission.STOPPED:
             context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
         return outcome.response()
 

@@ -24,9 +24,9 @@ from google.rpc import code_pb2, status_pb2
 from aigp_otel_bridge.frontdoors.otlp import (
     MEDIA_JSON,
     MEDIA_PROTOBUF,
+    Admission,
     OtlpDecodeError,
     TraceIntake,
-    Verdict,
     decode,
 )
 
@@ -171,7 +171,7 @@ class OtlpHttpApp:
             await _respond_status(send, refused.status, refused.code, refused.message, media_type, extra)
             return
         outcome = self.intake.export(request, "http")
-        if outcome.verdict is Verdict.ACCEPTED:
+        if outcome.admission is Admission.ACCEPTED:
             response = outcome.response()
             if media_type == MEDIA_JSON:
                 await _respond(send, 200, json_format.MessageToJson(response, indent=None).encode(),
@@ -179,7 +179,7 @@ class OtlpHttpApp:
             else:
                 await _respond(send, 200, response.SerializeToString(), content_type=MEDIA_PROTOBUF)
             return
-        busy = outcome.verdict is Verdict.BUSY
+        busy = outcome.admission is Admission.BUSY
         await _respond_status(
             send, 429 if busy else 503, code_pb2.RESOURCE_EXHAUSTED if busy else code_pb2.UNAVAILABLE,
             "intake full, retry later" if busy else "shutting down", media_type,
