@@ -1,15 +1,18 @@
 """The stages wired together behind one thread-safe intake.
 
 Front doors (the span processor, the span exporter, the gateway) call ``put_*`` or ``offer``
-from any thread; each call appends typed items to the intake. One correlation worker owns the
-``Extractor`` and the ``Correlator``: it parses,
-correlates, aggregates and names runs, then hands them to the ``Deliverer``, whose own threads
-build, emit and store them. A slow lineage backend or disk therefore never stalls correlation.
+from any thread; each call appends typed items to the intake. The correlation work (extract,
+correlate, aggregate, name the run) on the ``Extractor`` and the ``Correlator`` runs under one
+lock, the correlation lock: on the correlation worker, or, under back-pressure, on an application
+thread. Closed runs go to the ``Deliverer``, whose own threads build, emit and store them, so a
+slow lineage backend or disk never stalls correlation.
 
 Overload policy (docs/operations.md): the intake is bounded by ``max_intake_size``. When it is
-full, the calling thread does the correlation work itself (parsing, correlating, naming: CPU only,
-never I/O) until the intake is half empty, then appends. Nothing is refused, so no governance
-record is lost at the intake; the application slows to the bridge's pace instead. Memory stays
+full, a thread calling ``put_*`` takes the correlation lock and does the correlation work itself
+(CPU only, never I/O) until the intake is half empty, then appends: ``put_*`` refuses nothing, so
+no governance record is lost at the intake, and the application slows to the bridge's pace
+instead. ``offer``, the gateway's, refuses a whole batch that does not fit instead, before the
+gateway acknowledges its request, so that the OTLP sender retries it rather than wait. Memory stays
 bounded: pending traces by ``max_pending_traces`` (early runs marked ``complete: false``), queued
 runs by ``max_queue_size`` and bytes (the oldest counted in ``runs_dropped``, or spilled to the
 outbox), and what a span note keeps by ``max_string_length``.
@@ -31,6 +34,7 @@ from typing import Any, Union
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.propagated_links import RUN_LINKS
 from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import name_run
@@ -43,7 +47,7 @@ _log = logging.getLogger("aigp_otel_bridge")
 
 _BATCH = 256
 """Intake items processed per hold of the correlation lock, so that a thread applying
-back-pressure waits for at most one batch."""
+back-pressure waits for at most one batch of the worker's."""
 
 
 @dataclass(slots=True)
@@ -228,7 +232,8 @@ class Engine:
         if not self._stopped:
             self._start()
 
-    # ---- front-door API (any thread; never waits for I/O, never raises) ----
+    # ---- front-door API (any thread; never waits for I/O, never raises; a full intake makes
+    # ``put_*`` correlate on the calling thread, ``offer`` refuse) ----
 
     @property
     def stopped(self) -> bool:
@@ -312,7 +317,10 @@ class Engine:
             self._wake.set()
 
     def _correlate_here(self) -> None:
-        """Back-pressure: the caller correlates until the intake is half empty (CPU work only)."""
+        """Back-pressure: the caller takes the correlation lock (waiting for at most one batch of
+        the worker) and correlates until the intake is half empty (CPU work only). A thread that
+        already holds the lock (a ``job_name`` callable making spans) is not sent here by ``_put``:
+        it appends past the bound rather than wait for itself."""
         with self._correlating:
             self._correlating_thread = threading.get_ident()
             try:
@@ -441,7 +449,7 @@ class Engine:
                     closed_run.records, closed_run.overflow, max_inputs=self.config.max_inputs_per_run,
                     observed=closed_run.observed,
                 )
-                run = name_run(closed_run, summary, self.config)
+                run = name_run(closed_run, summary, self.config, run_link=RUN_LINKS.run_link)
                 if closed_run.reason is Reason.ROOT_ENDED:  # a late event of this run names this job
                     self._correlator.named(closed_run, (run.job_namespace, run.job_name))
                 if self.run_chain is not None:

@@ -1,5 +1,5 @@
-"""Bounded memos: what the bridge remembers by value (a verdict on attribute names, a parsed
-span event, a Merkle root) to skip repeated work, never more than a fixed number of entries."""
+"""Bounded memos: what the bridge remembers by value (what a span's attribute names say, a parsed
+span event, a GenAI span's facts) to skip repeated work, never more than a fixed number of entries."""
 
 from __future__ import annotations
 
@@ -9,11 +9,25 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-def remember(memo: dict[K, V], key: K, value: V, limit: int) -> V:
-    """Store ``value`` under ``key`` and return it, emptying ``memo`` first when it holds ``limit``
-    entries. Emptying rather than evicting one entry costs nothing on a hit (the common case),
-    keeps the bound exact, and what it forgets comes back at the price of one fresh computation."""
-    if len(memo) >= limit:
-        memo.clear()
-    memo[key] = value
-    return value
+class BoundedMemo(dict[K, V]):
+    """A dict of at most ``limit`` entries, filled only through ``remember``.
+
+    A dict, so that a look-up (``get``, ``in``: the common case, on the hot path) costs what a
+    dict's does. Past the limit it starts afresh: emptying rather than evicting one entry costs
+    nothing on a hit, keeps the bound exact, and what it forgets comes back at the price of one
+    fresh computation.
+    """
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def remember(self, key: K, value: V) -> V:
+        """Store ``value`` under ``key`` (emptying the memo first when it is full) and return it."""
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+

@@ -1,9 +1,9 @@
 """The builder API on full AIGP events (the JSON a governance store keeps).
 
 Same names as the reference SDK's helpers, but one RunEvent per session, canonical UUID run
-ids and always schema-valid output, because they share the processor's extraction and
-aggregation code. The dicts are built directly, exactly as ``Serde.to_dict`` would give the
-client's objects (see ``build.py``).
+ids and always schema-valid output, because they share the processor's extraction, aggregation
+and build code: each dict is the client's ``Serde.to_dict`` of a facet or RunEvent built by
+``stages/build.py``, as the processor delivers them; a new dict each call.
 """
 
 from __future__ import annotations
@@ -12,17 +12,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from openlineage.client.event_v2 import RunState
+from openlineage.client.serde import Serde
 
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from aigp_otel_bridge.propagated_links import run_id_for_trace
 from aigp_otel_bridge.semconv import clean_text
 from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.stages.build import (
-    DecidedRun,
-    governance_facet_dict,
-    resource_facet_dicts,
-    run_event_dict,
-)
+from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, governance_facet, resource_facet
 from aigp_otel_bridge.stages.extract import records_from_aigp_events
 
 AIGPEvent = Mapping[str, Any]
@@ -35,24 +31,13 @@ __all__ = [
 ]
 
 
-_RUN_STATES = {state.value: state for state in RunState}
-
-
-def _run_state(event_type: str) -> RunState:
-    """``RunState(event_type)`` (and its error for anything else) without the enum's lookup."""
-    try:
-        return _RUN_STATES[event_type]
-    except (KeyError, TypeError):
-        return RunState(event_type)
-
-
 def _session(events: AIGPEvent | Iterable[AIGPEvent]) -> list[AIGPEvent]:
-    """The events as a list; ``dict`` is checked before ``Mapping``, whose check costs four times more."""
-    session = [events] if isinstance(events, (dict, Mapping)) else list(events)
+    """The events as a list: one mapping, or an iterable of them."""
+    session = [events] if isinstance(events, Mapping) else list(events)
     if not session:
         raise ValueError("no AIGP events given")
     for event in session:
-        if not isinstance(event, (dict, Mapping)):
+        if not isinstance(event, Mapping):
             raise TypeError(f"an AIGP event must be a mapping, got {type(event).__name__}")
     return session
 
@@ -81,7 +66,7 @@ def _session_run(
     return DecidedRun(
         run_id=run_id or run_id_for_trace(trace_id),
         trace_id=clean_text(trace_id),
-        event_type=_run_state(event_type),
+        event_type=RunState(event_type),
         event_time_ns=summary.latest_time_ns,
         complete=True,
         job_namespace=job_namespace,
@@ -99,7 +84,7 @@ def build_governance_run_facet(
 ) -> dict[str, Any]:
     """The ``aigp_governance`` run facet of one event or of one session's events."""
     run = _session_run(aigp_event, "default", "session")
-    return governance_facet_dict(run, producer)
+    return Serde.to_dict(governance_facet(run, producer))
 
 
 def build_resource_input_facets(
@@ -107,7 +92,7 @@ def build_resource_input_facets(
 ) -> list[dict[str, Any]]:
     """One ``aigp_resource`` input facet per governed resource of the event(s)."""
     run = _session_run(aigp_event, "default", "session")
-    return resource_facet_dicts(run, producer)
+    return [Serde.to_dict(resource_facet(resource, producer)) for resource in run.summary.resources]
 
 
 def build_openlineage_run_event(
@@ -121,4 +106,4 @@ def build_openlineage_run_event(
 ) -> dict[str, Any]:
     """A complete RunEvent dict for one session: run id from the trace id, unless given."""
     run = _session_run(aigp_event, job_namespace, job_name, run_id, event_type)
-    return run_event_dict(run, producer)
+    return Serde.to_dict(build_run_event(run, producer))

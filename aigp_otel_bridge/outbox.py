@@ -6,14 +6,17 @@ share run id and type but not time). The payload is the RunEvent's JSON, seriali
 being delivered, so two processes on one folder rarely send the same row twice, and a process
 killed mid-delivery leaves its rows to the next one once the lease runs out.
 
-The outbox is bounded: storing past ``max_events`` deletes the oldest rows, and that count is the
-only loss the bridge admits to (``outbox_dropped``).
+The outbox is bounded: storing past ``max_events`` deletes the oldest rows, and ``store`` says how
+many (the deliverer counts them in ``outbox_dropped``).
 
-Storage faults never reach the application: a database file that cannot be read is moved aside
-(kept, renamed) and a fresh one used; a folder that cannot be used raises ``OutboxUnusableError`` so
-that the caller decides (a programmer's argument: an error; the environment: a warning). The
-connection is opened lazily in each process, so a forked child never touches its parent's
-connection, and the lock is made again in the child.
+Making an ``Outbox`` prepares and checks the folder and the database at once (with ``create``,
+made 0700 and 0600; in WAL mode, with its table): a database file that cannot be read is moved
+aside (kept, renamed) and a fresh one used; a folder that cannot be used raises
+``OutboxUnusableError`` so that the caller decides (a programmer's argument: an error; the
+environment: a warning). After that no connection stays open: each operation opens its own and
+closes it, so a forked child never touches a connection of its parent, and the child makes the
+lock again (``claim``). An operation that fails (disk full, a file size limit) raises; the
+deliverer catches and counts it, so it never reaches the application.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class StoredRun:
 
 @dataclass(frozen=True)
 class StoreResult:
+    """What one ``store`` did with its rows."""
+
     stored: int = 0
     duplicates: int = 0
     dropped: int = 0
@@ -91,6 +96,9 @@ class StoreResult:
 
 @dataclass(frozen=True)
 class OutboxStatus:
+    """What ``aigp-otel-bridge outbox status`` shows: rows waiting, the oldest's age, the latest
+    error, and when the next row is due (None when empty)."""
+
     pending: int
     oldest_age_s: float | None
     last_error: str | None
@@ -150,8 +158,9 @@ class Outbox:
     # ---- connections: one per operation, never across fork ----
 
     def _open(self, *, create: bool = True) -> None:
-        """Check the database once: created 0600, readable, in WAL mode, with its table; an
-        unreadable file is moved aside (when creating) and a fresh one started."""
+        """Check the database once, at construction: made 0600 (when creating), never through a
+        symlink, readable, in WAL mode, with its table; an unreadable file is moved aside (when
+        creating) and a fresh one started."""
         if create:
             _create_file(self.path)
         else:
@@ -276,10 +285,12 @@ class Outbox:
         return [StoredRun(*row) for row in rows]
 
     def delivered(self, row_id: int) -> None:
+        """The row's event was delivered: delete it."""
         with self._transaction() as db:
             db.execute("DELETE FROM pending_runs WHERE id = ?", (row_id,))
 
     def failed(self, row_id: int, error: str, retry_in_s: float) -> None:
+        """One more failed attempt: keep its error (cut) and when to try again."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE pending_runs SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
@@ -307,11 +318,13 @@ class Outbox:
         return None if soonest is None else max(0.0, soonest - time.time())
 
     def depth(self) -> int:
+        """Rows waiting, leased ones included."""
         with self._locked() as db:
             (count,) = db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
         return int(count)
 
     def status(self) -> OutboxStatus:
+        """Rows waiting, the oldest's age, the latest error and the next due time, in one read."""
         now = time.time()
         with self._locked() as db:
             count, oldest, soonest = db.execute(

@@ -64,7 +64,6 @@ class Stats:
         "ended runs forgotten before trace_timeout_s because max_pending_traces later runs ended:"
         " their late records start a new run"
     )
-    intake_dropped: int = _counter("span notes or ingested events refused by a full intake queue")
     ingest_rejected: int = _counter("ingest_aigp_event calls without an AIGP event with a trace id")
     lineage_context_rejected: int = _counter(
         "malformed propagated aigp-lineage values or OPENLINEAGE_CONTEXT ignored (process-wide)"

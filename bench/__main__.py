@@ -1,51 +1,39 @@
-"""Benchmark of aigp-otel-bridge against two baselines, in one run.
+"""Benchmark of aigp-otel-bridge, and the performance guard it is held to, in one run.
 
 Run from the project root::
 
-    python -m bench                    # default sizes, about a minute or two on 2 cores
+    python -m bench                    # every measurement and the guard, a few minutes on 2 cores
     python -m bench --quick            # tiny sizes: checks the harness, figures mean nothing
     python -m bench --rounds 21 --spans 9900 --out /tmp/bench.json
-    python -m bench builder            # the builder API measurements alone
+    python -m bench builder            # the builder API measurements alone (see SUB_COMMANDS)
 
-Configurations, each on a fresh ``TracerProvider`` per timed window (shut down after it):
-``none`` (no span processor), ``batch`` (the SDK's ``BatchSpanProcessor`` with an exporter that
-drops), ``bridge`` (``AIGPLineageSpanProcessor``, ``OpenLineageClient`` on a null transport that
-only serialises with ``Serde.to_json``).
+Configurations, each made afresh for every timed window (and shut down after it): ``none`` (a
+processor whose hooks do nothing, or no processor), ``batch`` (the SDK's ``BatchSpanProcessor``
+with an exporter that drops), ``bridge`` (``AIGPLineageSpanProcessor``, ``OpenLineageClient`` on
+a null transport that only serialises with ``Serde.to_json``).
 
-Method: interleaved rounds (none, batch, bridge, none, ...; at least seven), one untimed
-warm-up first. A window runs from just before the first span to the return of ``force_flush``
-(which waits for the processors' worker threads, so their work is inside the window) and is
-measured in process CPU time of all threads (``time.process_time_ns``: what the targets use,
-since on a shared machine wall windows swing with other processes' load) and in wall time
-(``time.perf_counter_ns``, a second column). The garbage collector stays enabled, with
-``gc.collect()`` before each window, for every configuration alike. Per configuration the
-minimum over rounds counts (the least disturbed window), the median beside it; extra cost =
-configuration minus no processor.
+Method: interleaved rounds (none, batch, bridge, none, ...; at least seven), one untimed warm-up
+first, ``gc.collect()`` before each window and the collector enabled in it. The span and session
+measurements time each processor alone: the spans are made and ended before the window, and the
+window replays their starts and ends to the processor and ends when its ``force_flush`` returns
+(its worker threads' work is inside). Windows are read in process CPU time of all threads (what
+the guard uses) and in wall time (a second column). Per configuration the median and the minimum
+over rounds; extra cost = configuration - none. The guard (``bench.guard``) compares figures of
+the same run, and its median decides.
 
-Measurements:
-
-- ``ungoverned_span``: extra cost per child span with six ordinary attributes;
-- ``governed_span``: the same spans, each carrying one ``aigp.inject.success`` span event;
-- ``governed_session``: one agent session (a root, seven children, three AIGP events), all of
-  the bridge's work included (capture, correlation, build, emit); compared with building and
-  emitting one equivalent RunEvent by hand with ``openlineage.client.event_v2`` through an
-  ``OpenLineageClient`` on the same null transport;
-- ``pending_trace_memory``: ``tracemalloc`` bytes the bridge keeps per pending governed trace;
-- ``flood_rss``: resident set of a fresh process under a flood of governed sessions;
-- ``sustained_sessions``: governed sessions per second through one process, every one delivered
-  to the null (serialising) transport;
-- ``builder_session``: the builder API on one session of three AIGP events + ``json.dumps``,
-  against the reference SDK's builder on the same three events + ``json.dumps``;
-- ``builder_throughput``: ``build_openlineage_run_event`` on the example AIGP events in
-  ``tests/data/examples/aigp-events/*.json`` (skipped with a note if absent).
-
-Prints a table with the targets (met / not met) and writes JSON to ``bench/results/latest.json``
-(or ``--out``). See docs/performance.md.
+Measurements: ``ungoverned_span``, ``governed_span`` (the same spans, one ``aigp.*`` event each),
+``governed_session`` (a root, seven children, three AIGP events; against one hand-built
+openlineage-python RunEvent emitted), ``pending_trace_memory`` (``tracemalloc``), ``flood_rss``
+(a fresh process under a flood), ``sustained_sessions`` (sessions made as fast as one thread can,
+all delivered, against the client-alone ceiling), ``builder_session`` and ``builder_throughput``
+(the builder API). JSON goes to ``bench/results/latest.json`` (or ``--out``). See
+docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -55,10 +43,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from bench import builder, memory, report, timing
+from bench import builder, guard, memory, report, timing
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 MIN_ROUNDS = 7
+
+SUB_COMMANDS: dict[str, tuple[str, str]] = {
+    "builder": ("bench.builder", "the builder API on a session of three events, against the reference SDK"),
+    "threads": ("bench.threads", "which thread pays each configuration's CPU (Linux)"),
+    "compare": ("bench.compare", "this checkout against another one (e.g. a commit), in the same rounds"),
+    "profile": ("bench.profile", "cProfile of one workload on every thread"),
+    "flood": ("bench.flood", "one flood of governed sessions in this process: memory, where every run went"),
+    "gateway": ("bench.gateway", "the OTLP gateway's throughput and memory, against decoding alone"),
+}
+"""``python -m bench NAME ...``: the module whose ``main(argv)`` runs it, and what it measures."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +90,14 @@ def _positive(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool]:
+def parse_args(argv: list[str] | None) -> tuple[Sizes, Path, bool, frozenset[str] | None]:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Benchmark aigp-otel-bridge against no processor and "
-        "the SDK's BatchSpanProcessor (see docs/performance.md)."
+        prog="python -m bench", description="Benchmark aigp-otel-bridge against no processor, the SDK's "
+        "BatchSpanProcessor\nand hand-built openlineage-python RunEvents, and print the performance guard's "
+        "verdicts\n(see docs/performance.md).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="sub-commands (python -m bench NAME --help for each):\n" + "\n".join(
+            f"  {name:<9} {text}" for name, (_, text) in SUB_COMMANDS.items()),
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--rounds", type=_positive, help=f"interleaved rounds (default {DEFAULT.rounds})")
@@ -127,17 +129,25 @@ MEASUREMENTS = ("ungoverned_span", "governed_span", "governed_session", "pending
                 "sustained_sessions", "builder_session", "builder_throughput")
 
 
+def _spans(name: str, sizes: Sizes) -> dict[str, Any]:
+    """A span measurement, its spans made as the guard's line defines (``made_beforehand``)."""
+    return timing.measure_spans(name, sizes.spans, sizes.rounds, governed=name == "governed_span",
+                                beforehand=guard.limit_of(name).made_beforehand).to_json()
+
+
+def _sessions(sizes: Sizes) -> dict[str, Any]:
+    beforehand = guard.limit_of("governed_session").made_beforehand
+    return timing.measure_sessions(sizes.sessions, sizes.rounds, beforehand=beforehand).to_json()
+
+
 def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None) -> dict[str, Any]:
     """Every measurement (or those in ``only``), in the order of ``MEASUREMENTS``."""
     steps: dict[str, tuple[str, Callable[[], Any]]] = {
         "ungoverned_span": (f"ungoverned spans ({sizes.spans} per window, {sizes.rounds} rounds)",
-                            lambda: timing.measure_spans("ungoverned_span", sizes.spans, sizes.rounds,
-                                                         governed=False).to_json()),
+                            lambda: _spans("ungoverned_span", sizes)),
         "governed_span": (f"governed spans ({sizes.spans} per window)",
-                          lambda: timing.measure_spans("governed_span", sizes.spans, sizes.rounds,
-                                                       governed=True).to_json()),
-        "governed_session": (f"governed sessions ({sizes.sessions} per window)",
-                             lambda: timing.measure_sessions(sizes.sessions, sizes.rounds).to_json()),
+                          lambda: _spans("governed_span", sizes)),
+        "governed_session": (f"governed sessions ({sizes.sessions} per window)", lambda: _sessions(sizes)),
         "pending_trace_memory": (f"memory per pending trace ({sizes.pending_traces} traces)",
                                  lambda: memory.pending_trace_memory(sizes.pending_traces)),
         "flood_rss": (f"RSS under a flood ({sizes.flood_sessions} sessions, fresh processes)",
@@ -158,7 +168,7 @@ def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None
             print(f"  {text} ...", file=sys.stderr, flush=True)
             measurements[name] = measure()
     results: dict[str, Any] = {
-        "format": 2,
+        "format": 3,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": report.machine(),
         "settings": {
@@ -172,34 +182,25 @@ def run(sizes: Sizes, *, quick: bool = False, only: frozenset[str] | None = None
             "sustained_sessions": sizes.sustained_sessions,
             "sustained_rounds": sizes.sustained_rounds,
             "builder_sessions": sizes.builder_sessions,
-            "clock": "process CPU time of all threads per window (targets); wall time as a second column",
+            "clock": "process CPU time of all threads per window (the guard); wall time as a second column",
             "gc": "enabled in every window; gc.collect() before each",
-            "statistic": "minimum over rounds per configuration (median beside it); "
-            "extra = configuration - none",
+            "spans_made_beforehand": {name: guard.limit_of(name).made_beforehand
+                                      for name in ("ungoverned_span", "governed_span", "governed_session")},
+            "statistic": "median and minimum over rounds per configuration; extra = configuration - none; "
+            "the guard's verdict by the median",
         },
         "measurements": measurements,
     }
-    results["targets"] = report.targets(measurements)
+    results["guard"] = guard.verdicts(measurements)
     results["seconds"] = time.perf_counter() - began
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
-    if arguments[:1] == ["gateway"]:
-        from bench import gateway
-
-        return gateway.main(arguments[1:])
-    if arguments[:1] == ["compare"]:
-        from bench import compare
-
-        return compare.main(arguments[1:])
-    if arguments[:1] == ["threads"]:
-        from bench import threads
-
-        return threads.main(arguments[1:])
-    if arguments[:1] == ["builder"]:
-        return builder.main(arguments[1:])
+    if arguments[:1] and arguments[0] in SUB_COMMANDS:
+        module = importlib.import_module(SUB_COMMANDS[arguments[0]][0])
+        return int(module.main(arguments[1:]))
     sizes, out, quick, only = parse_args(argv)
     if sizes.rounds < MIN_ROUNDS:
         print(f"note: fewer than {MIN_ROUNDS} rounds; the figures do not follow the method",

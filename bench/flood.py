@@ -1,6 +1,6 @@
 """One flood in this (fresh) process: governed sessions as fast as one thread makes them.
 
-``python -m bench.flood --config bridge --sessions 20000`` prints one JSON object: resident set
+``python -m bench flood --config bridge --sessions 20000`` prints one JSON object: resident set
 before the flood, its peak (``VmHWM``, or ``ru_maxrss`` where there is no ``/proc``), after the
 flood and after ``force_flush``, and where every session went: ``produced`` (sessions made),
 ``delivered`` (runs the transport took), ``stored`` (rows in the outbox, with ``--outbox``) and
@@ -28,7 +28,7 @@ from aigp_otel_bridge.outbox import Outbox
 from bench import workloads
 from bench.setups import NullTransport, make_setup
 
-_COUNTERS = ("spans_seen", "runs_decided", "runs_emitted", "runs_stored", "runs_dropped", "intake_dropped")
+_COUNTERS = ("spans_seen", "runs_decided", "runs_emitted", "runs_stored", "runs_dropped")
 _POOL = 1_000
 """Distinct sessions of events made up front; the flood cycles through them."""
 
@@ -130,7 +130,7 @@ def flood(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.flood", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench flood", description=__doc__)
     parser.add_argument("--config", choices=("none", "batch", "bridge"), default="bridge")
     parser.add_argument("--sessions", type=int, default=20_000)
     parser.add_argument("--outbox", action="store_true", help="bridge with an outbox (temporary folder)")

@@ -127,7 +127,7 @@ def pending_trace_memory(traces: int) -> float:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     for body in bodies:
-        if intake.export(decode_protobuf(body), "bench").verdict.value != "accepted":
+        if intake.export(decode_protobuf(body), "bench").admission.value != "accepted":
             raise RuntimeError("the intake refused a request")
     engine.flush(60.0)
     gc.collect()

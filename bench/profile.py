@@ -1,10 +1,10 @@
 """Profile the bridge on one workload, on every thread, with ``cProfile``.
 
-    python -m bench.profile ungoverned          # child spans with ordinary attributes
-    python -m bench.profile governed            # the same, each with one aigp.* span event
-    python -m bench.profile session             # governed agent sessions
-    python -m bench.profile session --top 30 --dump /tmp/session.pstats
-    python -m bench.profile session --clock cpu  # each thread's CPU time, not wall time
+    python -m bench profile ungoverned          # child spans with ordinary attributes
+    python -m bench profile governed            # the same, each with one aigp.* span event
+    python -m bench profile session             # governed agent sessions
+    python -m bench profile session --top 30 --dump /tmp/session.pstats
+    python -m bench profile session --clock cpu  # each thread's CPU time, not wall time
 
 ``cProfile`` only sees the thread that enabled it, so a hook installed with
 ``threading.setprofile`` gives every thread started afterwards (the bridge's correlation and
@@ -39,6 +39,7 @@ ENTRY_POINTS = (
     ("processor.py", "on_end"),
     ("core.py", "take_span"),
     ("sdk.py", "capture_span"),
+    ("capture.py", "capture"),
     ("engine.py", "_put"),
     ("engine.py", "_drain"),
     ("extract.py", "span"),
@@ -145,7 +146,7 @@ def report(profiles: dict[str, cProfile.Profile], top: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("case", choices=("ungoverned", "governed", "session"))
     parser.add_argument("--size", type=int, help="spans (default 20000) or sessions (default 1000)")

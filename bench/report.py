@@ -1,8 +1,7 @@
-"""The machine, the targets and the printed table of one benchmark run."""
+"""The machine and the printed table of one benchmark run (the guard's verdicts: ``bench.guard``)."""
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -39,69 +38,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _ratio(value: float | None, limit_of: float | None) -> float | None:
-    if value is None or limit_of is None or not math.isfinite(value) or limit_of <= 0:
-        return None
-    return value / limit_of
-
-
-def targets(measurements: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets, each as a ratio of the same run's figures (minimum windows, process CPU time;
-    the ratio of the median windows beside it); ``met`` is None if unknown."""
-    found: list[dict[str, Any]] = []
-
-    def add(name: str, description: str, value: float | None, reference: float | None,
-            limit: float, median: float | None = None, *, at_least: bool = False) -> None:
-        ratio = _ratio(value, reference)
-        met = None if ratio is None else (ratio >= limit if at_least else ratio <= limit)
-        found.append({
-            "name": name,
-            "description": description,
-            "value": value,
-            "reference": reference,
-            "ratio": ratio,
-            "median_ratio": median,
-            "limit": limit,
-            "comparison": ">=" if at_least else "<=",
-            "met": met,
-        })
-
-    for case, limit in (("ungoverned_span", 0.25), ("governed_span", 1.0)):
-        data = measurements.get(case)
-        if data is None:  # not run (--only)
-            continue
-        extra, median = data["extra_ns_per_item"], data["median_extra_ns_per_item"]
-        add(case, f"bridge extra CPU / BatchSpanProcessor extra CPU, per {case.replace('_', ' ')}",
-            extra["bridge"], extra["batch"], limit, _ratio(median["bridge"], median["batch"]))
-    session = measurements.get("governed_session")
-    if session:
-        add("governed_session",
-            "bridge extra CPU per governed session / one hand-built openlineage-python RunEvent emitted "
-            "(both serialised)",
-            session["extra_ns_per_item"]["bridge"], session["min_ns_per_item"]["hand_built"], 1.0,
-            _ratio(session["median_extra_ns_per_item"]["bridge"],
-                   session["median_ns_per_item"]["hand_built"]))
-    builder = measurements.get("builder_session", {})
-    if "skipped" not in builder and builder:
-        add("builder_session",
-            "builder API per session of 3 events + json.dumps / "
-            "reference SDK builder's 3 events + json.dumps",
-            builder["min_ns_per_item"]["bridge"], builder["min_ns_per_item"]["reference"], 2.0,
-            _ratio(builder["median_ns_per_item"]["bridge"], builder["median_ns_per_item"]["reference"]))
-    sustained = measurements.get("sustained_sessions")
-    if sustained:
-        add("sustained_sessions", "governed sessions per process CPU second (all delivered) / 2 000",
-            sustained["per_cpu_second"]["best"], 2000.0, 1.0,
-            sustained["per_cpu_second"]["median"] / 2000.0, at_least=True)
-    memory = measurements.get("pending_trace_memory")
-    if memory:
-        add("pending_trace_memory", "bridge bytes per pending governed trace / 512 B",
-            memory["bridge_bytes_per_trace"], 512.0, 1.0)
-    return found
-
-
 def _us(ns: float) -> str:
     return f"{ns / 1000:,.2f} µs"
+
+
+def _figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.0f} B" if unit == "B" else f"{value:.2f}x"
 
 
 def _extra(ns: float) -> str:
@@ -111,11 +55,14 @@ def _extra(ns: float) -> str:
 def table(results: dict[str, Any]) -> str:
     """The human-readable summary printed at the end of a run."""
     m = results["measurements"]
+    beforehand = [name.replace("_", " ") for name, yes in results["settings"]["spans_made_beforehand"].items()
+                  if yes]
     lines = [
-        f"aigp-otel-bridge benchmark — {results['settings']['rounds']} interleaved rounds, "
-        f"minimum per configuration; {results['machine']['cpus']} CPUs, "
-        f"{results['machine']['cpu_model']}, Python {results['machine']['python']}",
-        "process CPU time of all threads per item (min / median over rounds); wall time (min) after |",
+        f"aigp-otel-bridge benchmark — {results['settings']['rounds']} interleaved rounds; "
+        f"{results['machine']['cpus']} CPUs, {results['machine']['cpu_model']}, "
+        f"Python {results['machine']['python']}",
+        "process CPU time of all threads per item (min / median over rounds); wall time (min) after |; "
+        f"each processor alone, on spans made beforehand: {', '.join(beforehand) or 'none'}",
         "",
         f"{'measurement':<18}{'per':<9}{'no processor':>26}{'batch (extra)':>26}{'bridge (extra)':>26}"
         f"{'hand-built':>26}{'| wall: batch':>16}{'bridge':>12}",
@@ -148,8 +95,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             f"RSS under a flood of {flood['sessions']:,} governed sessions: peak growth "
             f"{flood['none']['peak_growth_kib']:,} KiB without processor, {bridge['peak_growth_kib']:,} KiB "
-            f"with the bridge (intake dropped {bridge['bridge_stats'].get('intake_dropped', 0):,} notes, "
-            f"runs dropped {bridge['bridge_stats'].get('runs_dropped', 0):,}, emitted "
+            f"with the bridge (runs dropped {bridge['bridge_stats'].get('runs_dropped', 0):,}, emitted "
             f"{bridge['bridge_stats'].get('runs_emitted', 0):,})"
         )
     sustained = m.get("sustained_sessions")
@@ -185,14 +131,13 @@ def table(results: dict[str, Any]) -> str:
             f"builder API (build_openlineage_run_event): {builder['events_per_second']:,.0f} events/s, "
             f"{_us(builder['ns_per_event'])} per event ({builder['built']} examples)"
         )
-    lines += ["", "targets (same run):"]
-    for target in results["targets"]:
-        verdict = {True: "met", False: "NOT MET", None: "unknown"}[target["met"]]
-        ratio = "n/a" if target["ratio"] is None else f"{target['ratio']:.2f}"
-        median = "n/a" if target["median_ratio"] is None else f"{target['median_ratio']:.2f}"
+    lines += ["", "guard (figures of this run; the median decides, the least disturbed windows' beside it):"]
+    for line in results["guard"]:
+        verdict = {True: "met", False: "NOT MET", None: "unknown"}[line["met"]]
         lines.append(
-            f"  {target['name']:<22} ratio {ratio:>6} (median {median:>5}) {target['comparison']:>2} "
-            f"{target['limit']:<5} {verdict:<8} ({target['description']})"
+            f"  {line['name']:<22} {_figure(line['figure'], line['unit']):>8} "
+            f"(best windows {_figure(line['best_windows_figure'], line['unit']):>6}) {line['comparison']} "
+            f"{_figure(line['limit'], line['unit']):<7} {verdict:<8} ({line['meaning']})"
         )
     problems = [f"{case}: {p}" for case, data in m.items() for p in data.get("problems", [])]
     if problems:

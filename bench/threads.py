@@ -1,12 +1,12 @@
 """Where each configuration's CPU goes, per thread: ``python -m bench threads``.
 
-The targets add up the CPU of all threads; this says which thread pays it: the application's
+The guard adds up the CPU of all threads; this says which thread pays it: the application's
 (capture on ``on_start`` / ``on_end``), the bridge's correlation worker, its delivery thread, or
-the batch processor's export thread. Each thread's CPU is read from Linux's
+the batch processor's export thread. As in the main measurements each processor runs alone on
+spans made beforehand, in interleaved rounds. Each thread's CPU is read from Linux's
 ``/proc/self/task/<tid>/schedstat`` (nanoseconds on CPU) before a window and after its flush;
-the application thread's figure is paired with the no-processor window of the same round, so
-what is printed for it is the extra. Rounds are interleaved as in the main measurements;
-minimum and median over rounds.
+the application thread's figure is paired with the window of the same round whose processor does
+nothing, so what is printed for it is the extra. Minimum and median over rounds.
 
     python -m bench threads                       # 11 rounds, default sizes
     python -m bench threads --rounds 21 --spans 9900 --sessions 400
@@ -27,7 +27,7 @@ from collections.abc import Callable
 from opentelemetry.trace import Tracer
 
 from bench import workloads
-from bench.setups import CONFIGS, make_setup
+from bench.setups import CONFIGS, made_beforehand, make_setup, replay
 
 MAIN = "MainThread"
 
@@ -51,9 +51,10 @@ def thread_cpu_ns() -> dict[str, int]:
 def window(config: str, work: Callable[[Tracer], None], items: int, runs: int) -> dict[str, float]:
     """One window's CPU per item, per thread; raises when the window lost anything."""
     setup = make_setup(config, queue_hint=items * 2)
+    steps = made_beforehand(work)
     gc.collect()
     before = thread_cpu_ns()
-    work(setup.tracer)
+    replay(setup.processor, steps)
     setup.flush()
     after = thread_cpu_ns()
     problems = setup.check(runs=runs if config == "bridge" else None)
@@ -78,7 +79,8 @@ def measure(label: str, work: Callable[[Tracer], None], items: int, runs: int, r
             totals.setdefault(config, []).append(sum(extras.values()))
             for name, extra in extras.items():
                 per_round.setdefault(config, {}).setdefault(name, []).append(extra)
-    lines = [f"{label}: CPU per item, min / median over {rounds} rounds ({MAIN}: extra over no processor)"]
+    lines = [f"{label}: CPU per item, min / median over {rounds} rounds ({MAIN}: extra over a processor "
+             "that does nothing)"]
     for config, threads in per_round.items():
         lines.append(f"  {config}: all threads {_figure(totals[config])}")
         for name, values in sorted(threads.items(), key=lambda item: -statistics.median(item[1])):

@@ -1,13 +1,15 @@
-"""Timed measurements: interleaved rounds, a fresh provider per window, minimum and median.
+"""Timed measurements: interleaved rounds, a fresh processor per window, median and minimum.
 
-A window runs from just before the first span starts to the return of ``force_flush``, which
-waits for the processors' workers (the batch exporter's thread; the bridge's correlation and
-delivery threads), so their work is inside the window. Each window is measured twice: the
-process CPU time of all its threads (``time.process_time_ns``, the figure the targets use: it
-does not count the time other processes on a shared machine take from this one) and the wall
-time (``time.perf_counter_ns``, a second column). The garbage collector stays enabled in every
-window (``gc.collect()`` runs before each one, so each starts from the same state); the cost of
-collections that a processor's allocations cause is part of its cost.
+In the span and session measurements each processor runs alone: the spans are made before the
+window (``setups.made_beforehand``) and the window replays their starts and ends to it, up to the
+return of its ``force_flush``, which waits for its workers (the batch exporter's thread; the
+bridge's correlation and delivery threads), so their work is inside the window. The sustained
+measurement makes its sessions inside the window, as an application does. Each window is read
+on two clocks: the process CPU time of all its threads (``time.process_time_ns``, the figure the
+guard uses: it does not count the time other processes on a shared machine take from this one)
+and the wall time (``time.perf_counter_ns``, a second column). The garbage collector stays
+enabled in every window (``gc.collect()`` runs before each one, so each starts from the same
+state); the cost of collections that a processor's allocations cause is part of its cost.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from opentelemetry.trace import Tracer
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.config import DEFAULT_PRODUCER
 from bench import workloads
-from bench.setups import CONFIGS, make_setup, null_client
+from bench.setups import CONFIGS, made_beforehand, make_setup, null_client, replay
 
 HAND_BUILT = "hand_built"
 CLOCK = "process CPU time of all threads (time.process_time_ns); wall time (time.perf_counter_ns) beside it"
@@ -66,7 +68,7 @@ class Case:
     problems: list[str] = field(default_factory=list)
 
     def per_item_ns(self, config: str, *, wall: bool = False, median: bool = False) -> float:
-        """The least disturbed window of ``config`` (or the median one), per item."""
+        """The least disturbed window of ``config`` (or the median one: what the guard reads), per item."""
         windows = (self.wall_ns if wall else self.rounds_ns)[config]
         return (statistics.median(windows) if median else min(windows)) / self.items
 
@@ -103,11 +105,18 @@ Others = Mapping[str, "type[AIGPLineageSpanProcessor]"]
 """Further bridge configurations: their name and the processor class of another checkout."""
 
 
-def _span_window(config: str, work: Work, *, spans: int, runs: int, others: Others) -> Window:
+def _span_window(config: str, work: Work, *, spans: int, runs: int, others: Others,
+                 beforehand: bool = False) -> Window:
+    """One window of ``config``: the application makes the spans in it, or (``beforehand``) they
+    are made before it and the window replays them to the processor alone."""
     setup = make_setup(config, queue_hint=spans, processor=others.get(config))
+    steps = made_beforehand(work) if beforehand else []
     gc.collect()
     clock = Clock()
-    work(setup.tracer)
+    if beforehand:
+        replay(setup.processor, steps)
+    else:
+        work(setup.tracer)
     setup.flush()
     window = clock.stop()
     window.problems = setup.check(spans=spans, runs=runs)
@@ -143,9 +152,10 @@ def interleave(case: Case, windows: dict[str, Callable[[], Window]], rounds: int
 
 
 def measure_spans(
-    name: str, spans: int, rounds: int, *, governed: bool, others: Others | None = None
+    name: str, spans: int, rounds: int, *, governed: bool, beforehand: bool, others: Others | None = None
 ) -> Case:
-    """Child spans with ordinary attributes; governed ones carry one ``aigp.*`` span event each."""
+    """Child spans with ordinary attributes, in traces of 100; governed ones carry one ``aigp.*``
+    span event each. ``beforehand``: the processor alone, on spans made before each window."""
     events = workloads.span_events(spans) if governed else None
     roots = workloads.roots_for(spans)
 
@@ -154,14 +164,15 @@ def measure_spans(
 
     def window(config: str) -> Callable[[], Window]:
         return lambda: _span_window(config, work, spans=spans + roots, runs=roots if governed else 0,
-                                    others=others or {})
+                                    others=others or {}, beforehand=beforehand)
 
     configs = (*CONFIGS, *(others or {}))
     return interleave(Case(name, "span", spans), {c: window(c) for c in configs}, rounds)
 
 
-def measure_sessions(sessions: int, rounds: int, others: Others | None = None) -> Case:
-    """Governed agent sessions, and the same number of RunEvents built and emitted by hand."""
+def measure_sessions(sessions: int, rounds: int, *, beforehand: bool, others: Others | None = None) -> Case:
+    """Governed agent sessions, and the same number of RunEvents built and emitted by hand.
+    ``beforehand``: the processor alone, on sessions made before each window."""
     events = workloads.session_events(sessions)
     hand = workloads.hand_sessions(events)
     spans = sessions * (1 + len(workloads.SESSION_CHILDREN))
@@ -170,7 +181,8 @@ def measure_sessions(sessions: int, rounds: int, others: Others | None = None) -
         workloads.run_sessions(tracer, events)
 
     def window(config: str) -> Callable[[], Window]:
-        return lambda: _span_window(config, work, spans=spans, runs=sessions, others=others or {})
+        return lambda: _span_window(config, work, spans=spans, runs=sessions, others=others or {},
+                                    beforehand=beforehand)
 
     windows = {c: window(c) for c in (*CONFIGS, *(others or {}))}
     windows[HAND_BUILT] = lambda: _hand_window(hand)
@@ -183,7 +195,7 @@ def measure_sustained(sessions: int, rounds: int) -> dict[str, Any]:
 
     The queues are sized so that nothing is shed (a shed run would make the rate a lie; the
     window is checked). The rate counts all the process does, the application's own spans
-    included: sessions over the window's process CPU time (the target), and over wall time.
+    included: sessions over the window's process CPU time (what the guard reads), and over wall time.
 
     Interleaved with it, the ceiling no bridge could pass: the same sessions made with no span
     processor, plus one hand-built RunEvent per session emitted through the client on the same

@@ -27,7 +27,7 @@ Attributes = dict[str, Any]
 SpanEvent = tuple[str, Attributes]
 
 CHILDREN_PER_ROOT = 99
-"""Children per root in the span measurements: traces of 100 spans, as the governed-span target
+"""Children per root in the span measurements: traces of 100 spans, as the governed-span line of the guard
 defines them, so each run's RunEvent (built, serialised) is paid once per 100 spans."""
 
 ORDINARY_ATTRIBUTES: Attributes = {

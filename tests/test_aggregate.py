@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, leaf_hash, merkle_root
+from aigp_otel_bridge.run_inputs import Overflow
 from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
-from aigp_otel_bridge.stages.correlate import Overflow
 from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     ResourceRef,

@@ -1,7 +1,8 @@
-"""Smoke test of the benchmark harness: ``python -m bench --quick`` runs and writes every figure.
+"""Smoke test of the benchmark harness: ``python -m bench --quick`` runs and writes every figure,
+and every sub-command runs.
 
-No timing and no target is asserted here (figures at quick sizes mean nothing); the benchmark
-itself is run by hand, see docs/performance.md.
+No timing and no verdict of the guard is asserted here (figures at quick sizes mean nothing); the
+benchmark itself is run by hand, see docs/performance.md.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "targets" in done.stdout
+    assert "guard" in done.stdout
     results = json.loads(out.read_text())
 
     assert results["settings"]["quick"] is True
@@ -77,7 +78,8 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert _finite(memory["bridge_bytes_per_trace"])
     by_site = memory["bridge_bytes_per_trace_by_site"]
     assert all(_finite(size) for size in by_site.values())
-    assert _positive(by_site["stages/correlate.py"])  # every pending run is the correlator's
+    correlator = [size for site, size in by_site.items() if site.rsplit("/", 1)[-1] == "correlate.py"]
+    assert correlator and _positive(sum(correlator))  # every pending run is the correlator's (stages/)
 
     flood = measurements["flood_rss"]
     assert flood["problems"] == []
@@ -101,14 +103,44 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert builder["built"] > 0
     assert _positive(builder["ns_per_event"]) and _positive(builder["events_per_second"])
 
-    targets = {t["name"]: t for t in results["targets"]}
-    assert set(targets) == {
-        "ungoverned_span", "governed_span", "governed_session", "builder_session", "sustained_sessions",
-        "pending_trace_memory",
+    # The guard issue 22 restated: each line a ratio of this run's figures (bytes for memory).
+    guard = {line["name"]: line for line in results["guard"]}
+    assert {name: (line["comparison"], line["limit"], line["unit"]) for name, line in guard.items()} == {
+        "ungoverned_span": ("<=", 1.5, "x"),
+        "governed_span": ("<=", 1.5, "x"),
+        "governed_session": ("<=", 1.6, "x"),
+        "builder_session": ("<=", 2.5, "x"),
+        "pending_trace_memory": ("<=", 1024.0, "B"),
+        "sustained_sessions": (">=", 0.75, "x"),
     }
-    for target in targets.values():
-        assert target["ratio"] is None or _finite(target["ratio"])
-        assert target["met"] in (True, False, None)
+    for line in guard.values():
+        assert line["meaning"]
+        assert _finite(line["figure"])
+        assert line["best_windows_figure"] is None or _finite(line["best_windows_figure"])
+        at_least = line["comparison"] == ">="
+        within = line["figure"] >= line["limit"] if at_least else line["figure"] <= line["limit"]
+        assert line["met"] is within  # the median decides
+    assert guard["pending_trace_memory"]["figure"] == memory["bridge_bytes_per_trace"]
+    assert guard["sustained_sessions"]["figure"] == pytest.approx(
+        sustained["per_cpu_second"]["median"] / sustained["ceiling_per_cpu_second"]["median"])
+    span = measurements["ungoverned_span"]
+    assert guard["ungoverned_span"]["figure"] == pytest.approx(
+        span["median_extra_ns_per_item"]["bridge"] / span["median_extra_ns_per_item"]["batch"])
+    span = measurements["governed_span"]  # bridge extra / whole span under batch
+    assert guard["governed_span"]["figure"] == pytest.approx(
+        span["median_extra_ns_per_item"]["bridge"] / span["median_ns_per_item"]["batch"])
+
+
+def test_help_lists_every_sub_command() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    listed = done.stdout.split("sub-commands", 1)[1]
+    for name in ("builder", "threads", "compare", "profile", "flood", "gateway"):
+        assert f"  {name} " in listed
+        sub = subprocess.run([sys.executable, "-m", "bench", name, "--help"], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert sub.returncode == 0 and f"python -m bench {name}" in sub.stdout, (name, sub.stderr[-2000:])
 
 
 def test_compare_measures_another_checkout_beside_this_one(tmp_path: Path) -> None:
@@ -134,6 +166,25 @@ def test_compare_measures_another_checkout_beside_this_one(tmp_path: Path) -> No
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert missing.returncode != 0 and "holds no aigp_otel_bridge" in missing.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (PROJECT_ROOT / ".git").exists(),
+                    reason="a commit is unpacked from this repository's git history")
+def test_compare_pairs_against_a_commit(tmp_path: Path) -> None:
+    """``python -m bench compare COMMIT`` unpacks that commit's package (here HEAD's) and measures it
+    beside this checkout; the guard ratio of each is printed."""
+    out = tmp_path / "compare.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", "HEAD", "--rounds", "1", "--spans", "50",
+         "--sessions", "5", "--out", str(out)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    for case in TIMED:
+        assert results[case]["problems"] == [], results[case]["problems"]
+        assert _positive(results[case]["min_ns_per_item"]["other"])
+    assert done.stdout.count("guard ratio (median") == len(TIMED)
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="per-thread CPU is read from Linux's /proc")

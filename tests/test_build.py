@@ -16,10 +16,18 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.config import resolve
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
-from aigp_otel_bridge.propagated_links import RUN_ID_NAMESPACE, run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.propagated_links import (
+    RUN_ID_NAMESPACE,
+    RUN_LINKS,
+    RunIdentity,
+    RunParent,
+    run_id_for_remote_root,
+    run_id_for_trace,
+)
+from aigp_otel_bridge.run_inputs import Overflow
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import build_run_event, iso_millis, job_name_for, name_run
-from aigp_otel_bridge.stages.correlate import ClosedRun, Overflow, Reason
+from aigp_otel_bridge.stages.correlate import ClosedRun, Reason
 from aigp_otel_bridge.stages.extract import (
     GovernanceRecord,
     RootInfo,
@@ -205,7 +213,8 @@ def _records() -> tuple[GovernanceRecord, ...]:
 
 def _named(finished: ClosedRun, **config: Any) -> Any:
     config.setdefault("job_namespace", "finco.trading")
-    return name_run(finished, aggregate(finished.records, finished.overflow), resolve(config))
+    summary = aggregate(finished.records, finished.overflow)
+    return name_run(finished, summary, resolve(config), run_link=RUN_LINKS.run_link)
 
 
 def test_name_run_complete() -> None:
@@ -258,6 +267,27 @@ def test_name_run_running_for_early_runs(reason: Reason) -> None:
 def test_name_run_remote_parent_root_gets_its_own_run_id() -> None:
     run = _named(_finished(_records(), roots=(_root(remote_parent=True),)))
     assert run.run_id == run_id_for_remote_root(TRACE_HEX, f"{ROOT:016x}")
+
+
+def test_name_run_takes_job_and_parent_from_the_run_link_it_is_given() -> None:
+    """``name_run`` asks the ``run_link`` its caller passes (the engine passes the process's
+    registry) for a job fixed earlier and for the run's parent, with the job it named itself."""
+    asked: list[tuple[Any, ...]] = []
+    caller = RunIdentity("3f1e2d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", "finco", "planner.invoke")
+    parent = RunParent(caller, caller)
+
+    def run_link(
+        trace_id: int | str, span_id: int, remote: bool, job: tuple[str, str]
+    ) -> tuple[tuple[str, str], RunParent | None]:
+        asked.append((trace_id, span_id, remote, job))
+        return ("fixed", "desk.invoke"), parent
+
+    finished = _finished(_records())
+    config = resolve({"job_namespace": "finco.trading"})
+    run = name_run(finished, aggregate(finished.records), config, run_link=run_link)
+    assert asked == [(TRACE, ROOT, False, ("finco.trading", "trading-bot-v2.invoke"))]
+    assert (run.job_namespace, run.job_name, run.parent) == ("fixed", "desk.invoke", parent)
+    assert run.resource_namespace == "fixed"  # no resource namespace set: the job's
 
 
 def test_name_run_text_trace_key() -> None:

@@ -1,5 +1,5 @@
 """The command line as a user drives it: the demo's files through ``verify``, pipes, the
-environment, and the tools' extra."""
+environment, and the tools' extra. The ``outbox`` commands: tests/test_outbox.py."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from aigp_otel_bridge.openlineage import build_openlineage_run_event
-from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox
-from aigp_otel_bridge.tools.cli import EXIT_BROKEN_PIPE, main
+from aigp_otel_bridge.outbox import Outbox
+from aigp_otel_bridge.tools.cli import EXIT_BROKEN_PIPE
 from tests.backend import LineageBackend
-from tests.schemas import load_examples, validate_run_event
+from tests.schemas import validate_run_event
 
 _CLEAN = ("OPENLINEAGE", "AIGP_BRIDGE_", "OTEL_")
 
@@ -137,47 +136,6 @@ def test_output_into_a_closed_pipe_is_no_error(demo_files: tuple[Path, Path, str
     assert errors == ""
 
 
-def _stored_run(folder: Path) -> dict[str, object]:
-    event = build_openlineage_run_event(load_examples()["inject-success-otel.json"], "cli", "agent.invoke")
-    outbox = Outbox(folder)
-    key = EventKey(str(event["run"]["runId"]), str(event["eventType"]), str(event["eventTime"]))
-    outbox.store([NewRow(key, json.dumps(event))])
-    outbox.close()
-    return event
-
-
-def test_outbox_status_reads_the_folder_from_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    _stored_run(tmp_path)
-    monkeypatch.setenv("AIGP_BRIDGE_OUTBOX_DIR", str(tmp_path))
-    assert main(["outbox", "status", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["pending"] == 1
-    assert main(["outbox", "status", "--dir", str(tmp_path / "elsewhere")]) == 2  # --dir wins
-    assert "no outbox in" in capsys.readouterr().err
-
-
-def test_outbox_replay_reads_the_folder_from_the_environment(tmp_path: Path) -> None:
-    event = _stored_run(tmp_path / "outbox")
-    backend = LineageBackend().up()
-    try:
-        env = _environ(tmp_path, OPENLINEAGE_URL=backend.url, AIGP_BRIDGE_OUTBOX_DIR=str(tmp_path / "outbox"))
-        result = _cli("outbox", "replay", cwd=tmp_path, env=env)
-    finally:
-        backend.down()
-    assert result.returncode == 0, result.stderr
-    assert "delivered 1, failed 0, still stored 0" in result.stdout
-    assert backend.run_ids() == {event["run"]["runId"]}
-
-
-def test_outbox_without_a_folder_says_how_to_name_one(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.delenv("AIGP_BRIDGE_OUTBOX_DIR", raising=False)
-    assert main(["outbox", "status"]) == 2
-    assert "give --dir D or set AIGP_BRIDGE_OUTBOX_DIR" in capsys.readouterr().err
-
-
 _WITHOUT_RICH = (
     "import sys; sys.modules['rich'] = None; from aigp_otel_bridge.tools.cli import main; sys.exit(main())"
 )
@@ -208,15 +166,3 @@ def test_an_instrumented_application_does_not_import_rich() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
-
-
-def test_outbox_replay_with_a_malformed_url_says_so_and_keeps_the_runs(tmp_path: Path) -> None:
-    _stored_run(tmp_path / "outbox")
-    malformed = "http://user:pw-s3cret@bad host"
-    env = _environ(tmp_path, OPENLINEAGE_URL=malformed, AIGP_BRIDGE_OUTBOX_DIR="outbox")
-    result = _cli("outbox", "replay", cwd=tmp_path, env=env)
-    assert result.returncode == 2
-    assert "the OpenLineage configuration is unusable (ValueError: " in result.stderr
-    assert "http://***@bad host" in result.stderr and "pw-s3cret" not in result.stderr
-    assert "Traceback" not in result.stderr
-    assert Outbox(tmp_path / "outbox").depth() == 1

@@ -17,7 +17,7 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.merkle import flat_hash, merkle_root
 from aigp_otel_bridge.note import SpanNote
-from aigp_otel_bridge.propagated_links import run_id_for_remote_root, run_id_for_trace
+from aigp_otel_bridge.propagated_links import RUN_LINKS, run_id_for_remote_root, run_id_for_trace
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import name_run
 from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason
@@ -155,8 +155,8 @@ def test_each_local_root_of_a_trace_is_its_own_run(stats: Stats) -> None:
     assert [r.event_id for r in caller_run.records] == ["caller-1"]
     assert (callee_run.root_span_id, callee_run.root_remote) == (callee, True)
     config = BridgeConfig(job_namespace="ns")
-    callee_named = name_run(callee_run, aggregate(callee_run.records), config)
-    caller_named = name_run(caller_run, aggregate(caller_run.records), config)
+    callee_named = name_run(callee_run, aggregate(callee_run.records), config, run_link=RUN_LINKS.run_link)
+    caller_named = name_run(caller_run, aggregate(caller_run.records), config, run_link=RUN_LINKS.run_link)
     assert callee_named.run_id == run_id_for_remote_root(f"{TRACE:032x}", f"{callee:016x}")
     assert caller_named.run_id == run_id_for_trace(f"{TRACE:032x}")
     assert callee_run.complete and caller_run.complete
@@ -194,7 +194,8 @@ def test_a_trace_with_a_local_root_run_id_is_the_trace_id(stats: Stats) -> None:
     correlator = _correlator(stats)
     correlator.root_started(TRACE, ROOT, False, now=0.0)
     (run,) = _end(correlator, _root(), [_governed()], now=1.0)
-    decided = name_run(run, aggregate(run.records), BridgeConfig(job_namespace="ns"))
+    config = BridgeConfig(job_namespace="ns")
+    decided = name_run(run, aggregate(run.records), config, run_link=RUN_LINKS.run_link)
     assert decided.run_id == "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
 
 
@@ -786,7 +787,8 @@ def test_an_ungoverned_root_before_its_children_makes_their_run_with_its_status_
     assert run.root is not None and run.root.span_id == ROOT
     assert [r.event_id for r in run.records] == ["e-1", "e-2"]
     assert stats.late_events == 0
-    job = name_run(run, aggregate(run.records, run.overflow, max_inputs=10), BridgeConfig(job_namespace="ns"))
+    summary = aggregate(run.records, run.overflow, max_inputs=10)
+    job = name_run(run, summary, BridgeConfig(job_namespace="ns"), run_link=RUN_LINKS.run_link)
     assert job.job_name.endswith("plan")
     correlator.named(run, (job.job_namespace, job.job_name))
     # Later records are late records of that run, which names the same job.

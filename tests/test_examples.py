@@ -251,16 +251,17 @@ def test_readme_quick_start_pasted_as_is_prints_its_run_event(tmp_path: Path) ->
     assert governance["agentId"] == "agent.trading-bot-v2" and governance["eventCount"] == 1
 
 
-def test_multi_agent_example_links_the_callee_run_to_the_caller_run() -> None:
-    """Two agent processes over HTTP (W3C trace context and the bridge's propagator), one command."""
+def test_multi_agent_example_links_the_callee_run_to_the_caller_run(tmp_path: Path) -> None:
+    """Three agent processes over HTTP (W3C trace context and the bridge's propagator), one command,
+    ending with a verified report of the chain."""
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "multi_agent" / "run.py")],
+        [sys.executable, str(EXAMPLES / "multi_agent" / "run.py"), str(tmp_path)],
         capture_output=True, text=True, timeout=180, check=False,
         env={k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE"))},
     )
     assert result.returncode == 0, result.stderr
-    planner, research = _json_blocks(result.stdout)
-    for event in (planner, research):
+    planner, research, librarian = _json_blocks(result.stdout)
+    for event in (planner, research, librarian):
         validate_run_event(event)
     assert (planner["job"]["name"], research["job"]["name"]) == ("planner.planner", "researcher.researcher")
     assert "parent" not in planner["run"]["facets"]
@@ -268,9 +269,16 @@ def test_multi_agent_example_links_the_callee_run_to_the_caller_run() -> None:
     assert parent["run"]["runId"] == planner["run"]["runId"] == parent["root"]["run"]["runId"]
     assert (parent["job"]["namespace"], parent["job"]["name"]) == ("acme.agents", "planner.planner")
     assert f"parent run   {planner['run']['runId']} (acme.agents / planner.planner)" in result.stdout
+    onward = librarian["run"]["facets"]["parent"]
+    assert onward["run"]["runId"] == research["run"]["runId"]
+    assert onward["root"]["run"]["runId"] == planner["run"]["runId"]
     tools = {d["name"]: d["inputFacets"]["aigp_resource"] for d in research["inputs"]}
     assert tools["tool.search_filings"]["governed"] is True
     assert tools["model.gpt-4o-2024-08-06"]["governed"] is False
+    denied = {d["name"]: d["inputFacets"]["aigp_resource"] for d in librarian["inputs"]}
+    assert denied["tool.download_archive"]["enforcementResult"] == "denied"
+    assert f"{tmp_path / 'report.html'}: verified" in result.stdout
+    assert "<svg" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def _json_blocks(text: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from aigp import AIGPInstrumentor
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
+from aigp_otel_bridge.frontdoors.capture import MODELS_NOTED_MAX, ModelsNoted
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.merkle import merkle_root
 from tests.conftest import CaptureTransport
@@ -229,7 +230,7 @@ def test_a_model_its_trace_already_sent_is_not_noted_again_in_process(make_bridg
     a span naming a tool or an agent always does, and so does every span of a front door that may
     see spans again (OTLP retries), which keeps no such memory."""
     provider, _, _, _ = _session(make_bridge)
-    sent: dict[tuple[Any, ...], None] = {}
+    sent = ModelsNoted(MODELS_NOTED_MAX)
     in_process: list[Any] = []
     remembered_nothing: list[Any] = []
 

@@ -15,17 +15,15 @@ from typing import Any
 
 import pytest
 from openlineage.client import OpenLineageClient
-from openlineage.client.serde import Serde
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.stages import build
-from aigp_otel_bridge.stages.deliver import backoff_s
 from aigp_otel_bridge.telemetry import RateLimitedLog
 from tests.conftest import CaptureTransport
-from tests.test_faults import governed_session, wait_until
+from tests.test_faults import governed_session
 
 SESSIONS_PER_THREAD = 400
 THREADS = 3
@@ -93,7 +91,7 @@ def test_flood_with_an_outbox_loses_no_session(tmp_path: Path, backend_up: bool)
         facet = json.loads(row.payload)["run"]["facets"]["aigp_governance"]
         assert facet["complete"] is True and facet["eventCount"] == 1
     stats = processor.stats()
-    assert stats["runs_dropped"] == 0 and stats["intake_dropped"] == 0
+    assert stats["runs_dropped"] == 0
     assert stats["runs_decided"] == len(produced)
     if not backend_up:
         assert stats["runs_stored"] == len(produced) and not delivered
@@ -127,7 +125,6 @@ def test_flood_without_an_outbox_counts_every_session_it_sheds() -> None:
     delivered = [e["run"]["runId"] for e in transport.events]
     assert len(delivered) == len(set(delivered)) and set(delivered) <= set(produced)
     stats = processor.stats()
-    assert stats["intake_dropped"] == 0, "no span note may vanish uncounted"
     assert stats["runs_decided"] == len(produced)
     assert len(delivered) + stats["runs_dropped"] == len(produced)
     assert stats["runs_dropped"] >= len(produced) - 17, "a 16-run queue behind a held emit sheds the rest"
@@ -154,87 +151,6 @@ def test_a_root_note_keeps_bounded_strings_of_a_huge_attribute() -> None:
     (event,) = transport.events
     assert event["job"]["name"] == "job"
     assert processor.stats()["invalid_values"] == 1  # the over-long tool name is still refused
-    provider.shutdown()
-
-
-class HungTransport(CaptureTransport):
-    """The first emit never returns (until the test ends); later ones wait behind it."""
-
-    kind = "hung"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.release = threading.Event()
-        self.entered = threading.Event()
-
-    def emit(self, event: Any) -> None:
-        self.entered.set()
-        self.release.wait(60)
-        super().emit(event)
-
-
-@pytest.mark.parametrize("durable", [True, False], ids=["outbox", "memory"])
-def test_a_run_inside_a_hung_emit_at_shutdown_is_stored_or_counted(tmp_path: Path, durable: bool) -> None:
-    hung = HungTransport()
-    provider, processor = small_bridge(
-        hung, outbox_dir=str(tmp_path) if durable else None, shutdown_timeout_s=3.0
-    )
-    tracer = provider.get_tracer("hung")
-    first = governed_session(tracer, 0)
-    assert hung.entered.wait(10), "the first run never reached emit"
-    rest = [governed_session(tracer, index) for index in range(1, 6)]
-    processor.shutdown()
-    stats = processor.stats()
-    try:
-        if durable:
-            rows = Outbox(tmp_path).take_due(limit=100, now=float("inf"))
-            stored = {json.loads(row.payload)["run"]["runId"] for row in rows}
-            assert {first, *rest} <= stored, "the run in flight and the queued ones must be stored"
-            assert stats["runs_dropped"] == 0
-        else:
-            assert stats["runs_dropped"] == 6 and stats["runs_emitted"] == 0
-    finally:
-        hung.release.set()
-
-
-def test_backoff_never_overflows() -> None:
-    for attempts in (1, 2, 1_024, 1_025, 1_500, 10**9):
-        assert 0 < backoff_s(attempts, 30.0) <= 30.0
-
-
-def test_1500_consecutive_failures_then_recovery_delivers() -> None:
-    failing = CaptureTransport(fail_times=1_500)
-    provider, processor = small_bridge(failing, retry_max_backoff_s=0.001)
-    run_id = governed_session(provider.get_tracer("retry"), 0)
-    (event,) = failing.wait_for(1, timeout_s=120)
-    assert event["run"]["runId"] == run_id
-    stats = processor.stats()
-    assert stats["emit_failures"] == 1_500 and stats["runs_emitted"] == 1 and stats["runs_dropped"] == 0
-    provider.shutdown()
-
-
-class ExitingTransport(CaptureTransport):
-    """Raises what no transport should (``SystemExit``) once, then works."""
-
-    kind = "exiting"
-
-    def emit(self, event: Any) -> None:
-        with self._lock:
-            self.attempts += 1
-            first = self.attempts == 1
-        if first:
-            raise SystemExit("a transport that exits")
-        self.events.append(json.loads(Serde.to_json(event)))
-
-
-def test_the_delivery_thread_survives_an_unexpected_error() -> None:
-    transport = ExitingTransport()
-    provider, processor = small_bridge(transport)
-    tracer = provider.get_tracer("odd")
-    run_ids = [governed_session(tracer, index) for index in range(3)]
-    wait_until(lambda: len(transport.events) == 3, "every run delivered after the odd error")
-    assert sorted(e["run"]["runId"] for e in transport.events) == sorted(run_ids)
-    assert processor.stats()["emit_failures"] == 1
     provider.shutdown()
 
 
@@ -300,38 +216,3 @@ def test_the_correlation_worker_survives_an_unexpected_error(monkeypatch: pytest
     assert processor.force_flush(10_000)
     assert [e["run"]["runId"] for e in transport.events] == later
     provider.shutdown()
-
-
-EXITS_WITHOUT_SHUTDOWN = """
-import json, sys
-from openlineage.client import OpenLineageClient
-from opentelemetry.sdk.trace import TracerProvider
-from aigp_otel_bridge import AIGPLineageSpanProcessor
-from tests.test_faults import governed_session
-from tests.test_overload import HungTransport
-
-provider = TracerProvider(shutdown_on_exit=False)  # only the bridge's own atexit runs
-processor = AIGPLineageSpanProcessor(
-    client=OpenLineageClient(transport=HungTransport()), job_namespace="exit",
-    outbox_dir=sys.argv[1], shutdown_timeout_s=5.0,
-)
-provider.add_span_processor(processor)
-print(json.dumps([governed_session(provider.get_tracer("exit"), index) for index in range(3)]))
-"""
-
-
-def test_the_bridges_own_atexit_stores_what_a_hung_backend_holds(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-c", EXITS_WITHOUT_SHUTDOWN, str(tmp_path)],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True,
-        timeout=120, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    run_ids = set(json.loads(result.stdout.splitlines()[-1]))
-    rows = Outbox(tmp_path).take_due(limit=100, now=float("inf"))
-    assert {json.loads(row.payload)["run"]["runId"] for row in rows} == run_ids

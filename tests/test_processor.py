@@ -13,15 +13,12 @@ from typing import Any
 import pytest
 from aigp import AIGPInstrumentor
 from aigp.events import create_aigp_event
-from hypothesis import given
-from hypothesis import strategies as st
 from openlineage.client.constants import __version__ as openlineage_version
 from opentelemetry import trace
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from aigp_otel_bridge import RootInfo, __version__
-from aigp_otel_bridge.frontdoors.otlp import OtlpParent
 from aigp_otel_bridge.frontdoors.processor import OPEN_SPANS_PER_PENDING_RUN
 from aigp_otel_bridge.merkle import EMPTY_SHA256, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.openlineage import build_openlineage_run_event
@@ -972,17 +969,3 @@ def test_job_name_callable_cannot_change_the_span_or_the_resource(
     assert event["job"]["name"] == "job-invoke"
     assert event["run"]["facets"]["aigp_governance"]["agentId"] == "agent.real"
 
-
-@given(
-    trace_id=st.integers(min_value=1, max_value=2**128 - 1),
-    span_id=st.integers(min_value=1, max_value=2**64 - 1),
-    is_remote=st.booleans(),
-)
-def test_span_contexts_are_read_by_index_in_their_field_order(
-    trace_id: int, span_id: int, is_remote: bool
-) -> None:
-    """The span processor and ``capture_span`` read ``SpanContext`` (a tuple) by index, which costs a
-    quarter of its properties; the gateway's ``OtlpParent`` keeps the same order."""
-    for context in (SpanContext(trace_id, span_id, is_remote), OtlpParent(trace_id, span_id, is_remote)):
-        assert (context[0], context[1], context[2]) == (context.trace_id, context.span_id, context.is_remote)
-        assert (context[0], context[1], context[2]) == (trace_id, span_id, is_remote)

@@ -11,20 +11,21 @@ from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.merkle import flat_hash, leaf_hash
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.stages.aggregate import aggregate
-from aigp_otel_bridge.stages.extract import _EVENTS_CACHED_MAX as EVENTS_CACHED_MAX
 from aigp_otel_bridge.stages.extract import _RECORD_KEYS as RECORD_KEYS
+from aigp_otel_bridge.stages.extract import _RECORDS_REMEMBERED as RECORDS_REMEMBERED
 from aigp_otel_bridge.stages.extract import (
     Extractor,
     GovernanceRecord,
     Limits,
     ResourceRef,
     error_of,
-    genai_facts,
+    gen_ai_facts_of,
     has_governance_attributes,
     merge_records,
     parse_event_time,
     record_from_aigp_event,
     record_from_attributes,
+    records_from_aigp_events,
     records_from_note,
     trace_key_of,
 )
@@ -811,15 +812,15 @@ def test_the_event_cache_keeps_one_entry_per_repeated_action_and_stays_bounded()
         assert extractor.event_record(tool_event, "aigp.tool.invoked", n) == record_from_attributes(
             tool_event, event_name="aigp.tool.invoked", time_ns=n
         )
-    assert len(extractor._events) == 1
-    for n in range(3 * EVENTS_CACHED_MAX):
+    assert len(extractor._records_by_content) == 1
+    for n in range(3 * RECORDS_REMEMBERED):
         policy_event = {
             sc.EVENT_ID: f"e-{n}", sc.POLICY_NAME: f"policy.{n}", sc.POLICY_VERSION: n % 3, f"x.{n}": n
         }
         assert extractor.event_record(policy_event, "aigp.inject.success", n) == record_from_attributes(
             policy_event, event_name="aigp.inject.success", time_ns=n
         )
-        assert len(extractor._events) <= EVENTS_CACHED_MAX and len(extractor._unread) <= EVENTS_CACHED_MAX
+        assert len(extractor._records_by_content) <= RECORDS_REMEMBERED
 
 
 def test_the_event_cache_keys_only_what_the_record_reads() -> None:
@@ -842,10 +843,8 @@ def test_the_event_cache_keys_only_what_the_record_reads() -> None:
         assert extractor.event_record(attributes, "aigp.inject.success", n) == record_from_attributes(
             attributes, event_name="aigp.inject.success", time_ns=n
         )
-    assert len(extractor._events) == 1
-    ((_, names, values, _),) = extractor._events
-    kept = {name for name, value in zip(names, values, strict=True) if value is not None}
-    assert kept == {sc.EVENT_TYPE, sc.GOVERNANCE_HASH, sc.POLICY_NAME, sc.POLICY_VERSION}
+    ((_, kept, _, _),) = extractor._records_by_content
+    assert set(kept) == {sc.EVENT_TYPE, sc.GOVERNANCE_HASH, sc.POLICY_NAME, sc.POLICY_VERSION}
 
 
 def test_the_keys_the_cache_reads_are_all_a_record_reads() -> None:
@@ -864,9 +863,9 @@ def test_the_keys_the_cache_reads_are_all_a_record_reads() -> None:
 
 
 def test_the_event_cache_keeps_only_small_keys() -> None:
-    """Strings longer than any accepted name, long arrays, arrays of anything but strings and
-    integers, and events of very many attributes are read afresh every time, so what the cache
-    holds stays small whatever the application puts on its events."""
+    """Strings longer than any accepted name, long arrays and arrays of anything but strings and
+    integers are read afresh every time, and the attributes no record reads are never kept, so
+    what the cache holds stays small whatever the application puts on its events."""
     extractor = Extractor(Limits(max_string_length=16))
     long_name = {sc.POLICY_NAME: "p" * 17, sc.EVENT_ID: "e-1"}
     long_array = {"aigp.tools.names": tuple(f"tool.{n}" for n in range(17)), sc.EVENT_ID: "e-2"}
@@ -882,10 +881,11 @@ def test_the_event_cache_keeps_only_small_keys() -> None:
     assert long_name_record.resources == ()
     assert extractor.event_record(long_array, "aigp.inject.success", 1).invalid == 0
     assert extractor.event_record(long_element, "aigp.inject.success", 1).invalid == 1
-    kept = [dict(zip(names, values, strict=True)) for _, names, values, _ in extractor._events]
-    assert kept == [  # the event id is no part of the key
-        {sc.POLICY_NAME: "policy.a", sc.EVENT_ID: None},
-        {"aigp.tools.names": array["aigp.tools.names"], sc.EVENT_ID: None},
+    kept = [dict(zip(names, values, strict=True)) for _, names, values, _ in extractor._records_by_content]
+    assert kept == [  # neither the event id nor what no record reads is part of the key
+        {sc.POLICY_NAME: "policy.b"},
+        {sc.POLICY_NAME: "policy.a"},
+        {"aigp.tools.names": array["aigp.tools.names"]},
     ]
 
 
@@ -920,10 +920,12 @@ def test_span_events_read_from_the_cache_as_afresh_whatever_their_values() -> No
     ]
     ids: list[object] = [None, "", "e-1", "e" * 65, 7]
     extractor = Extractor(limits)
-    expected_keys = 0
+    expected_keys = set()
     for scalar, scalar_kept in scalars:
         for array, array_kept in arrays:
-            expected_keys += 2 * (scalar_kept and array_kept)  # with an event id, whatever it is, and without
+            if scalar_kept and array_kept:  # one entry per content read, whatever the event id
+                read = {**scalar, **array}
+                expected_keys.add(tuple((name, repr(read[name])) for name in read if name in RECORD_KEYS))
             for position, event_id in enumerate(ids):
                 attributes = {**scalar, **array}
                 if event_id is not None:
@@ -933,12 +935,12 @@ def test_span_events_read_from_the_cache_as_afresh_whatever_their_values() -> No
                 )
                 for _ in range(2):  # a miss, then a hit
                     assert extractor.event_record(attributes, "aigp.tool.invoked", position) == fresh
-    assert len(extractor._events) == expected_keys
+    assert len(extractor._records_by_content) == len(expected_keys)
 
 
-def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> None:
-    """Spans with GenAI keys only and spans with other keys too are cached apart, by different
-    keys; either way the facts (and their count of invalid values) are those read afresh."""
+def test_remembered_gen_ai_facts_are_those_of_a_fresh_read() -> None:
+    """Spans with GenAI keys only and spans with other keys too: the facts (and their count of
+    invalid values) are those read afresh, on a miss and on a hit."""
     limits = Limits(max_string_length=12)
     cases: list[dict[str, Any]] = [
         {sc.GEN_AI_REQUEST_MODEL: "gpt-4o", sc.GEN_AI_SYSTEM: "openai"},
@@ -954,7 +956,7 @@ def test_genai_facts_are_those_of_a_fresh_read_whichever_cache_holds_them() -> N
     extractor = Extractor(limits)
     for _ in range(2):
         for attributes in cases:
-            assert extractor.genai(attributes) == genai_facts(attributes, limits)
+            assert extractor.gen_ai_facts(attributes) == gen_ai_facts_of(attributes, limits)
 
 
 def test_reference_sdk_sessions_hit_the_event_cache_with_records_read_as_afresh() -> None:
@@ -982,6 +984,46 @@ def test_reference_sdk_sessions_hit_the_event_cache_with_records_read_as_afresh(
         for event in events:
             fresh = record_from_attributes(event.attributes, event_name=event.name, time_ns=event.time_ns)
             assert extractor.event_record(event.attributes, event.name, event.time_ns) == fresh
-        entries.append(len(extractor._events))
+        entries.append(len(extractor._records_by_content))
     assert entries[0] == entries[1] == entries[2] > 0
     provider.shutdown()
+
+
+def _store_event(number: int, **fields: object) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "event_id": f"00000000-0000-4000-8000-{number:012d}",
+        "event_type": "INJECT_SUCCESS",
+        "event_time": "2026-02-15T10:30:00.456Z",
+        "agent_id": "agent.trading-bot-v2",
+        "policy_name": "policy.trading-limits",
+        "policy_version": 4,
+        "governance_hash": HASH_A,
+        "hash_type": "sha256",
+        "data_classification": "confidential",
+    }
+    event.update(fields)
+    return event
+
+
+def test_full_events_count_their_invalid_values_each() -> None:
+    events = [_store_event(n, governance_hash="not a hash", policy_version=-2) for n in range(3)]
+    read = records_from_aigp_events(events)
+    assert [record.invalid for record in read] == [2, 2, 2]
+    assert aggregate(read).invalid == 6
+
+
+def test_each_full_event_keeps_its_own_id_and_time() -> None:
+    first = record_from_aigp_event(_store_event(1))
+    second = record_from_aigp_event(_store_event(2, event_time="2026-02-15T10:30:01Z"))
+    third = record_from_aigp_event(_store_event(3, event_id="\ud800"))
+    assert (first.event_id, second.event_id) == (_store_event(1)["event_id"], _store_event(2)["event_id"])
+    assert second.time_ns == first.time_ns + 544_000_000  # type: ignore[operator]
+    assert (third.event_id, third.invalid, first.invalid) == (None, 1, 0)
+
+
+def test_a_full_event_is_read_within_the_limits_given() -> None:
+    event = _store_event(1)
+    assert record_from_aigp_event(event).agent_id == "agent.trading-bot-v2"
+    narrow = record_from_aigp_event(event, limits=Limits(max_string_length=8))
+    assert (narrow.agent_id, narrow.resources) == (None, ())
+    assert record_from_aigp_event(event).agent_id == "agent.trading-bot-v2"

@@ -115,6 +115,11 @@ def test_each_stage_imports_only_earlier_stages(position: int) -> None:
     assert not _reaches(graph, stage) & forbidden
 
 
+def test_aggregation_does_not_depend_on_correlation() -> None:
+    # The builder API and ``verify`` aggregate records that no correlator ever held.
+    assert f"{NAME}.stages.correlate" not in _reaches(_graph(), f"{NAME}.stages.aggregate")
+
+
 def test_the_runtime_never_imports_the_tools() -> None:
     graph = _graph()
     tools = f"{NAME}.tools"
@@ -126,6 +131,52 @@ def test_the_runtime_never_imports_the_tools() -> None:
 def test_extraction_is_a_leaf() -> None:
     allowed = {f"{NAME}.{m}" for m in ("semconv", "merkle", "note", "memo")}
     assert _reaches(_graph(), f"{NAME}.stages.extract") <= allowed
+
+
+def _names_used(path: Path) -> set[str]:
+    """Every name a module imports, reads or reaches as an attribute."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name for alias in node.names)
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+    return names
+
+
+def test_build_reaches_no_process_global_registry() -> None:
+    """``build`` is given the run links by its caller; it never reads the process's ``RUN_LINKS``."""
+    assert "RUN_LINKS" not in _names_used(PACKAGE / "stages" / "build.py")
+    assert "RUN_LINKS" in _names_used(PACKAGE / "engine.py")  # the caller that passes it
+
+
+def _forbidden_uses(path: Path) -> set[str]:
+    """``object.__new__``, ``object.__setattr__`` and ``make_class`` wherever a module names them
+    (called, or kept under another name), docstrings aside."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute):
+            owner = node.value.id if isinstance(node.value, ast.Name) else ""
+            if (owner, node.attr) in {("object", "__new__"), ("object", "__setattr__")}:
+                found.add(f"object.{node.attr}")
+            elif node.attr == "make_class":
+                found.add("make_class")
+        elif isinstance(node, ast.Name):
+            if node.id == "make_class":
+                found.add("make_class")
+        elif isinstance(node, ast.ImportFrom):
+            found.update("make_class" for alias in node.names if alias.name == "make_class")
+    return found
+
+
+def test_no_constructor_is_skipped_and_no_class_is_made_at_run_time() -> None:
+    """Objects of the client's classes and of the bridge's go through their constructors (and
+    validators); no class is made while the bridge runs."""
+    for module, path in _modules().items():
+        assert not _forbidden_uses(path), module
 
 
 # ---- the documentation against the declarations ------------------------------------------

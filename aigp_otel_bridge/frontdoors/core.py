@@ -1,9 +1,10 @@
-"""What every in-process front door shares: settings, the client, the engine, flush and shutdown.
+"""What every front door shares: settings, the client, the engine, flush and shutdown.
 
 The span processor and the span exporter differ only in how spans reach them (one at a time at
 ``on_end``, or in batches from a ``BatchSpanProcessor``); everything after ``capture_span`` is
-this one object, so both give the same RunEvents. An OTLP receiver would fill the same
-``SpanNote`` from protobuf spans and hand it to the same engine.
+this one object (``take_span``), so both give the same RunEvents. The gateway holds one too, but
+hands its engine notes of its own: ``frontdoors/otlp.py`` fills the same ``SpanNote`` from OTLP
+spans and offers whole requests to ``core.engine``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 
 from openlineage.client import OpenLineageClient
 from opentelemetry import context as otel_context
+from opentelemetry.sdk.trace import ReadableSpan
 
 from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.config import BridgeConfig, resolve
 from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.frontdoors.sdk import ModelsSent, capture_span
+from aigp_otel_bridge.frontdoors.capture import MODELS_NOTED_MAX, ModelsNoted
+from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.propagated_links import RUN_LINKS
 from aigp_otel_bridge.stages.extract import record_from_aigp_event, span_key_of, trace_key_of
@@ -63,17 +66,17 @@ class BridgeCore:
         self.engine = Engine(
             self.config, _suppressed(self.client.emit), outbox_from_environment=from_environment
         )
-        self.models_sent: ModelsSent = {}
+        self.models_noted: ModelsNoted = ModelsNoted(MODELS_NOTED_MAX)
         """(trace, model names) whose span was noted: a repeat is not noted again."""
 
-    def take_span(self, span: Any, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
+    def take_span(self, span: ReadableSpan, local_root_of: dict[int, int] | None = None) -> SpanNote | None:
         """Capture one finished span and queue it (nothing once stopped); never raises into the caller.
 
         ``local_root_of``: open span id -> its local root, from a front door that sees starts.
         Returns the note queued, None for a span that matters to no run (or could not be read).
         """
         try:
-            note = capture_span(span, local_root_of, self.models_sent)
+            note = capture_span(span, local_root_of, self.models_noted)
         except Exception:
             self.engine.log.log(logging.ERROR, "on_end", "could not read a finished span", exc_info=True)
             return None

@@ -2,9 +2,9 @@
 
 Both receivers (``otlp_http``, ``otlp_grpc``) decode a request into an ``ExportTraceServiceRequest``
 and hand it to ``TraceIntake.export``, which turns every span into the same ``SpanNote`` the
-in-process span processor makes (``capture_span`` reads an OTLP span through a small view with
-the SDK span's shape), then queues the whole request or none of it: a request is acknowledged
-only once its spans are in the engine's intake.
+in-process span processor makes (each span adapted to capture's ``FinishedSpan`` protocol by
+``OtlpSpan``, as the SDK adapter adapts an SDK span), then queues the whole request or none of
+it: a request is acknowledged only once its spans are in the engine's intake.
 """
 
 from __future__ import annotations
@@ -31,11 +31,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
-from opentelemetry.trace import SpanContext, Status, StatusCode
 
 from aigp_otel_bridge.engine import Engine, bounded_attributes
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
-from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.frontdoors.capture import capture
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.version import __version__
@@ -49,7 +48,6 @@ FLAG_PARENT_REMOTE = 0x200
 """``Span.flags`` bit 9: the parent is remote (meaningful only with bit 8)."""
 
 _ID_KEYS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
-_STATUS_UNSET = Status(StatusCode.UNSET)
 _INTERN_MAX = 40
 """Strings up to this length (names, versions, enforcement results, classifications) are interned:
 decoded afresh from every request, they would otherwise be kept once per pending trace."""
@@ -311,7 +309,7 @@ def _hex_ids_to_base64(node: dict[str, Any]) -> None:
             node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
 
 
-# ---- the adapter: OTLP values in the SDK's plain Python shapes ----
+# ---- the adapter: OTLP spans as capture's ``FinishedSpan``, values in the SDK's plain Python shapes ----
 
 
 def plain_value(value: AnyValue) -> Any:
@@ -340,7 +338,7 @@ def plain_attributes(key_values: Iterable[KeyValue]) -> dict[str, Any]:
 class OtlpAttributes(Mapping[str, Any]):
     """A ``KeyValue`` list as a read-only mapping whose values are converted on first use.
 
-    ``capture_span`` decides from the keys alone whether a span matters; most spans do not, and
+    Capture decides from the keys alone whether a span matters; most spans do not, and
     their values are then never converted. The first value access converts them all (the last
     duplicate key wins, as in the SDK).
     """
@@ -373,117 +371,75 @@ class OtlpAttributes(Mapping[str, Any]):
     def __bool__(self) -> bool:
         return bool(self._plain) if self._plain is not None else len(self._key_values) > 0
 
-    def plain(self) -> dict[str, Any]:
-        """Every value converted, as a plain dict."""
-        return self._values()
-
-    def detach(self) -> None:
-        """Convert every value now and let go of the request (a note may outlive it by minutes)."""
-        self._values()
-        self._key_values = ()
+    def copy(self) -> dict[str, Any]:
+        """Every value converted, as a plain dict of the caller's own (what ``note.plain`` asks for)."""
+        return self._values().copy()
 
 
 class OtlpEvent:
-    """A span event with the SDK ``Event``'s own fields (``_name``, ``_attributes``, ``_timestamp``),
-    which ``capture_span`` reads."""
+    """A span event of an OTLP span, as a ``SpanEvent``."""
 
-    __slots__ = ("_attributes", "_name", "_timestamp")
+    __slots__ = ("attributes", "name", "timestamp")
 
-    def __init__(self, name: str, attributes: Mapping[str, Any], timestamp: int) -> None:
-        self._name = name
-        self._attributes = attributes
-        self._timestamp = timestamp
-
-
-class OtlpParent(tuple[int, int, bool]):
-    """The parent of a span as ``capture_span`` reads it: ``SpanContext``'s first three fields, in
-    its order (trace id, span id, is remote), unvalidated."""
-
-    __slots__ = ()
-
-    def __new__(cls, trace_id: int, span_id: int, is_remote: bool) -> OtlpParent:
-        return tuple.__new__(cls, (trace_id, span_id, is_remote))
-
-    @property
-    def trace_id(self) -> int:
-        return self[0]
-
-    @property
-    def span_id(self) -> int:
-        return self[1]
-
-    @property
-    def is_remote(self) -> bool:
-        return self[2]
-
-
-class _Resource:
-    __slots__ = ("attributes",)
-
-    def __init__(self, attributes: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, attributes: OtlpAttributes, timestamp: int) -> None:
+        self.name = name
         self.attributes = attributes
+        self.timestamp = timestamp
 
 
-class _SpanView:
-    """An OTLP span with the fields ``capture_span`` reads from a finished SDK span; what it reads
-    only for spans that matter (context, status, times) is computed when read."""
+class OtlpSpan:
+    """A ``FinishedSpan`` over a decoded OTLP span. What capture reads of every span (ids,
+    attributes, events) is read once here; the rest only when a span that matters asks for it."""
 
-    __slots__ = ("_attributes", "_events", "_parent", "_resource", "_span")
+    __slots__ = (
+        "_span", "attributes", "events", "parent_span_id", "remote_parent", "resource_attributes", "span_id",
+        "trace_id",
+    )
 
-    def __init__(self, span: Span, resource: _Resource, parent: OtlpParent | None) -> None:
+    def __init__(self, span: Span, resource_attributes: Mapping[str, Any], parent_remote: bool) -> None:
         self._span = span
-        self._parent = parent
-        self._events = [
+        self.trace_id = int.from_bytes(span.trace_id, "big")
+        self.span_id = int.from_bytes(span.span_id, "big")
+        self.parent_span_id = int.from_bytes(span.parent_span_id, "big") if span.parent_span_id else None
+        self.remote_parent = parent_remote
+        self.attributes = OtlpAttributes(span.attributes)
+        self.events = [
             OtlpEvent(sys.intern(event.name), OtlpAttributes(event.attributes), event.time_unix_nano)
             for event in span.events
         ]
-        self._attributes = OtlpAttributes(span.attributes)
-        self._resource = resource
+        self.resource_attributes = resource_attributes
 
     @property
-    def _context(self) -> SpanContext:
-        span = self._span
-        return SpanContext(int.from_bytes(span.trace_id, "big"), int.from_bytes(span.span_id, "big"), False)
-
-    @property
-    def _status(self) -> Status:
-        status = self._span.status
-        if status.code == _STATUS_ERROR_CODE:
-            return Status(StatusCode.ERROR, status.message or None)
-        return _STATUS_UNSET
-
-    @property
-    def _name(self) -> str:
+    def name(self) -> str:
         return sys.intern(self._span.name)
 
     @property
-    def _start_time(self) -> int:
+    def start_ns(self) -> int:
         return self._span.start_time_unix_nano
 
     @property
-    def _end_time(self) -> int:
+    def end_ns(self) -> int:
         return self._span.end_time_unix_nano
 
+    @property
+    def failed(self) -> bool:
+        return self._span.status.code == _STATUS_ERROR_CODE
 
-def note_from_otlp_span(span: Span, resource: _Resource, parent_remote: bool) -> SpanNote | None:
+    @property
+    def status_description(self) -> str | None:
+        return self._span.status.message or None
+
+
+def note_from_otlp_span(
+    span: Span, resource_attributes: Mapping[str, Any], parent_remote: bool
+) -> SpanNote | None:
     """The note ``capture_span`` makes for the same span in process, or None when it matters to no run.
 
     ``parent_remote`` says whether the span's parent (if it has one) lives in another process;
-    ``_convert_resource_spans`` decides it from the flags, else from the spans seen.
+    ``_convert_resource_spans`` decides it from the flags, else from the spans seen. The note
+    holds plain dicts only, so it keeps nothing of the request alive.
     """
-    parent = None
-    if span.parent_span_id:
-        parent = OtlpParent(
-            int.from_bytes(span.trace_id, "big"), int.from_bytes(span.parent_span_id, "big"), parent_remote
-        )
-    note = capture_span(_SpanView(span, resource, parent))
-    if note is not None:  # what the note keeps must not keep the request alive
-        if isinstance(note.attributes, OtlpAttributes):
-            note.attributes.detach()
-        for event in (*note.governance_events, note.exception):
-            if event is not None and isinstance(event.attributes, OtlpAttributes):
-                event.attributes = event.attributes.plain()
-    return note
+    return capture(OtlpSpan(span, resource_attributes, parent_remote))
 
 
 def _malformed(trace_id: bytes, span_id: bytes, parent_span_id: bytes) -> str | None:
@@ -544,7 +500,8 @@ def _cut_note(note: SpanNote, cap: int) -> None:
         cut = [(event, bounded_attributes(event.attributes, cap)) for event in events]
         if any(attributes is not event.attributes for event, attributes in cut):
             note.governance_events = tuple(
-                NoteEvent(event.name, event.time_ns, attributes) for event, attributes in cut
+                NoteEvent(name=event.name, time_ns=event.time_ns, attributes=attributes)
+                for event, attributes in cut
             )
 
 
@@ -552,7 +509,7 @@ def _convert_resource_spans(
     resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None,
     value_cap: int,
 ) -> None:
-    resource = _Resource(bounded_attributes(plain_attributes(resource_spans.resource.attributes), value_cap))
+    resource = bounded_attributes(plain_attributes(resource_spans.resource.attributes), value_cap)
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
@@ -599,7 +556,9 @@ def _convert_resource_spans(
 # ---- the intake both receivers share ----
 
 
-class Verdict(enum.Enum):
+class Admission(enum.Enum):
+    """What the intake did with a request."""
+
     ACCEPTED = "accepted"
     BUSY = "busy"
     """The engine's intake is full: the sender should retry shortly."""
@@ -609,7 +568,7 @@ class Verdict(enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    verdict: Verdict
+    admission: Admission
     rejected_spans: int = 0
     error_message: str = ""
 
@@ -702,21 +661,21 @@ class TraceIntake:
         engine = self.engine
         assembly = self.assembly
         if engine.stopped or assembly.closed:
-            return self._count(Outcome(Verdict.STOPPED), protocol, 0)
+            return self._count(Outcome(Admission.STOPPED), protocol, 0)
         converted = notes_from_request(request, engine.log, assembly.seen_in_resource, engine.value_cap)
         if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
             if engine.stopped or assembly.closed:
-                return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
+                return self._count(Outcome(Admission.STOPPED), protocol, converted.spans)
             return self.busy(protocol, converted.spans)
         if values_left_out:
             engine.stats.invalid_values += values_left_out
-        outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
+        outcome = Outcome(Admission.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
 
     def busy(self, protocol: str, spans: int = 0) -> Outcome:
         """Count a request refused for lack of room (the sender retries)."""
         self.busy_refusals += 1
-        return self._count(Outcome(Verdict.BUSY), protocol, spans)
+        return self._count(Outcome(Admission.BUSY), protocol, spans)
 
     def close(self) -> None:
         """Stop taking requests and hand every held root to the engine (before it stops)."""
@@ -727,12 +686,12 @@ class TraceIntake:
         self._requests.add(1, {"protocol": protocol, "outcome": reason})
 
     def _count(self, outcome: Outcome, protocol: str, spans: int) -> Outcome:
-        verdict = outcome.verdict.value
-        self._requests.add(1, {"protocol": protocol, "outcome": verdict})
-        if outcome.verdict is Verdict.ACCEPTED:
+        admission = outcome.admission.value
+        self._requests.add(1, {"protocol": protocol, "outcome": admission})
+        if outcome.admission is Admission.ACCEPTED:
             self._spans.add(spans - outcome.rejected_spans, {"protocol": protocol, "outcome": "accepted"})
             if outcome.rejected_spans:
                 self._spans.add(outcome.rejected_spans, {"protocol": protocol, "outcome": "rejected"})
         elif spans:
-            self._spans.add(spans, {"protocol": protocol, "outcome": verdict})
+            self._spans.add(spans, {"protocol": protocol, "outcome": admission})
         return outcome

@@ -23,9 +23,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from aigp_otel_bridge.frontdoors.otlp import (
     MEDIA_PROTOBUF,
+    Admission,
     OtlpDecodeError,
     TraceIntake,
-    Verdict,
     bearer_matches,
     decode,
 )
@@ -52,9 +52,9 @@ class _TraceService:
             outcome = self.intake.export(decoded.request, "grpc", decoded.values_left_out)
         finally:
             budget.give_back(len(body))
-        if outcome.verdict is Verdict.BUSY:
+        if outcome.admission is Admission.BUSY:
             self._retry_later(context, "intake full, retry later")
-        if outcome.verdict is Verdict.STOPPED:
+        if outcome.admission is Admission.STOPPED:
             context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
         return outcome.response()
 

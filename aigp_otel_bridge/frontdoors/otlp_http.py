@@ -28,10 +28,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from aigp_otel_bridge.frontdoors.otlp import (
     MEDIA_JSON,
     MEDIA_PROTOBUF,
+    Admission,
     OtlpDecodeError,
     Outcome,
     TraceIntake,
-    Verdict,
     bearer_matches,
     decode,
 )
@@ -206,7 +206,7 @@ class OtlpHttpApp:
             return
         finally:
             budget.give_back(reserved[0])
-        if outcome.verdict is Verdict.ACCEPTED:
+        if outcome.admission is Admission.ACCEPTED:
             response = outcome.response()
             if media_type == MEDIA_JSON:
                 await _respond(send, 200, json_format.MessageToJson(response, indent=None).encode(),
@@ -214,7 +214,7 @@ class OtlpHttpApp:
             else:
                 await _respond(send, 200, response.SerializeToString(), content_type=MEDIA_PROTOBUF)
             return
-        busy = outcome.verdict is Verdict.BUSY
+        busy = outcome.admission is Admission.BUSY
         await _respond_status(
             send, 429 if busy else 503, code_pb2.RESOURCE_EXHAUSTED if busy else code_pb2.UNAVAILABLE,
             "intake full, retry later" if busy else "shutting down", media_type,

@@ -13,7 +13,6 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
 from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
-from aigp_otel_bridge.memo import remember
 
 OPEN_SPANS_PER_PENDING_RUN = 4
 """Open spans whose local root is remembered, per ``max_pending_traces``: past it (spans that
@@ -46,23 +45,22 @@ class AIGPLineageSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         try:
-            parent = span._parent  # the SDK span's own fields: its properties cost four times as much
-            context = span._context
-        except AttributeError:
             parent, context = span.parent, span.get_span_context()
-        if context is None:
-            return
-        try:
+            if context is None:
+                return
             local_root_of = self._local_root_of
-            if parent is None or parent[2]:  # SpanContext: (trace id, span id, is remote, ...)
-                remember(local_root_of, context[1], context[1], self._max_open_spans)
-                self._engine.put_root_start(context[0], context[1], parent is not None)
+            span_id = context.span_id
+            if parent is None or parent.is_remote:
+                if len(local_root_of) >= self._max_open_spans:
+                    local_root_of.clear()  # spans that never end: see OPEN_SPANS_PER_PENDING_RUN
+                local_root_of[span_id] = span_id
+                self._engine.put_root_start(context.trace_id, span_id, parent is not None)
                 if not self._engine.stopped:  # so that calls under it can propagate its run
                     self._links.root_started(span, parent_context)
             else:
-                root = local_root_of.get(parent[1])
+                root = local_root_of.get(parent.span_id)
                 if root is not None:
-                    local_root_of[context[1]] = root
+                    local_root_of[span_id] = root
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 

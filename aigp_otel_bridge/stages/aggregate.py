@@ -1,7 +1,9 @@
 """Aggregation: a run's records become one ``RunSummary`` (bridge contract, sections 4 and 5).
 
 Pure functions, shared by the correlation worker, the builder API and ``verify``, so all give
-the same proof for the same records. Record order never changes the result.
+the same proof for the same records. Record order changes nothing but ``first_agent_id``: the
+contract's fallback agentId is the first record's (section 5), so it is the agent id of the first
+record, in the order given, that has one (correlation keeps a run's records in arrival order).
 """
 
 from __future__ import annotations
@@ -10,9 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.memo import remember
 from aigp_otel_bridge.merkle import EMPTY_SHA256, merkle_root
-from aigp_otel_bridge.stages.correlate import Observed, Overflow
+from aigp_otel_bridge.run_inputs import Observed, Overflow
 from aigp_otel_bridge.stages.extract import GovernanceRecord, ResourceRef
 
 
@@ -34,11 +35,9 @@ class ResourceSummary:
     """A model's provider, from its GenAI spans."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RunSummary:
-    """The aggregate proof of one run, before it is given an OpenLineage shape. Treated as
-    immutable once built; not frozen, because a frozen dataclass sets each of its fields through
-    ``object.__setattr__``, which costs three times as much (once per run)."""
+    """The aggregate proof of one run, before it is given an OpenLineage shape."""
 
     governance_hash: str
     hash_type: str
@@ -49,6 +48,8 @@ class RunSummary:
     denied_count: int
     agent_ids: tuple[str, ...]
     first_agent_id: str | None
+    """The agent id of the first record (in the order given) that has one: order-dependent by
+    the contract's definition of the fallback agentId."""
     resources: tuple[ResourceSummary, ...]
     latest_time_ns: int | None
     earliest_time_ns: int | None
@@ -74,61 +75,12 @@ def _aggregate_hash(
         if hash_type == "merkle-sha256":
             return only, hash_type, leaf_count
         return only, "sha256", 1
-    if len(hashes) > _ROOTS_KEY_MAX:
-        return merkle_root(hashes), "merkle-sha256", len(hashes)
-    digests = frozenset(hashes)
-    root = _ROOTS.get(digests)
-    if root is None:
-        root = remember(_ROOTS, digests, merkle_root(digests), _ROOTS_MAX)
-    return root, "merkle-sha256", len(hashes)
+    return merkle_root(hashes), "merkle-sha256", len(hashes)
 
 
-_ROOTS: dict[frozenset[str], str] = {}
-"""Merkle roots by their set of hashes: runs of one agent govern the same content run after run."""
-_ROOTS_MAX = 1024
-_ROOTS_KEY_MAX = 64
-"""Most hashes in a cached set, so that the cache stays small in bytes (large sets are rare)."""
-
-
-def _summarise_resources(
-    records: Iterable[GovernanceRecord], max_inputs: int, observed: Iterable[Observed] = ()
-) -> tuple[tuple[ResourceSummary, ...], int]:
-    # Most resources are named by one reference in a run: it stays ``(ref, denied)`` (no sets)
-    # and its summary is shared by value (``_single``); a second one makes it a ``_Resource``.
-    found: dict[tuple[str, str], tuple[ResourceRef, bool] | _Resource | None] = {}
-    last_named: tuple[ResourceRef, ...] | None = None
-    last_denied = False
-    for record in records:
-        named, denied = record.resources, record.denied
-        if named is last_named and denied == last_denied:
-            continue  # the same shared references again, alike denied: they would change nothing
-        last_named, last_denied = named, denied
-        for ref in named:
-            key = (ref.type, ref.name)
-            known = found.get(key)
-            if known is None:
-                found[key] = (ref, denied)
-                continue
-            if type(known) is tuple:
-                if known[0] is ref:  # the same shared reference again: at most newly denied
-                    if denied and not known[1]:
-                        found[key] = (ref, True)
-                    continue
-                known = found[key] = _Resource.of(*known)
-            known.add(ref, denied)  # type: ignore[union-attr]
-    providers: dict[tuple[str, str], str] = {}
-    for resource_type, name, provider in observed:
-        key = (resource_type, name)
-        found.setdefault(key, None)  # None: observed only, not governed
-        if provider:
-            providers.setdefault(key, provider)
-    keys = sorted(found)
-    summaries = tuple([_summary(key, found[key], providers.get(key)) for key in keys[:max_inputs]])
-    return summaries, max(0, len(keys) - max_inputs)
-
-
-class _Resource:
-    """What several references of a run's records say about one resource."""
+class _ResourceEvidence:
+    """What a run's records say about one resource: every version, leaf hash and content hash
+    they name, and whether any of them was denied."""
 
     __slots__ = ("contents", "denied", "leaves", "versions")
 
@@ -137,12 +89,6 @@ class _Resource:
         self.leaves: set[str] = set()
         self.contents: set[str] = set()
         self.denied = False
-
-    @classmethod
-    def of(cls, ref: ResourceRef, denied: bool) -> _Resource:
-        resource = cls()
-        resource.add(ref, denied)
-        return resource
 
     def add(self, ref: ResourceRef, denied: bool) -> None:
         if denied:
@@ -154,62 +100,49 @@ class _Resource:
         if ref.content_hash is not None:
             self.contents.add(ref.content_hash)
 
-
-_SINGLE: dict[tuple[object, ...], ResourceSummary] = {}
-"""Keyed by plain values, not by the ``ResourceRef``: a dataclass hashes and compares in Python."""
-_SINGLE_MAX = 4096
-
-
-def _single(ref: ResourceRef, denied: bool, provider: str | None) -> ResourceSummary:
-    """The summary of a resource named by one reference, one object per value: runs of one agent
-    name the same resources (shared references, ``records._shared``) run after run."""
-    key = (ref.type, ref.name, ref.version, ref.leaf_hash, ref.content_hash, denied, provider)
-    summary = _SINGLE.get(key)
-    if summary is None:
-        leaf, content = ref.leaf_hash, ref.content_hash
-        summary = remember(_SINGLE, key, ResourceSummary(
-            ref.type, ref.name, ref.version, (),
-            () if leaf is None else (leaf,), () if content is None else (content,),
-            denied, True, provider,
-        ), _SINGLE_MAX)
-    return summary
-
-
-_OBSERVED: dict[tuple[tuple[str, str], str | None], ResourceSummary] = {}
-
-
-def _observed_only(key: tuple[str, str], provider: str | None) -> ResourceSummary:
-    """The summary of a tool or model seen only on GenAI spans, one object per value (the same
-    model serves run after run)."""
-    summary = _OBSERVED.get((key, provider))
-    if summary is None:
-        summary = remember(
-            _OBSERVED, (key, provider), ResourceSummary(key[0], key[1], governed=False, provider=provider),
-            _SINGLE_MAX,
+    def summary(self, resource_type: str, name: str, provider: str | None) -> ResourceSummary:
+        versions = self.versions
+        return ResourceSummary(
+            type=resource_type,
+            name=name,
+            version=max(versions) if versions else None,
+            observed_versions=tuple(sorted(versions)) if len(versions) > 1 else (),
+            leaf_hashes=tuple(sorted(self.leaves)),
+            content_hashes=tuple(sorted(self.contents)),
+            denied=self.denied,
+            provider=provider,
         )
-    return summary
 
 
-def _summary(
-    key: tuple[str, str], resource: tuple[ResourceRef, bool] | _Resource | None, provider: str | None
-) -> ResourceSummary:
-    if resource is None:
-        return _observed_only(key, provider)
-    if type(resource) is tuple:
-        return _single(resource[0], resource[1], provider)
-    assert isinstance(resource, _Resource)
-    versions, leaves, contents = resource.versions, resource.leaves, resource.contents
-    return ResourceSummary(
-        key[0],
-        key[1],
-        max(versions) if versions else None,
-        tuple(sorted(versions)) if len(versions) > 1 else (),
-        tuple(sorted(leaves)) if len(leaves) > 1 else tuple(leaves),
-        tuple(sorted(contents)) if len(contents) > 1 else tuple(contents),
-        resource.denied,
-        True,
-        provider,
+def _summarise_resources(
+    records: Iterable[GovernanceRecord], max_inputs: int, observed: Iterable[Observed] = ()
+) -> tuple[tuple[ResourceSummary, ...], int]:
+    """The run's inputs, sorted by (type, name), at most ``max_inputs`` of them; and how many
+    were left out past that bound."""
+    evidence: dict[tuple[str, str], _ResourceEvidence] = {}
+    for record in records:
+        for ref in record.resources:
+            key = (ref.type, ref.name)
+            known = evidence.get(key)
+            if known is None:
+                known = evidence[key] = _ResourceEvidence()
+            known.add(ref, record.denied)
+    providers: dict[tuple[str, str], str] = {}
+    observed_only: set[tuple[str, str]] = set()
+    for resource_type, name, provider in observed:
+        key = (resource_type, name)
+        if key not in evidence:
+            observed_only.add(key)
+        if provider:
+            providers.setdefault(key, provider)
+    keys = sorted(evidence.keys() | observed_only)
+    summaries = tuple(
+        ResourceSummary(type=key[0], name=key[1], governed=False, provider=providers.get(key))
+        if key in observed_only
+        else evidence[key].summary(key[0], key[1], providers.get(key))
+        for key in keys[:max_inputs]
     )
+    return summaries, max(0, len(keys) - max_inputs)
 
 
 def aggregate(
@@ -222,37 +155,24 @@ def aggregate(
     """Summarise a trace's records (plus those kept only as overflow) into its run's proof;
     ``observed``: tools and models seen on GenAI spans, inputs of their own when no record
     covers them (``governed: false``)."""
-    if not isinstance(records, tuple):  # iterated twice
-        records = tuple(records)
+    records = tuple(records)
     overflow = overflow or _NO_OVERFLOW
     speaking: dict[str, GovernanceRecord] = {}
     """Per governance hash, the record that speaks for it (``_record_order``)."""
-    denied, invalid = overflow.denied, overflow.invalid
-    classifications: set[str | None] = set()  # None among them: discarded once, after the loop
-    agents: list[str] = []
-    latest: int | None = None
-    earliest: int | None = None
     for record in records:
         digest = record.governance_hash
         if digest is not None:
-            known = speaking.setdefault(digest, record)
-            if known is not record and (  # records with equal details speak alike: no order to compare
-                (record.hash_type != known.hash_type or record.leaf_count != known.leaf_count)
-                and _record_order(record) < _record_order(known)
-            ):
+            known = speaking.get(digest)
+            if known is None or _record_order(record) < _record_order(known):
                 speaking[digest] = record
-        denied += record.denied
-        invalid += record.invalid
-        classifications.add(record.classification)
-        if record.agent_id is not None:
-            agents.append(record.agent_id)
-        time_ns = record.time_ns
-        if time_ns is not None:
-            if latest is None or time_ns > latest:
-                latest = time_ns
-            if earliest is None or time_ns < earliest:
-                earliest = time_ns
-    top_rank = max((sc.CLASSIFICATION_RANK[c] for c in classifications if c is not None), default=-1)
+    denied = overflow.denied + sum(record.denied for record in records)
+    invalid = overflow.invalid + sum(record.invalid for record in records)
+    top_rank = max(
+        (sc.CLASSIFICATION_RANK[r.classification] for r in records if r.classification is not None),
+        default=overflow.classification_rank,
+    )
+    agents = [record.agent_id for record in records if record.agent_id is not None]
+    times = [record.time_ns for record in records if record.time_ns is not None]
     hashes = {digest: (record.hash_type, record.leaf_count) for digest, record in speaking.items()}
     for digest, details in overflow.hashes.items():
         hashes.setdefault(digest, details)
@@ -269,10 +189,10 @@ def aggregate(
         agent_ids=tuple(sorted(set(agents))),
         first_agent_id=agents[0] if agents else None,
         resources=resources,
-        latest_time_ns=latest,
-        earliest_time_ns=earliest,
+        latest_time_ns=max(times, default=None),
+        earliest_time_ns=min(times, default=None),
         invalid=invalid + inputs_left_out,
-        ungoverned_count=[resource.governed for resource in resources].count(False),
+        ungoverned_count=sum(not resource.governed for resource in resources),
     )
 
 

@@ -1,40 +1,36 @@
 """Build: a closed run becomes an OpenLineage 2-0-2 ``RunEvent`` (bridge contract, section 3).
 
 ``name_run`` combines what correlation closed and aggregation summarised into a ``DecidedRun``
-(identity, job, times, state) from the facts extraction computed; ``build_run_event`` gives it
-its OpenLineage shape: an ``openlineage.client.event_v2.RunEvent``. Both are pure;
-``build_run_event`` is called afresh for every delivery attempt because
-``OpenLineageClient.emit`` mutates the event it is given.
+(identity, job, times, state) from the facts extraction computed. What only the process knows (the
+job a propagated identity fixed for a local root's run, and the run that called it) comes from
+the ``run_link`` its caller passes: this module reads no process-global registry.
 
-The facets are defined by their classes (``facets.py`` and the client's generated facets);
-``class_built_run_event`` builds an event with them. Their validators cost three times as much
-as writing the same values into a dict, so the facets are built as dicts: the builder API and
-the outbox use them as they are (``run_event_dict``, as ``Serde.to_dict`` would give it), and
-delivery hands the client each as a ``FacetRecord``, the shape its ``Serde`` copies at least
-cost. Tests hold all three byte-identical.
+``build_run_event`` gives a decided run its one OpenLineage shape: the client's ``RunEvent``, each
+facet an object of its class (the client's generated facets; ``facets.py`` for AIGP's), made
+through their constructors. Everything else is derived from that object with the client's
+``Serde``: the builder API's dicts (``Serde.to_dict``) and the outbox row (``Serde.to_json``).
+Delivery builds the event afresh for each attempt, because ``OpenLineageClient.emit`` adds facets
+to the event it is given.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
+from typing import Protocol
 
-from attr import fields as attrs_fields
 from openlineage.client.constants import __version__ as openlineage_version
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.generated import base as client_base
+from openlineage.client.generated.base import JobFacet, RunFacet
 from openlineage.client.generated.error_message_run import ErrorMessageRunFacet
 from openlineage.client.generated.job_type_job import JobTypeJobFacet
 from openlineage.client.generated.nominal_time_run import NominalTimeRunFacet
 from openlineage.client.generated.processing_engine_run import ProcessingEngineRunFacet
-from openlineage.client.serde import Serde
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.config import BridgeConfig
@@ -43,18 +39,14 @@ from aigp_otel_bridge.facets import (
     RESOURCE_FACET_KEY,
     AIGPGovernanceRunFacet,
     AIGPResourceInputFacet,
-    FacetRecord,
-    facet_record,
 )
 from aigp_otel_bridge.propagated_links import (
-    RUN_LINKS,
     RunParent,
     parent_run_facet,
     run_id_for_remote_root,
     run_id_for_trace,
 )
-from aigp_otel_bridge.semconv import AIGP_FACET_SPEC_VERSION
-from aigp_otel_bridge.stages.aggregate import RunSummary
+from aigp_otel_bridge.stages.aggregate import ResourceSummary, RunSummary
 from aigp_otel_bridge.stages.correlate import ClosedRun, Reason
 from aigp_otel_bridge.stages.extract import ErrorInfo, ResourceFacts, RootFacts, RootInfo
 from aigp_otel_bridge.telemetry import RateLimitedLog, describe, shorten
@@ -64,6 +56,7 @@ _log = logging.getLogger(__name__)
 _job_name_log = RateLimitedLog(_log)
 
 ENGINE_NAME = "aigp-otel-bridge"
+
 
 def iso_millis(time_ns: int | None) -> str:
     """UTC, millisecond precision, ``Z``: the form OpenLineage backends parse most reliably.
@@ -81,11 +74,10 @@ _EPOCH = datetime(1970, 1, 1)
 """Naive UTC: ``isoformat`` then writes no offset, and ``Z`` follows."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DecidedRun:
-    """One run, named and summarised, ready to be built (again, on every attempt). Treated as
-    immutable (a changed copy is made with ``dataclasses.replace``); not frozen, because a frozen
-    dataclass of this size costs twice as much to build, once per run."""
+    """One run, named and summarised, ready to be built (again, on every delivery attempt).
+    Made once per run; a changed copy is made with ``dataclasses.replace``."""
 
     run_id: str
     trace_id: str
@@ -110,8 +102,22 @@ def job_name_for(agent_id: str | None, service_name: str | None, span_name: str)
     return f"{agent or service_name or 'unknown_service'}.{span_name}"
 
 
-def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> DecidedRun:
-    """Name a closed run: identity from its local root, job from config or root, times, state."""
+class RunLink(Protocol):
+    """What the process knows of a local root's run beyond its spans (``RunLinks.run_link``)."""
+
+    def __call__(
+        self, trace_id: int | str, span_id: int, remote: bool, job: tuple[str, str]
+    ) -> tuple[tuple[str, str], RunParent | None]:
+        """The run's job ``(namespace, name)``, ``job`` unless one was fixed for the root
+        earlier, and the run's parent (None for a top-level run with no lineage context)."""
+        ...
+
+
+def name_run(
+    closed: ClosedRun, summary: RunSummary, config: BridgeConfig, *, run_link: RunLink
+) -> DecidedRun:
+    """Name a closed run: identity from its local root, job from config or root (or as
+    ``run_link`` fixed it), parent from ``run_link``, times, state."""
     trace_hex = f"{closed.key:032x}" if isinstance(closed.key, int) else sc.clean_text(closed.key)
     root = closed.root
     if closed.root_remote and closed.root_span_id is not None:
@@ -129,7 +135,7 @@ def name_run(closed: ClosedRun, summary: RunSummary, config: BridgeConfig) -> De
     job = closed.job or job_of(
         config, root, resource, agent_id, trace_hex, closed.first_span_name, closed.agent_name
     )
-    (job_namespace, job_name), parent = RUN_LINKS.run_link(
+    (job_namespace, job_name), parent = run_link(
         closed.key, closed.root_span_id or 0, closed.root_remote, job
     )
     error = None
@@ -224,23 +230,8 @@ def _job_name(
     return sc.clean_text(name)
 
 
-@lru_cache(maxsize=8)
-def _job_type(producer: str) -> JobTypeJobFacet:
-    return JobTypeJobFacet(processingType="BATCH", integration="AIGP", jobType="AGENT", producer=producer)
-
-
-@lru_cache(maxsize=8)
-def _engine(producer: str) -> ProcessingEngineRunFacet:
-    """Constant per producer; shared by every event (``emit`` adds facets, it never changes ours)."""
-    return ProcessingEngineRunFacet(
-        version=__version__,
-        name=ENGINE_NAME,
-        openlineageAdapterVersion=openlineage_version,
-        producer=producer,
-    )
-
-
-def build_governance_facet(run: DecidedRun, producer: str) -> AIGPGovernanceRunFacet:
+def governance_facet(run: DecidedRun, producer: str) -> AIGPGovernanceRunFacet:
+    """The run's ``aigp_governance`` facet (contract section 4)."""
     summary = run.summary
     agent_ids = sorted({*summary.agent_ids, run.agent_id}) if summary.agent_ids else []
     return AIGPGovernanceRunFacet(
@@ -260,40 +251,98 @@ def build_governance_facet(run: DecidedRun, producer: str) -> AIGPGovernanceRunF
     )
 
 
-def build_inputs(run: DecidedRun, producer: str) -> list[InputDataset]:
-    inputs = []
-    for resource in run.summary.resources:
-        leaf = resource.leaf_hashes
-        content = resource.content_hashes
-        facet = AIGPResourceInputFacet(
-            resourceType=resource.type,
-            resourceName=resource.name,
-            resourceVersion=resource.version,
-            observedVersions=list(resource.observed_versions) or None,
-            leafHash=leaf[0] if len(leaf) == 1 else None,
-            leafHashes=list(leaf) if len(leaf) > 1 else None,
-            contentHash=content[0] if len(content) == 1 else None,
-            contentHashes=list(content) if len(content) > 1 else None,
-            enforcementResult=sc.DENIED if resource.denied else sc.ALLOWED,
-            governed=resource.governed,
-            provider=resource.provider,
+def resource_facet(resource: ResourceSummary, producer: str) -> AIGPResourceInputFacet:
+    """One input's ``aigp_resource`` facet (contract section 5): a single hash as ``leafHash`` /
+    ``contentHash``, several as ``leafHashes`` / ``contentHashes``."""
+    leaf, content = resource.leaf_hashes, resource.content_hashes
+    return AIGPResourceInputFacet(
+        resourceType=resource.type,
+        resourceName=resource.name,
+        resourceVersion=resource.version,
+        observedVersions=list(resource.observed_versions) or None,
+        leafHash=leaf[0] if len(leaf) == 1 else None,
+        leafHashes=list(leaf) if len(leaf) > 1 else None,
+        contentHash=content[0] if len(content) == 1 else None,
+        contentHashes=list(content) if len(content) > 1 else None,
+        enforcementResult=sc.DENIED if resource.denied else sc.ALLOWED,
+        governed=resource.governed,
+        provider=resource.provider,
+        producer=producer,
+    )
+
+
+@lru_cache(maxsize=8)
+def engine_facet(producer: str) -> ProcessingEngineRunFacet:
+    """The ``processing_engine`` run facet: the same for every event of a producer, so one object
+    is shared by all of them (making the two constant facets anew costs about a fifth of building
+    an event). Safe because the client never changes a facet object it is given: ``emit`` only
+    adds facets beside it, ``Serde`` and the transform transport copy."""
+    return ProcessingEngineRunFacet(
+        version=__version__,
+        name=ENGINE_NAME,
+        openlineageAdapterVersion=openlineage_version,
+        producer=producer,
+    )
+
+
+@lru_cache(maxsize=8)
+def job_type_facet(producer: str) -> JobTypeJobFacet:
+    """The ``jobType`` job facet, shared per producer as ``engine_facet`` is."""
+    return JobTypeJobFacet(processingType="BATCH", integration="AIGP", jobType="AGENT", producer=producer)
+
+
+def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
+    """The RunEvent of a decided run: the client's event classes, each facet an object of its
+    class, all made through their constructors (so the client's validators run).
+
+    A new event each call (``OpenLineageClient.emit`` adds facets to the event it is given); only
+    the two constant facets are shared. An empty ``producer`` is the client's default producer."""
+    producer = producer or client_base.PRODUCER  # as the constructors default it, before sharing
+    run_facets: dict[str, RunFacet] = {
+        GOVERNANCE_FACET_KEY: governance_facet(run, producer),
+        "processing_engine": engine_facet(producer),
+    }
+    if run.nominal_start_ns is not None:
+        run_facets["nominalTime"] = NominalTimeRunFacet(
+            nominalStartTime=iso_millis(run.nominal_start_ns),
+            nominalEndTime=iso_millis(run.nominal_end_ns) if run.nominal_end_ns is not None else None,
             producer=producer,
         )
-        inputs.append(
-            InputDataset(
-                namespace=run.resource_namespace,
-                name=resource.name,
-                inputFacets={RESOURCE_FACET_KEY: facet},
-            )
+    if run.parent is not None:
+        run_facets["parent"] = parent_run_facet(run.parent, producer)
+    if run.error is not None:
+        run_facets["errorMessage"] = ErrorMessageRunFacet(
+            message=run.error.message,
+            programmingLanguage="python",
+            stackTrace=run.error.stack_trace,
+            producer=producer,
         )
-    return inputs
+    job_facets: dict[str, JobFacet] = {"jobType": job_type_facet(producer)}
+    inputs = [
+        InputDataset(
+            namespace=run.resource_namespace,
+            name=resource.name,
+            inputFacets={RESOURCE_FACET_KEY: resource_facet(resource, producer)},
+        )
+        for resource in run.summary.resources
+    ]
+    return RunEvent(
+        eventType=run.event_type,
+        eventTime=iso_millis(run.event_time_ns),
+        run=Run(runId=run.run_id, facets=run_facets),
+        job=Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets),
+        inputs=inputs,
+        outputs=[],
+        producer=producer,
+    )
 
 
 def run_event_from_json(payload: str) -> RunEvent:
-    """A stored RunEvent (the outbox's JSON) as an object the client will emit unchanged.
+    """A stored RunEvent (an outbox row's JSON) as an object the client will emit unchanged.
 
-    Facets stay plain dicts: the client's ``Serde`` writes them as they are, so the replayed
-    event has the same fields as the one first attempted.
+    The row may hold facets this version does not know (or an older version wrote), so its
+    facets stay the plain dicts they were stored as: the client's ``Serde`` writes a dict as it
+    is, and the replayed event has the same fields as the one first attempted.
     """
     document = json.loads(payload)
     run, job = document["run"], document["job"]
@@ -317,260 +366,4 @@ def run_event_from_json(payload: str) -> RunEvent:
             for d in document.get("outputs") or []
         ],
         producer=document["producer"],
-    )
-
-
-def run_event_json(run: DecidedRun, producer: str) -> str:
-    """The RunEvent of a run as JSON, as the client's ``Serde.to_json`` writes it."""
-    return json.dumps(run_event_dict(run, producer), sort_keys=True)
-
-
-def build_run_event(run: DecidedRun, producer: str) -> RunEvent:
-    """The RunEvent of a decided run: the client's event classes, each facet a ``FacetRecord``
-    (the facet dict as an attrs record, which the client's ``Serde`` copies at least cost)."""
-    producer = producer or client_base.PRODUCER
-    job_facets: dict[str, Any] = {"jobType": _job_type_record(producer)}
-    event_time = iso_millis(run.event_time_ns)
-    run_facets = _run_facets(run, producer, event_time)
-    facets: dict[str, Any] = {key: facet_record(facet) for key, facet in run_facets.items()}
-    facets["processing_engine"] = _engine_record(producer)
-    job = Job(namespace=run.job_namespace, name=run.job_name, facets=job_facets)
-    inputs = []
-    for namespace, name, facet in _input_parts(run, producer):
-        input_facets: dict[str, Any] = {RESOURCE_FACET_KEY: facet_record(facet)}
-        inputs.append(InputDataset(namespace=namespace, name=name, inputFacets=input_facets))
-    if _PREVALIDATED and isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id):
-        return _prevalidated_event(run, event_time, facets, job, inputs, producer)
-    return RunEvent(
-        eventType=run.event_type,
-        eventTime=event_time,
-        run=Run(runId=run.run_id, facets=facets),
-        job=job,
-        inputs=inputs,
-        outputs=[],
-        producer=producer,
-    )
-
-
-_RUN_EVENT_FIELDS = frozenset(
-    {"eventTime", "producer", "schemaURL", "run", "job", "eventType", "inputs", "outputs"}
-)
-_PREVALIDATED = (
-    frozenset(a.name for a in attrs_fields(RunEvent)) == _RUN_EVENT_FIELDS
-    and frozenset(a.name for a in attrs_fields(Run)) == {"runId", "facets"}
-)
-"""The client's ``RunEvent`` and ``Run`` have exactly the fields ``_prevalidated_event`` sets; with
-any other version of them, every event goes through their constructors."""
-
-
-def _prevalidated_event(
-    run: DecidedRun, event_time: str, facets: dict[str, Any], job: Job, inputs: list[InputDataset],
-    producer: str,
-) -> RunEvent:
-    """The ``RunEvent`` the constructors would make, without re-running their validators.
-
-    ``RunEvent`` and ``Run`` check each event's time with ``dateutil``'s ISO parser, its producer
-    and schema URLs with ``urlparse`` and its run id with ``uuid.UUID``: two thirds of an event's
-    build, spent on values this module has already made valid (``iso_millis`` writes ISO 8601
-    with a time; the run id matched the canonical UUID form; ``producer`` is the bridge's). The
-    fields are set as attrs' own ``__init__`` sets them, and ``__attrs_post_init__``'s outcome
-    with them (the schema URL). Tests hold these events equal to constructed ones.
-    """
-    set_field = object.__setattr__
-    run_object = object.__new__(Run)
-    set_field(run_object, "runId", run.run_id)
-    set_field(run_object, "facets", facets)
-    event = object.__new__(RunEvent)
-    for name, value in (
-        ("eventTime", event_time), ("producer", producer), ("schemaURL", _RUN_EVENT_SCHEMA),
-        ("run", run_object), ("job", job), ("eventType", run.event_type), ("inputs", inputs), ("outputs", []),
-    ):
-        set_field(event, name, value)
-    return event
-
-
-def run_event_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
-    """``Serde.to_dict(build_run_event(run, producer))``, built directly; owns all its dicts."""
-    producer = producer or client_base.PRODUCER
-    if not (isinstance(run.run_id, str) and _CANONICAL_UUID.fullmatch(run.run_id)):
-        uuid.UUID(run.run_id)  # what ``Run`` checks; ``iso_millis`` always writes a valid eventTime
-    event_time = iso_millis(run.event_time_ns)
-    run_facets = _run_facets(run, producer, event_time)
-    run_facets["processing_engine"] = dict(_engine_dict(producer))
-    return {
-        "eventTime": event_time,
-        "producer": producer,
-        "schemaURL": _RUN_EVENT_SCHEMA,
-        "eventType": run.event_type.value,
-        "run": {"runId": run.run_id, "facets": run_facets},
-        "job": {
-            "namespace": run.job_namespace,
-            "name": run.job_name,
-            "facets": {"jobType": dict(_job_type_dict(producer))},
-        },
-        "inputs": [
-            {"namespace": namespace, "name": name, "facets": {}, "inputFacets": {RESOURCE_FACET_KEY: facet}}
-            for namespace, name, facet in _input_parts(run, producer)
-        ],
-        "outputs": [],
-    }
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-"""The form run ids are made in; ``uuid.UUID`` accepts it and checks any other."""
-_RUN_EVENT_SCHEMA = RunEvent._get_schema()
-_GOVERNANCE_SCHEMA = AIGPGovernanceRunFacet._get_schema()
-_RESOURCE_SCHEMA = AIGPResourceInputFacet._get_schema()
-_NOMINAL_TIME_SCHEMA = NominalTimeRunFacet._get_schema()
-
-
-def _run_facets(run: DecidedRun, producer: str, event_time: str) -> dict[str, Any]:
-    """The run facets that differ from run to run (the caller adds ``processing_engine``), as
-    dicts. ``event_time``: the event's ``iso_millis(run.event_time_ns)``, which a nominal end equal
-    to it (a run that ended with its root) reuses."""
-    facets: dict[str, Any] = {GOVERNANCE_FACET_KEY: governance_facet_dict(run, producer)}
-    if run.nominal_start_ns is not None:
-        nominal = {
-            "nominalStartTime": iso_millis(run.nominal_start_ns),
-            "_producer": producer,
-            "_schemaURL": _NOMINAL_TIME_SCHEMA,
-        }
-        end_ns = run.nominal_end_ns
-        if end_ns is not None:
-            nominal["nominalEndTime"] = event_time if end_ns == run.event_time_ns else iso_millis(end_ns)
-        facets["nominalTime"] = nominal
-    if run.parent is not None:  # rare: a nested run; the client's own facet, as a dict
-        facets["parent"] = Serde.to_dict(parent_run_facet(run.parent, producer))
-    if run.error is not None:
-        facets["errorMessage"] = Serde.to_dict(
-            ErrorMessageRunFacet(
-                message=run.error.message,
-                programmingLanguage="python",
-                stackTrace=run.error.stack_trace,
-                producer=producer,
-            )
-        )
-    return facets
-
-
-def governance_facet_dict(run: DecidedRun, producer: str) -> dict[str, Any]:
-    """``Serde.to_dict(build_governance_facet(run, producer))``, built directly."""
-    producer = producer or client_base.PRODUCER
-    summary = run.summary
-    facet: dict[str, Any] = {
-        "governanceHash": summary.governance_hash,
-        "hashType": summary.hash_type,
-        "agentId": run.agent_id,
-        "traceId": run.trace_id,
-        "specVersion": AIGP_FACET_SPEC_VERSION,
-        "complete": run.complete,
-        "ungovernedResourceCount": summary.ungoverned_count,
-        "_producer": producer,
-        "_schemaURL": _GOVERNANCE_SCHEMA,
-    }
-    for key, value in (
-        ("leafCount", summary.leaf_count),
-        ("enforcementResult", summary.enforcement),
-        ("dataClassification", summary.classification),
-        ("eventCount", summary.event_count),
-        ("deniedEventCount", summary.denied_count),
-    ):
-        if value is not None:
-            facet[key] = value
-    if summary.agent_ids:
-        agent_ids = sorted({*summary.agent_ids, run.agent_id})
-        if len(agent_ids) > 1:
-            facet["agentIds"] = agent_ids
-    return facet
-
-
-def resource_facet_dicts(run: DecidedRun, producer: str) -> list[dict[str, Any]]:
-    """The ``aigp_resource`` facet of each input as ``Serde.to_dict`` gives it, built directly."""
-    return [facet for _, _, facet in _input_parts(run, producer or client_base.PRODUCER)]
-
-
-def _input_parts(run: DecidedRun, producer: str) -> list[tuple[str, str, Any]]:
-    """``(namespace, name, aigp_resource facet dict)`` of each input, as ``build_inputs`` has them."""
-    parts = []
-    for resource in run.summary.resources:
-        facet: dict[str, Any] = {
-            "resourceType": resource.type,
-            "resourceName": resource.name,
-            "enforcementResult": sc.DENIED if resource.denied else sc.ALLOWED,
-            "governed": resource.governed,
-            "_producer": producer,
-            "_schemaURL": _RESOURCE_SCHEMA,
-        }
-        if resource.version is not None:
-            facet["resourceVersion"] = resource.version
-        if resource.observed_versions:
-            facet["observedVersions"] = list(resource.observed_versions)
-        leaf, content = resource.leaf_hashes, resource.content_hashes
-        if len(leaf) == 1:
-            facet["leafHash"] = leaf[0]
-        elif leaf:
-            facet["leafHashes"] = list(leaf)
-        if len(content) == 1:
-            facet["contentHash"] = content[0]
-        elif content:
-            facet["contentHashes"] = list(content)
-        if resource.provider is not None:
-            facet["provider"] = resource.provider
-        parts.append((run.resource_namespace, resource.name, facet))
-    return parts
-
-
-@lru_cache(maxsize=8)
-def _job_type_dict(producer: str) -> dict[str, Any]:
-    """Constant per producer; shared by the events ``build_run_event`` makes (nothing changes it:
-    ``emit`` adds facets beside it, ``Serde`` copies)."""
-    return Serde.to_dict(_job_type(producer))
-
-
-@lru_cache(maxsize=8)
-def _job_type_record(producer: str) -> FacetRecord | dict[str, Any]:
-    """``_job_type_dict`` as the facet record ``build_run_event`` shares between its events."""
-    return facet_record(_job_type_dict(producer))
-
-
-@lru_cache(maxsize=8)
-def _engine_dict(producer: str) -> dict[str, Any]:
-    return Serde.to_dict(_engine(producer))
-
-
-@lru_cache(maxsize=8)
-def _engine_record(producer: str) -> FacetRecord | dict[str, Any]:
-    return facet_record(_engine_dict(producer))
-
-
-def class_built_run_event(run: DecidedRun, producer: str) -> RunEvent:
-    """The RunEvent of a decided run with every facet an object of its class: the definition
-    ``build_run_event`` and ``run_event_dict`` are held to, byte for byte, by the tests."""
-    run_facets: dict[str, Any] = {
-        GOVERNANCE_FACET_KEY: build_governance_facet(run, producer),
-        "processing_engine": _engine(producer),
-    }
-    if run.nominal_start_ns is not None:
-        run_facets["nominalTime"] = NominalTimeRunFacet(
-            nominalStartTime=iso_millis(run.nominal_start_ns),
-            nominalEndTime=iso_millis(run.nominal_end_ns) if run.nominal_end_ns is not None else None,
-            producer=producer,
-        )
-    if run.parent is not None:
-        run_facets["parent"] = parent_run_facet(run.parent, producer)
-    if run.error is not None:
-        run_facets["errorMessage"] = ErrorMessageRunFacet(
-            message=run.error.message,
-            programmingLanguage="python",
-            stackTrace=run.error.stack_trace,
-            producer=producer,
-        )
-    return RunEvent(
-        eventType=run.event_type,
-        eventTime=iso_millis(run.event_time_ns),
-        run=Run(runId=run.run_id, facets=run_facets),
-        job=Job(namespace=run.job_namespace, name=run.job_name, facets={"jobType": _job_type(producer)}),
-        inputs=build_inputs(run, producer),
-        outputs=[],
-        producer=producer,
     )

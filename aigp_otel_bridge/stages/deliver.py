@@ -8,28 +8,41 @@ A failed emit is retried with exponential backoff and jitter (first retry within
 - without one, in a bounded in-memory queue: when it is full (by count or by bytes) the oldest
   run is dropped and counted, and a process that dies takes its queue with it.
 
-One lock guards the queues, and no thread holds it while it waits for I/O: the delivery thread
-emits and reads the outbox outside it, and a storage thread of its own writes the outbox in
-batches. Whoever submits a run (the correlation worker, or an application thread doing the
-correlation work itself when the intake is full) never waits for the disk or the backend: when
-the queue is full it only serialises the run (CPU) for the storage thread.
+Four parts, each with one job, share one lock (the ``Ledger``'s):
+
+- ``Ledger``: every submitted run from its sequence number until it is settled (delivered,
+  stored or counted dropped), and the lifecycle ``Phase``; a flush waits on it;
+- ``RetryQueue``: the runs waiting in memory, bounded by count and bytes, their retries, and the
+  delivery thread that builds and emits them;
+- ``OutboxSpiller`` (with an outbox): keeps the runs that fail or do not fit, serialised on the
+  thread that gives them up and written in batches by a storage thread of its own;
+- ``Replayer`` (with an outbox): when no queued run is due, the delivery thread replays a due
+  outbox row through ``replay_row``, the path ``aigp-otel-bridge outbox replay`` takes too.
+
+``Deliverer`` wires them and is what the engine calls. No thread holds the lock while it emits,
+reads or writes the outbox. Whoever submits a run (the correlation worker, or an application
+thread doing the correlation work itself when the intake is full) never waits for the disk or the
+backend: when the queue is full it only serialises the run (CPU) for the storage thread.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
+from functools import partial
 from typing import Any
 
+from openlineage.client.serde import Serde
+
 from aigp_otel_bridge.outbox import EventKey, NewRow, Outbox, StoredRun
-from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, run_event_dict, run_event_from_json
+from aigp_otel_bridge.stages.build import DecidedRun, build_run_event, run_event_from_json
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe
 
 _OUTBOX_POLL_S = 5.0
@@ -46,18 +59,11 @@ STUCK_EMIT_S = 2.0
 queued is stored instead of waiting out ``shutdown_timeout_s``."""
 _ERROR_PAUSE_S = 0.05
 
+Emit = Callable[[Any], str | None]
+"""One emit attempt: None when the client took the event, else a description of the error."""
 
-@dataclass(eq=False)
-class _Pending:
-    seq: int
-    run: DecidedRun
-    size: int
-    attempts: int = 0
-    next_at: float = 0.0
-    handed_to_storage: bool = False
 
-    def __lt__(self, other: _Pending) -> bool:
-        return (self.next_at, self.seq) < (other.next_at, other.seq)
+# ---- pure parts: backoff, size, the outbox row ----
 
 
 def backoff_s(attempts: int, cap_s: float, rand: Callable[[], float] = random.random) -> float:
@@ -81,16 +87,233 @@ def approximate_size(run: DecidedRun) -> int:
 
 
 def stored_row(run: DecidedRun, producer: str, *, error: str | None, attempts: int, delay_s: float) -> NewRow:
-    """The outbox row of a run: its RunEvent as a dict, built once, written as ``Serde.to_json``
-    writes the event object (sorted keys), its key read from the dict."""
-    event = run_event_dict(run, producer)
-    key = EventKey(event["run"]["runId"], event["eventType"], event["eventTime"])
-    return NewRow(key, json.dumps(event, sort_keys=True), error=error, attempts=attempts, delay_s=delay_s)
+    """The outbox row of a run: its RunEvent as the client's ``Serde.to_json`` writes it, keyed
+    by the run's id and event type and the event's time."""
+    event = build_run_event(run, producer)
+    key = EventKey(run.run_id, run.event_type.value, event.eventTime)
+    return NewRow(key, Serde.to_json(event), error=error, attempts=attempts, delay_s=delay_s)
 
 
-def replay_row(
-    outbox: Outbox, row: StoredRun, emit: Callable[[Any], str | None], retry_max_backoff_s: float
-) -> bool:
+def _try_emit(emit: Callable[[Any], None], stats: Stats, event: Any) -> str | None:
+    """One emit, counted; the error's description, or None when the client took the event."""
+    try:
+        emit(event)
+    except BaseException as error:  # even SystemExit from a transport must not end delivery
+        stats.emit_failures += 1
+        return describe(error)
+    stats.runs_emitted += 1
+    return None
+
+
+# ---- the lifecycle and the ledger ----
+
+
+class Phase(Enum):
+    """Where delivery is in its life. Only ``Deliverer.shutdown`` moves it, forward, in this order."""
+
+    RUNNING = "running"
+    """Runs are delivered and retried with backoff; the outbox is replayed."""
+    DRAINING = "draining"
+    """Shutdown began: retries are due at once, a run that fails again is given up, the outbox is
+    not read."""
+    CLOSED = "closed"
+    """The queue is closed and the delivery thread ends: what is left, or decided now, goes to the
+    spiller (with an outbox) or is dropped."""
+    STOPPED = "stopped"
+    """The spiller takes nothing more: a run given up now is dropped."""
+
+
+@dataclass(eq=False)
+class _Pending:
+    """A submitted run on its way: queued, in flight, waiting to retry or to be stored."""
+
+    seq: int
+    run: DecidedRun
+    size: int
+    attempts: int = 0
+    next_at: float = 0.0
+    handed_to_storage: bool = False
+
+    def __lt__(self, other: _Pending) -> bool:
+        return (self.next_at, self.seq) < (other.next_at, other.seq)
+
+
+class Ledger:
+    """Every submitted run from its sequence number until it is settled (delivered, stored or
+    counted dropped), and the lifecycle ``phase``.
+
+    Its ``lock`` is delivery's one lock: each part changes its own state under it and waits on
+    ``cond`` (or, the storage thread, on a condition of its own on the same lock). Methods whose
+    names end in ``_locked`` expect the caller to hold it.
+    """
+
+    def __init__(self, stats: Stats, log: RateLimitedLog) -> None:
+        self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
+        self.phase = Phase.RUNNING
+        self.last_seq = 0
+        """The sequence number of the latest submitted run (a flush waits up to it)."""
+        self.drops = 0
+        self._drops_reported = 0
+        self._unsettled: set[int] = set()
+        self._stats = stats
+        self._log = log
+
+    def admit_locked(self, run: DecidedRun, size: int) -> _Pending:
+        self.last_seq += 1
+        self._unsettled.add(self.last_seq)
+        return _Pending(self.last_seq, run, size)
+
+    def unsettled_locked(self, seq: int) -> bool:
+        return seq in self._unsettled
+
+    def settle_locked(self, seqs: Iterable[int]) -> None:
+        """Delivered or stored: a flush waiting for them may return."""
+        self._unsettled.difference_update(seqs)
+        self.cond.notify_all()
+
+    def count_drop_locked(self, seq: int) -> None:
+        self._unsettled.discard(seq)
+        self.drops += 1
+        self._stats.runs_dropped += 1
+        self.cond.notify_all()
+
+    def drop(self, pending: _Pending, why: str) -> None:
+        """Give a run up, counted in ``runs_dropped`` and logged (unless it was settled meanwhile)."""
+        with self.cond:
+            if pending.seq not in self._unsettled:
+                return
+            self.count_drop_locked(pending.seq)
+        self._log.log(
+            logging.ERROR, "drop", "dropped the lineage run %s of trace %s because %s",
+            pending.run.run_id, pending.run.trace_id, why,
+        )
+
+    def wait_settled(self, upto_seq: int, deadline: float) -> bool:
+        """Wait until every run up to ``upto_seq`` is settled; False on timeout, or when a run was
+        dropped since the last call."""
+        with self.cond:
+            while any(seq <= upto_seq for seq in self._unsettled):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(remaining)
+            clean = self.drops == self._drops_reported
+            self._drops_reported = self.drops
+            return clean
+
+
+# ---- the outbox spiller: runs given up, serialised, written in batches ----
+
+
+class OutboxSpiller:
+    """Keeps in the outbox the runs delivery gives up (emit failed, queue full, shutdown).
+
+    ``keep`` serialises a run on the caller's thread (CPU only) and queues the row for the
+    storage thread, which writes batches of up to ``STORE_BATCH`` rows, each batch one
+    transaction; so neither the correlation side nor the delivery thread waits for the disk.
+    Past ``SPILL_MAX_BYTES`` of rows waiting, or once the phase is ``STOPPED``, a run is dropped.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        outbox: Outbox,
+        *,
+        producer: str,
+        retry_max_backoff_s: float,
+        stats: Stats,
+        log: RateLimitedLog,
+    ) -> None:
+        self._ledger = ledger
+        self._outbox = outbox
+        self._producer = producer
+        self._max_backoff = retry_max_backoff_s
+        self._stats = stats
+        self._log = log
+        self._rows: deque[tuple[int, NewRow]] = deque()
+        self._bytes = 0
+        self._has_rows = threading.Condition(ledger.lock)
+        """Wakes only the storage thread (on the ledger's lock)."""
+        self._thread = threading.Thread(target=self._store_loop, name="aigp-bridge-store", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def keep(self, pending: _Pending, why: str, error: str | None = None) -> None:
+        """Hand a run to the storage thread; ``why`` (or the emit's ``error``) is its row's error."""
+        try:
+            row = stored_row(
+                pending.run, self._producer, error=error or why, attempts=pending.attempts,
+                delay_s=backoff_s(pending.attempts, self._max_backoff),
+            )
+        except Exception:
+            self._stats.build_failures += 1
+            self._log.log(logging.ERROR, "build", "could not build a RunEvent", exc_info=True)
+            self._ledger.drop(pending, "it could not be built")
+            return
+        with self._ledger.cond:
+            if not self._ledger.unsettled_locked(pending.seq) or pending.handed_to_storage:
+                return  # settled, or already waiting for the storage thread (at shutdown)
+            if self._ledger.phase is Phase.STOPPED:
+                reason = why
+            elif self._bytes + len(row.payload) > SPILL_MAX_BYTES:
+                reason = "the outbox cannot be written as fast as runs are decided"
+            else:
+                pending.handed_to_storage = True
+                self._rows.append((pending.seq, row))
+                self._bytes += len(row.payload)
+                self._has_rows.notify()
+                return
+        self._ledger.drop(pending, reason)
+
+    def stop(self, deadline: float) -> None:
+        """With the phase ``STOPPED``: let the storage thread write what it holds until the
+        deadline; what it did not write is counted dropped."""
+        with self._ledger.cond:
+            self._has_rows.notify_all()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        with self._ledger.cond:
+            for seq, _ in self._rows:  # the disk did not take them in time
+                self._ledger.count_drop_locked(seq)
+            self._rows.clear()
+            self._bytes = 0
+
+    def _store_loop(self) -> None:
+        ledger = self._ledger
+        while True:
+            with ledger.cond:
+                while not self._rows and ledger.phase is not Phase.STOPPED:
+                    self._has_rows.wait()
+                if not self._rows:
+                    return
+                batch = [self._rows.popleft() for _ in range(min(STORE_BATCH, len(self._rows)))]
+                self._bytes -= sum(len(row.payload) for _, row in batch)
+            try:
+                result = self._outbox.store([row for _, row in batch])
+            except Exception as failure:
+                self._stats.outbox_write_failures += len(batch)
+                self._log.log(logging.ERROR, "outbox", "could not write to the outbox: %s", describe(failure))
+                with ledger.cond:
+                    for seq, _ in batch:
+                        ledger.count_drop_locked(seq)
+                continue
+            self._stats.runs_stored += result.stored
+            self._stats.duplicates_detected += result.duplicates
+            if result.dropped:
+                self._stats.outbox_dropped += result.dropped
+                self._log.log(
+                    logging.ERROR, "outbox-full", "outbox full: dropped the %d oldest stored runs",
+                    result.dropped,
+                )
+            with ledger.cond:
+                ledger.settle_locked(seq for seq, _ in batch)
+
+
+# ---- the replayer: due outbox rows, one path ----
+
+
+def replay_row(outbox: Outbox, row: StoredRun, emit: Emit, retry_max_backoff_s: float) -> bool:
     """Try one stored run once; delete it when delivered, else note the error and back off.
 
     ``emit`` returns None when the client took the event, else a description of the error. This
@@ -109,8 +332,298 @@ def replay_row(
     return False
 
 
+class Replayer:
+    """Delivers due outbox rows, one per turn of the delivery thread when no queued run is due.
+
+    It looks at the outbox every ``_OUTBOX_POLL_S`` at most (rows just stored, rows whose backoff
+    ended, rows of a dead process whose lease ran out), and at once again while rows are due. Rows
+    it leased are released by a shutdown that does not wait for them.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        outbox: Outbox,
+        emit: Emit,
+        *,
+        retry_max_backoff_s: float,
+        stats: Stats,
+        log: RateLimitedLog,
+    ) -> None:
+        self._ledger = ledger
+        self._outbox = outbox
+        self._emit = emit
+        self._max_backoff = retry_max_backoff_s
+        self._stats = stats
+        self._log = log
+        self._due_at = 0.0
+        self._leased: list[int] = []
+        """Rows being replayed now; released by a shutdown that gives up on them."""
+
+    def due_in_locked(self, now: float) -> float:
+        """Seconds until the outbox should be looked at (zero or less: now)."""
+        return self._due_at - now
+
+    def begin_locked(self, now: float) -> None:
+        """The delivery thread takes this turn: the next look is at most a poll away."""
+        self._due_at = now + _OUTBOX_POLL_S
+
+    def leased_locked(self) -> list[int]:
+        return list(self._leased)
+
+    def look_within(self, seconds: float) -> None:
+        """Look at the outbox within ``seconds`` (sooner than planned, never later)."""
+        with self._ledger.cond:
+            due_at = time.monotonic() + seconds
+            if due_at < self._due_at:
+                self._due_at = due_at
+                self._ledger.cond.notify_all()
+
+    def replay_due(self) -> None:
+        """Deliver one due outbox row (on the delivery thread, outside the lock).
+
+        Shutdown waits for it like for a run in flight, and releases the row if it gives up.
+        """
+        outbox = self._outbox
+        try:
+            rows = outbox.take_due(limit=1)
+            leased = [row.row_id for row in rows]
+            with self._ledger.cond:
+                given_up = self._ledger.phase not in (Phase.RUNNING, Phase.DRAINING)
+                self._leased = leased
+            if given_up:  # shutdown did not wait for this replay: leave the rows to the next process
+                self.release(leased)
+                return
+            for row in rows:
+                if replay_row(outbox, row, self._emit, self._max_backoff):
+                    self._stats.runs_replayed += 1
+            soonest = 0.0 if rows else outbox.next_due_in()
+        except Exception as failure:
+            self._log.log(logging.ERROR, "outbox", "could not read the outbox: %s", describe(failure))
+            soonest = _OUTBOX_POLL_S
+        finally:
+            with self._ledger.cond:
+                self._leased = []
+        self.look_within(_OUTBOX_POLL_S if soonest is None else min(soonest, _OUTBOX_POLL_S))
+
+    def release(self, row_ids: list[int]) -> None:
+        """Give up the leases on rows this process will not finish, so that the next process need
+        not wait them out."""
+        if not row_ids:
+            return
+        try:
+            self._outbox.release(row_ids)
+        except Exception as failure:  # the lease then runs out on its own
+            self._log.log(logging.ERROR, "outbox", "could not write to the outbox: %s", describe(failure))
+
+
+# ---- the retry queue and the delivery thread ----
+
+
+class RetryQueue:
+    """The runs waiting for delivery in memory, bounded by count (``capacity``) and bytes
+    (``QUEUE_MAX_BYTES``), and the delivery thread that builds and emits them.
+
+    A run whose emit fails goes to ``spill`` when there is one (the outbox keeps it); otherwise it
+    waits here for its retry, with backoff and jitter. When no queued run is due, the delivery
+    thread gives its turn to the ``replayer``.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        emit: Emit,
+        *,
+        producer: str,
+        capacity: int,
+        retry_max_backoff_s: float,
+        stats: Stats,
+        log: RateLimitedLog,
+        spill: Callable[[_Pending, str, str | None], None] | None = None,
+        replayer: Replayer | None = None,
+    ) -> None:
+        self._ledger = ledger
+        self._emit = emit
+        self._producer = producer
+        self._capacity = capacity
+        self._max_backoff = retry_max_backoff_s
+        self._stats = stats
+        self._log = log
+        self._spill = spill
+        self._replayer = replayer
+        self._ready: deque[_Pending] = deque()
+        self._retry: list[_Pending] = []
+        """A heap by the time each run is due again."""
+        self._bytes = 0
+        self._in_flight: _Pending | None = None
+        self._busy_since: float | None = None
+        """When the delivery thread began its current emit or replay; None while it waits."""
+        self._idle = False
+        """The delivery thread waits for work (``_next``): a queued run must wake it."""
+        self._thread = threading.Thread(target=self._deliver_loop, name="aigp-bridge-deliver", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def depth(self) -> int:
+        return len(self._ready) + len(self._retry)
+
+    # ---- called with the ledger's lock held ----
+
+    def put_locked(self, pending: _Pending, *, evict_oldest: bool) -> list[_Pending]:
+        """Queue a run. Returns the runs that do not fit: the new one, or, with ``evict_oldest``,
+        the oldest queued ones, as many as make room for it."""
+        if not self._fits(pending.size):
+            if not evict_oldest:
+                return [pending]
+            evicted: list[_Pending] = []
+            while self.depth() and not self._fits(pending.size):
+                evicted.append(self._pop_oldest_locked())
+            self._append_locked(pending)
+            return evicted
+        self._append_locked(pending)
+        return []
+
+    def drain_locked(self, deadline: float, *, stuck_after_s: float | None) -> None:
+        """Make every retry due now and wait, until the deadline, for the queue to empty and the
+        delivery thread to finish its emit or replay; not for one busy longer than
+        ``stuck_after_s``."""
+        for pending in self._retry:
+            pending.next_at = 0.0
+        heapq.heapify(self._retry)
+        self._ledger.cond.notify_all()
+        while self._ready or self._retry or self._busy_since is not None:
+            now = time.monotonic()
+            if now >= deadline or not self._thread.is_alive():
+                return
+            if stuck_after_s is not None and self._busy_since is not None and (
+                now - self._busy_since > stuck_after_s
+            ):
+                return
+            self._ledger.cond.wait(min(0.1, deadline - now))
+
+    def close_locked(self) -> list[_Pending]:
+        """Empty the queue (the phase is ``CLOSED``): every run left, the one in flight included
+        (it may still arrive as well: at least once)."""
+        left = list(self._ready) + self._retry
+        if self._in_flight is not None:
+            left.append(self._in_flight)
+        self._ready.clear()
+        self._retry.clear()
+        self._bytes = 0
+        return left
+
+    def _fits(self, size: int) -> bool:
+        return self.depth() < self._capacity and self._bytes + size <= QUEUE_MAX_BYTES
+
+    def _append_locked(self, pending: _Pending) -> None:
+        self._ready.append(pending)
+        self._bytes += pending.size
+        if self._idle:  # only the delivery thread waits for a run to be queued
+            self._ledger.cond.notify_all()
+
+    def _pop_oldest_locked(self) -> _Pending:
+        if self._ready:
+            oldest = self._ready.popleft()
+        else:
+            oldest = min(self._retry, key=lambda p: p.seq)
+            self._retry.remove(oldest)
+            heapq.heapify(self._retry)
+        self._bytes -= oldest.size
+        return oldest
+
+    # ---- the delivery thread ----
+
+    def _deliver_loop(self) -> None:
+        while True:
+            try:
+                work = self._next()
+                if work is None:
+                    return
+                try:
+                    work()
+                finally:  # settled while still busy: a shutdown that saw it idle finds it settled
+                    with self._ledger.cond:
+                        self._in_flight = self._busy_since = None
+                        self._ledger.cond.notify_all()
+            except Exception:  # a bug must not end delivery
+                self._log.log(logging.ERROR, "deliver", "delivery thread error", exc_info=True)
+                time.sleep(_ERROR_PAUSE_S)
+
+    def _next(self) -> Callable[[], None] | None:
+        """The next piece of work: a due run, else a due replay; None once the queue is closed."""
+        ledger = self._ledger
+        with ledger.cond:
+            while True:
+                if ledger.phase in (Phase.CLOSED, Phase.STOPPED):
+                    return None
+                now = time.monotonic()
+                item: _Pending | None = None
+                if self._ready:
+                    item = self._ready.popleft()
+                elif self._retry and self._retry[0].next_at <= now:
+                    item = heapq.heappop(self._retry)
+                if item is not None:
+                    self._bytes -= item.size
+                    self._in_flight, self._busy_since = item, now
+                    return partial(self._deliver, item)
+                replayer = self._replayer if ledger.phase is Phase.RUNNING else None
+                if replayer is not None and replayer.due_in_locked(now) <= 0:
+                    replayer.begin_locked(now)
+                    self._busy_since = now
+                    return replayer.replay_due
+                waits = [self._retry[0].next_at - now] if self._retry else []
+                if replayer is not None:
+                    waits.append(replayer.due_in_locked(now))
+                self._idle = True
+                try:
+                    ledger.cond.wait(max(0.0, min(waits)) if waits else None)
+                finally:
+                    self._idle = False
+
+    def _deliver(self, pending: _Pending) -> None:
+        """One attempt: delivered, stored, requeued for a retry, or dropped."""
+        pending.attempts += 1
+        try:
+            event = build_run_event(pending.run, self._producer)
+        except Exception:
+            self._stats.build_failures += 1
+            self._log.log(logging.ERROR, "build", "could not build a RunEvent", exc_info=True)
+            self._ledger.drop(pending, "it could not be built")
+            return
+        error = self._emit(event)
+        if error is None:
+            with self._ledger.cond:
+                self._ledger.settle_locked((pending.seq,))
+            return
+        if self._spill is not None:
+            self._log.log(logging.WARNING, "emit", "OpenLineage emit failed (%s); storing the run", error)
+            self._spill(pending, "emit failed", error)
+            return
+        with self._ledger.cond:
+            if not self._ledger.unsettled_locked(pending.seq):
+                return
+            running = self._ledger.phase is Phase.RUNNING
+            retrying = running or pending.attempts == 1  # shutdown tries a run once more, not again
+            if retrying:
+                delay = backoff_s(pending.attempts, self._max_backoff) if running else 0.0
+                pending.next_at = time.monotonic() + delay
+                heapq.heappush(self._retry, pending)
+                self._bytes += pending.size
+                self._ledger.cond.notify_all()
+        if retrying:
+            self._log.log(logging.WARNING, "emit", "OpenLineage emit failed (%s); will retry", error)
+        else:
+            self._ledger.drop(pending, f"the lineage backend kept failing until shutdown ({error})")
+
+
+# ---- the façade the engine calls ----
+
+
 class Deliverer:
-    """Owns the delivery thread, its bounded queue, its retries and (optionally) the outbox."""
+    """Delivery as the engine sees it: ``submit`` a decided run, wait for it (``wait_delivered``),
+    ``shutdown``. Wires the ledger, the retry queue and, with an outbox, the spiller and the
+    replayer; a forked child's engine makes a new one (fresh lock and threads)."""
 
     def __init__(
         self,
@@ -123,380 +636,94 @@ class Deliverer:
         log: RateLimitedLog,
         outbox: Outbox | None = None,
     ) -> None:
-        self._emit = emit
-        self._producer = producer
-        self._capacity = max_queue_size
-        self._max_backoff = retry_max_backoff_s
-        self._stats = stats
-        self._log = log
-        self._outbox = outbox
-        lock = threading.Lock()
-        self._cond = threading.Condition(lock)
-        self._spill_cond = threading.Condition(lock)
-        self._ready: deque[_Pending] = deque()
-        self._retry: list[_Pending] = []
-        self._bytes = 0
-        self._unresolved: set[int] = set()
-        self._in_flight: _Pending | None = None
-        self._in_flight_since = 0.0
-        self._replaying = False
-        self._leased: list[int] = []
-        """Outbox rows the delivery thread is replaying now; released by a shutdown that gives up on it."""
-        self._spill: deque[tuple[int, NewRow]] = deque()
-        self._spill_bytes = 0
-        self._seq = 0
-        self._drops = 0
-        self._drops_reported = 0
-        self._stopping = False
-        self._closed = False
-        self._storage_stop = False
-        self._outbox_due_at = 0.0
-        self._idle = False
-        """The delivery thread waits for work (``_next``): a queued run must wake it."""
-        self._thread = threading.Thread(target=self._deliver_loop, name="aigp-bridge-deliver", daemon=True)
-        self._thread.start()
-        self._storage: threading.Thread | None = None
+        self._ledger = Ledger(stats, log)
+        counted_emit = partial(_try_emit, emit, stats)
+        self._replayer: Replayer | None = None
+        self._spiller: OutboxSpiller | None = None
         if outbox is not None:
-            self._storage = threading.Thread(target=self._store_loop, name="aigp-bridge-store", daemon=True)
-            self._storage.start()
+            self._replayer = Replayer(
+                self._ledger, outbox, counted_emit, retry_max_backoff_s=retry_max_backoff_s,
+                stats=stats, log=log,
+            )
+            self._spiller = OutboxSpiller(
+                self._ledger, outbox, producer=producer, retry_max_backoff_s=retry_max_backoff_s,
+                stats=stats, log=log,
+            )
+        self._queue = RetryQueue(
+            self._ledger, counted_emit, producer=producer, capacity=max_queue_size,
+            retry_max_backoff_s=retry_max_backoff_s, stats=stats, log=log,
+            spill=None if self._spiller is None else self._spiller.keep, replayer=self._replayer,
+        )
+        self._queue.start()
+        if self._spiller is not None:
+            self._spiller.start()
+
+    @property
+    def phase(self) -> Phase:
+        return self._ledger.phase
 
     def depth(self) -> int:
-        return len(self._ready) + len(self._retry)
+        """Runs waiting for delivery in memory, retries included."""
+        return self._queue.depth()
 
     @property
     def last_seq(self) -> int:
-        return self._seq
-
-    # ---- called by the correlation side: never waits for I/O ----
+        return self._ledger.last_seq
 
     def submit(self, run: DecidedRun) -> None:
-        """Queue a run; when the queue is full, spill it to the outbox or drop the oldest (counted)."""
+        """Queue a run, never waiting for I/O. When the queue is full: with an outbox the new run
+        is stored, without one the oldest are dropped (counted)."""
         size = approximate_size(run)
-        give_up: list[tuple[_Pending, str]] = []
-        with self._cond:
-            self._seq += 1
-            pending = _Pending(self._seq, run, size)
-            self._unresolved.add(pending.seq)
-            if self._closed:
-                give_up.append((pending, "it was decided after shutdown"))
-            elif self.depth() >= self._capacity or self._bytes + size > QUEUE_MAX_BYTES:
-                if self._outbox is not None:
-                    give_up.append((pending, "the delivery queue is full"))
-                else:
-                    while self.depth() and (
-                        self.depth() >= self._capacity or self._bytes + size > QUEUE_MAX_BYTES
-                    ):
-                        oldest = self._ready.popleft() if self._ready else self._pop_oldest_retry_locked()
-                        self._bytes -= oldest.size
-                        give_up.append((oldest, "the delivery queue is full"))
-                    self._enqueue_locked(pending)
+        with self._ledger.cond:
+            pending = self._ledger.admit_locked(run, size)
+            if self._ledger.phase in (Phase.CLOSED, Phase.STOPPED):
+                refused = [(pending, "it was decided after shutdown")]
             else:
-                self._enqueue_locked(pending)
-        for victim, why in give_up:
-            self._keep_or_drop(victim, why)
-
-    def _enqueue_locked(self, pending: _Pending) -> None:
-        self._ready.append(pending)
-        self._bytes += pending.size
-        if self._idle:  # only the delivery thread waits for a run to be queued
-            self._cond.notify_all()
+                displaced = self._queue.put_locked(pending, evict_oldest=self._spiller is None)
+                refused = [(victim, "the delivery queue is full") for victim in displaced]
+        for victim, why in refused:
+            self._give_up(victim, why)
 
     def wait_delivered(self, upto_seq: int, deadline: float) -> bool:
         """Wait until every run up to ``upto_seq`` is delivered or stored; False on timeout or a drop."""
-        with self._cond:
-            while any(seq <= upto_seq for seq in self._unresolved):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            clean = self._drops == self._drops_reported
-            self._drops_reported = self._drops
-            return clean
+        return self._ledger.wait_settled(upto_seq, deadline)
 
     def shutdown(self, deadline: float) -> bool:
         """Deliver what is queued until the deadline; with an outbox, store it instead as soon as
-        the backend fails or hangs. What is left (a run inside a hung ``emit`` included) is stored
-        or counted as dropped. True when nothing was dropped."""
-        with self._cond:
-            self._stopping = True
-            drops_before = self._drops
-            for pending in self._retry:
-                pending.next_at = 0.0
-            heapq.heapify(self._retry)
-            self._cond.notify_all()
-            while self._ready or self._retry or self._in_flight is not None or self._replaying:
-                now = time.monotonic()
-                if now >= deadline or not self._thread.is_alive():
-                    break
-                if self._outbox is not None and (self._in_flight is not None or self._replaying) and (
-                    now - self._in_flight_since > STUCK_EMIT_S
-                ):
-                    break
-                self._cond.wait(min(0.1, deadline - now))
-            left = list(self._ready) + self._retry
-            if self._in_flight is not None:
-                left.append(self._in_flight)  # may still arrive as well: at least once
-            unfinished = list(self._leased)  # may still arrive as well; due now for the next process
-            self._ready.clear()
-            self._retry.clear()
-            self._bytes = 0
-            self._closed = True
-            self._cond.notify_all()
+        the backend fails or an emit hangs (``STUCK_EMIT_S``). What is left (a run inside a hung
+        ``emit`` included) is stored or counted as dropped. True when nothing was dropped; a second
+        call returns True at once."""
+        ledger = self._ledger
+        with ledger.cond:
+            if ledger.phase is not Phase.RUNNING:
+                return True
+            drops_before = ledger.drops
+            ledger.phase = Phase.DRAINING
+            self._queue.drain_locked(deadline, stuck_after_s=None if self._spiller is None else STUCK_EMIT_S)
+            ledger.phase = Phase.CLOSED
+            left = self._queue.close_locked()
+            unfinished = [] if self._replayer is None else self._replayer.leased_locked()
+            ledger.cond.notify_all()
         for pending in left:
-            self._keep_or_drop(pending, "it was still undelivered at shutdown")
-        self._release(unfinished)
-        with self._cond:
-            self._storage_stop = True
-            self._spill_cond.notify_all()
-        if self._storage is not None:
-            self._storage.join(max(0.0, deadline - time.monotonic()))
-        with self._cond:
-            for seq, _ in self._spill:  # the disk did not take them in time
-                self._count_drop_locked(seq)
-            self._spill.clear()
-            self._cond.notify_all()
-            return self._drops == drops_before
+            self._give_up(pending, "it was still undelivered at shutdown")
+        if self._replayer is not None:  # the rows may still arrive as well; due now for the next process
+            self._replayer.release(unfinished)
+        with ledger.cond:
+            ledger.phase = Phase.STOPPED
+        if self._spiller is not None:
+            self._spiller.stop(deadline)
+        with ledger.cond:
+            return ledger.drops == drops_before
 
-    # ---- keeping what could not be delivered ----
-
-    def _pop_oldest_retry_locked(self) -> _Pending:
-        oldest = min(self._retry, key=lambda p: p.seq)
-        self._retry.remove(oldest)
-        heapq.heapify(self._retry)
-        return oldest
-
-    def _keep_or_drop(self, pending: _Pending, why: str, error: str | None = None) -> None:
-        """Hand the run to the storage thread when there is an outbox; otherwise drop and count it.
-
-        Serialising happens here, on the caller's thread (CPU only); the write happens on the
-        storage thread.
-        """
-        if self._outbox is None:
-            self._drop(pending, why)
-            return
-        try:
-            row = stored_row(
-                pending.run, self._producer, error=error or why, attempts=pending.attempts,
-                delay_s=backoff_s(pending.attempts, self._max_backoff),
-            )
-        except Exception:
-            self._stats.build_failures += 1
-            self._log.log(logging.ERROR, "build", "could not build a RunEvent", exc_info=True)
-            self._drop(pending, "it could not be built")
-            return
-        with self._cond:
-            if pending.seq not in self._unresolved or pending.handed_to_storage:
-                return  # resolved, or already waiting for the storage thread (at shutdown)
-            if self._storage_stop:
-                reason = why
-            elif self._spill_bytes + len(row.payload) > SPILL_MAX_BYTES:
-                reason = "the outbox cannot be written as fast as runs are decided"
-            else:
-                pending.handed_to_storage = True
-                self._spill.append((pending.seq, row))
-                self._spill_bytes += len(row.payload)
-                self._spill_cond.notify()
-                return
-        self._drop(pending, reason)
-
-    def _release(self, row_ids: list[int]) -> None:
-        """Give up the leases on outbox rows this process will not finish, so that the next
-        process need not wait them out."""
-        if not row_ids or self._outbox is None:
-            return
-        try:
-            self._outbox.release(row_ids)
-        except Exception as failure:  # the lease then runs out on its own
-            self._log.log(logging.ERROR, "outbox", "could not write to the outbox: %s", describe(failure))
-
-    def _drop(self, pending: _Pending, why: str) -> None:
-        with self._cond:
-            if pending.seq not in self._unresolved:
-                return
-            self._count_drop_locked(pending.seq)
-            self._cond.notify_all()
-        self._log.log(
-            logging.ERROR, "drop", "dropped the lineage run %s of trace %s because %s",
-            pending.run.run_id, pending.run.trace_id, why,
-        )
-
-    def _count_drop_locked(self, seq: int) -> None:
-        self._unresolved.discard(seq)
-        self._drops += 1
-        self._stats.runs_dropped += 1
-
-    # ---- the storage thread (with an outbox) ----
-
-    def _store_loop(self) -> None:
-        assert self._outbox is not None
-        while True:
-            with self._spill_cond:
-                while not self._spill and not self._storage_stop:
-                    self._spill_cond.wait()
-                if not self._spill:
-                    return
-                batch = [self._spill.popleft() for _ in range(min(STORE_BATCH, len(self._spill)))]
-                self._spill_bytes -= sum(len(row.payload) for _, row in batch)
-            try:
-                result = self._outbox.store([row for _, row in batch])
-            except Exception as failure:
-                self._stats.outbox_write_failures += len(batch)
-                self._log.log(logging.ERROR, "outbox", "could not write to the outbox: %s", describe(failure))
-                with self._cond:
-                    for seq, _ in batch:
-                        self._count_drop_locked(seq)
-                    self._cond.notify_all()
-                continue
-            self._stats.runs_stored += result.stored
-            self._stats.duplicates_detected += result.duplicates
-            if result.dropped:
-                self._stats.outbox_dropped += result.dropped
-                self._log.log(
-                    logging.ERROR, "outbox-full", "outbox full: dropped the %d oldest stored runs",
-                    result.dropped,
-                )
-            with self._cond:
-                self._unresolved.difference_update(seq for seq, _ in batch)
-                self._outbox_due_at = min(self._outbox_due_at, time.monotonic() + _OUTBOX_POLL_S)
-                self._cond.notify_all()
-
-    # ---- the delivery thread ----
-
-    def _deliver_loop(self) -> None:
-        while True:
-            try:
-                item = self._next()
-                if item is None:
-                    return
-                if item is _POLL_OUTBOX:
-                    self._replay_due()
-                elif isinstance(item, _Pending):
-                    self._deliver(item)
-            except Exception:  # a bug must not end delivery
-                self._log.log(logging.ERROR, "deliver", "delivery thread error", exc_info=True)
-                time.sleep(_ERROR_PAUSE_S)
-
-    def _next(self) -> _Pending | object | None:
-        with self._cond:
-            while True:
-                if self._closed:
-                    return None
-                now = time.monotonic()
-                item: _Pending | None = None
-                if self._ready:
-                    item = self._ready.popleft()
-                elif self._retry and self._retry[0].next_at <= now:
-                    item = heapq.heappop(self._retry)
-                if item is not None:
-                    self._bytes -= item.size
-                    self._in_flight, self._in_flight_since = item, now
-                    return item
-                if self._outbox is not None and not self._stopping and now >= self._outbox_due_at:
-                    self._outbox_due_at = now + _OUTBOX_POLL_S
-                    self._replaying, self._in_flight_since = True, now
-                    return _POLL_OUTBOX
-                waits = [self._retry[0].next_at - now] if self._retry else []
-                if self._outbox is not None and not self._stopping:
-                    waits.append(self._outbox_due_at - now)
-                self._idle = True
-                try:
-                    self._cond.wait(max(0.0, min(waits)) if waits else None)
-                finally:
-                    self._idle = False
-
-    def _replay_due(self) -> None:
-        """Deliver one due outbox row (outside the lock); look again soon while rows are due.
-
-        Shutdown waits for it like for a run in flight, and releases the row if it gives up.
-        """
-        outbox = self._outbox
-        assert outbox is not None
-        try:
-            rows = outbox.take_due(limit=1)
-            leased = [row.row_id for row in rows]
-            with self._cond:
-                given_up = self._closed  # shutdown did not wait for this replay: leave the rows
-                self._leased = leased
-            if given_up:
-                self._release(leased)
-                return
-            for row in rows:
-                if replay_row(outbox, row, self._try_emit, self._max_backoff):
-                    self._stats.runs_replayed += 1
-            soonest = 0.0 if rows else outbox.next_due_in()
-        except Exception as failure:
-            self._log.log(logging.ERROR, "outbox", "could not read the outbox: %s", describe(failure))
-            soonest = _OUTBOX_POLL_S
-        finally:
-            with self._cond:
-                self._replaying, self._leased = False, []
-                self._cond.notify_all()
-        wait = _OUTBOX_POLL_S if soonest is None else min(soonest, _OUTBOX_POLL_S)
-        with self._cond:
-            self._outbox_due_at = min(self._outbox_due_at, time.monotonic() + wait)
-
-    def _deliver(self, pending: _Pending) -> None:
-        """One attempt, settled (resolved, stored, requeued or dropped) while the run still counts
-        as in flight: a shutdown that saw nothing in flight must find the run settled."""
-        try:
-            self._attempt(pending)
-        finally:
-            self._finish_attempt()
-
-    def _attempt(self, pending: _Pending) -> None:
-        pending.attempts += 1
-        try:
-            event = build_run_event(pending.run, self._producer)
-        except Exception:
-            self._stats.build_failures += 1
-            self._log.log(logging.ERROR, "build", "could not build a RunEvent", exc_info=True)
-            self._drop(pending, "it could not be built")
-            return
-        error = self._try_emit(event)
-        if error is None:
-            with self._cond:
-                self._unresolved.discard(pending.seq)
-                self._cond.notify_all()
-            return
-        if self._outbox is not None:
-            self._log.log(logging.WARNING, "emit", "OpenLineage emit failed (%s); storing the run", error)
-            self._keep_or_drop(pending, "emit failed", error)
-            return
-        with self._cond:
-            if pending.seq not in self._unresolved:
-                return
-            if not self._stopping or pending.attempts == 1:
-                delay = 0.0 if self._stopping else backoff_s(pending.attempts, self._max_backoff)
-                pending.next_at = time.monotonic() + delay
-                heapq.heappush(self._retry, pending)
-                self._bytes += pending.size
-                self._cond.notify_all()
-                retrying = True
-            else:
-                retrying = False
-        if retrying:
-            self._log.log(logging.WARNING, "emit", "OpenLineage emit failed (%s); will retry", error)
+    def _give_up(self, pending: _Pending, why: str) -> None:
+        """A run that cannot wait in memory: stored with an outbox, else dropped (counted)."""
+        if self._spiller is not None:
+            self._spiller.keep(pending, why)
         else:
-            self._drop(pending, f"the lineage backend kept failing until shutdown ({error})")
-
-    def _finish_attempt(self) -> None:
-        with self._cond:
-            self._in_flight = None
-            self._cond.notify_all()
-
-    def _try_emit(self, event: Any) -> str | None:
-        """One emit; the error's description, or None when the client took the event."""
-        try:
-            self._emit(event)
-        except BaseException as error:  # even SystemExit from a transport must not end delivery
-            self._stats.emit_failures += 1
-            return describe(error)
-        self._stats.runs_emitted += 1
-        return None
+            self._ledger.drop(pending, why)
 
 
-_POLL_OUTBOX = object()
-"""What the delivery thread does when no queued run is due: look at the outbox."""
+# ---- a manual replay (``aigp-otel-bridge outbox replay``) ----
 
 
 @dataclass

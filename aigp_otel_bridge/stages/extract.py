@@ -4,7 +4,7 @@ The one stage that reads span content: later stages only combine what it compute
 a local root's checked agent id and error, a resource's identity). Values come from arbitrary
 code, so each reader checks type and shape, keeps what is valid and counts what it leaves
 out; nothing here raises on bad input. A leaf module: it imports only the vocabulary, the
-hashing helpers and the note.
+hashing helpers, the bounded memo and the note.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aigp_otel_bridge import semconv as sc
-from aigp_otel_bridge.memo import remember
+from aigp_otel_bridge.memo import BoundedMemo
 from aigp_otel_bridge.merkle import is_sha256_hex
 from aigp_otel_bridge.note import SpanNote
 
@@ -49,9 +49,9 @@ class ResourceRef:
 
 @dataclass(slots=True)
 class GovernanceRecord:
-    """One governance action, reduced to what the aggregate and the inputs need. Treated as
-    immutable once built; not frozen, because a frozen dataclass of this size costs several times
-    as much to build, and the worker builds one per governance action."""
+    """One governance action, reduced to what the aggregate and the inputs need. Nothing changes
+    one once built (``dataclasses.replace`` makes another); not frozen, because a frozen dataclass
+    of this size costs several times as much to build, and the worker builds one per action."""
 
     event_id: str | None = None
     event_type: str | None = None
@@ -243,30 +243,18 @@ def _refs(
         len(raw) == 1 or len({(t, n) for t, n, _, _ in raw}) == 1
     ):
         content = governance_hash
-    if len(raw) > _BY_RAW_MAX:
-        return _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
-    key = (content, *raw)
-    refs = _REFS_BY_RAW.get(key)
-    if refs is None:
-        refs = _shared(tuple(ResourceRef(t, n, v, leaf, None if leaf else content) for t, n, v, leaf in raw))
-        remember(_REFS_BY_RAW, key, refs, _SHARED_REFS_MAX)
-    return refs
+    refs = tuple(
+        ResourceRef(type=t, name=n, version=v, leaf_hash=leaf, content_hash=None if leaf else content)
+        for t, n, v, leaf in raw
+    )
+    shared = _SHARED_RESOURCES.get(refs)
+    return shared if shared is not None else _SHARED_RESOURCES.remember(refs, refs)
 
 
-_SHARED_REFS: dict[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = {}
-_SHARED_REFS_MAX = 4096
-_REFS_BY_RAW: dict[tuple[object, ...], tuple[ResourceRef, ...]] = {}
-"""The shared resource tuples by the plain values they are made of (content hash, then each raw
-resource): a hit makes no ``ResourceRef`` and hashes no dataclass."""
-_BY_RAW_MAX = 16
-"""Most resources of a record looked up by value (longer lists are rare, and kept out of the key)."""
-
-
-def _shared(refs: tuple[ResourceRef, ...]) -> tuple[ResourceRef, ...]:
-    """One object for equal resource tuples: agents use the same policies and prompts (same
-    content, same hash) run after run, and pending runs then share what they name."""
-    shared = _SHARED_REFS.get(refs)
-    return shared if shared is not None else remember(_SHARED_REFS, refs, refs, _SHARED_REFS_MAX)
+_SHARED_RESOURCES: BoundedMemo[tuple[ResourceRef, ...], tuple[ResourceRef, ...]] = BoundedMemo(4096)
+"""One object for equal resource tuples: agents use the same policies and prompts (same content,
+same hash) run after run, and pending runs then share what they name instead of each keeping a
+copy (the memory per pending trace)."""
 
 
 def record_from_attributes(
@@ -286,18 +274,18 @@ def record_from_attributes(
     )
     enforcement = read.enforcement(attributes.get(sc.ENFORCEMENT_RESULT))
     resources = _refs(_resources_from_attributes(attributes, read), governance_hash, hash_type)
-    return GovernanceRecord(  # positional: the worker builds one per governance action
-        read.text(attributes.get(sc.EVENT_ID)),
-        event_type,
-        governance_hash,
-        hash_type,
-        read.count(attributes.get(sc.MERKLE_LEAF_COUNT), 1),
-        sc.is_denied(event_type, enforcement),
-        read.choice(attributes.get(sc.DATA_CLASSIFICATION), sc.CLASSIFICATION_RANK),
-        read.text(attributes.get(sc.AGENT_ID)),
-        time_ns,
-        resources,
-        read.invalid,
+    return GovernanceRecord(
+        event_id=read.text(attributes.get(sc.EVENT_ID)),
+        event_type=event_type,
+        governance_hash=governance_hash,
+        hash_type=hash_type,
+        leaf_count=read.count(attributes.get(sc.MERKLE_LEAF_COUNT), 1),
+        denied=sc.is_denied(event_type, enforcement),
+        classification=read.choice(attributes.get(sc.DATA_CLASSIFICATION), sc.CLASSIFICATION_RANK),
+        agent_id=read.text(attributes.get(sc.AGENT_ID)),
+        time_ns=time_ns,
+        resources=resources,
+        invalid=read.invalid,
     )
 
 
@@ -381,126 +369,16 @@ def _all_policies(value: object, read: _Reader) -> list[_RawResource]:
 
 
 def record_from_aigp_event(event: Mapping[str, Any], *, limits: Limits = DEFAULT_LIMITS) -> GovernanceRecord:
-    """Read one record from a full AIGP event (the JSON a governance store keeps).
-
-    Everything but the event id and time repeats from event to event of one resource version,
-    so the rest is read once per distinct value (``_event_fields``)."""
+    """Read one record from a full AIGP event (the JSON a governance store keeps)."""
     read = _Reader(limits)
     event_id = read.text(event.get("event_id"))
-    fields = _event_fields(event, limits)
-    return GovernanceRecord(
-        event_id,
-        fields.event_type,
-        fields.governance_hash,
-        fields.hash_type,
-        fields.leaf_count,
-        fields.denied,
-        fields.classification,
-        fields.agent_id,
-        parse_event_time(event.get("event_time")),
-        fields.resources,
-        fields.invalid + read.invalid,
-        True,
-    )
-
-
-_CACHED_FIELDS = (
-    "event_type",
-    "governance_hash",
-    "hash_type",
-    "enforcement_result",
-    "data_classification",
-    "agent_id",
-    "policy_name",
-    "policy_version",
-    "prompt_name",
-    "prompt_version",
-)
-"""What a full event's record depends on, besides its id, its time and nested resources."""
-
-_FIELDS_READ: dict[tuple[object, ...], GovernanceRecord] = {}
-_FIELDS_READ_MAX = 1024
-
-
-def _event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
-    """A full event's record without its id and time, read once per distinct value: keyed by the
-    values read and their types (``1``, ``1.0`` and ``True`` are equal keys, not equally valid),
-    so a hit returns exactly what reading afresh gives, its count of invalid values included.
-    Events with a Merkle tree or resources in their annotations are read afresh."""
-    if event.get("governance_merkle_tree") is not None or _annotated_resources(event.get("annotations")):
-        return _read_event_fields(event, limits)
-    values = tuple(map(event.get, _CACHED_FIELDS))
-    key = (limits.max_string_length, values, tuple(map(type, values)))
-    try:
-        known = _FIELDS_READ.get(key)
-    except TypeError:  # an unhashable value (a list, a dict): read afresh
-        return _read_event_fields(event, limits)
-    if known is None:
-        known = _read_event_fields(event, limits)
-        if _small(values, limits.max_string_length):
-            remember(_FIELDS_READ, key, known, _FIELDS_READ_MAX)
-    return known
-
-
-def _small(values: tuple[object, ...], max_length: int) -> bool:
-    """Values a cache key may keep: None, booleans, 64-bit integers, strings that may be valid,
-    and arrays (tuples, as OpenTelemetry stores them) of at most ``_ARRAY_KEY_MAX`` such strings
-    or integers."""
-    for value in values:
-        if type(value) is str:
-            if len(value) > max_length:
-                return False
-        elif type(value) is int:
-            if not -(1 << 63) <= value < 1 << 63:
-                return False
-        elif type(value) is tuple:  # flat: an array of arrays is never kept
-            if not (
-                len(value) <= _ARRAY_KEY_MAX
-                and _ARRAY_ELEMENT_TYPES.issuperset(map(type, value))
-                and _small(value, max_length)
-            ):
-                return False
-        elif value is not None and type(value) is not bool:
-            return False
-    return True
-
-
-_KEY_TYPES = frozenset((str, int, bool, type(None)))
-"""The types of the values ``_small`` lets a cache key keep, arrays aside (a float or a mapping is
-never kept, so an event holding one is read afresh without a look-up)."""
-_ARRAY_KEY_TYPES = _KEY_TYPES | {tuple}
-_ARRAY_ELEMENT_TYPES = frozenset((str, int))
-_ARRAY_KEY_MAX = 16
-"""Most elements of an array a cache key keeps (the tools or policies of one action)."""
-
-
-def _keyable_arrays(values: Iterable[object], types: tuple[type, ...]) -> bool:
-    """Whether values holding arrays may be looked up by value: each array's elements must be
-    strings or integers only, since equal arrays of other elements read differently
-    (``(1,) == (True,)``); the top-level types are in the key itself."""
-    if not _ARRAY_KEY_TYPES.issuperset(types):
-        return False
-    for value in values:
-        if type(value) is tuple and not _ARRAY_ELEMENT_TYPES.issuperset(map(type, value)):
-            return False
-    return True
-
-
-def _annotated_resources(annotations: object) -> bool:
-    """Whether a full event's annotations name resources (multi-policy, OTel attributes)."""
-    return isinstance(annotations, (dict, Mapping)) and (  # dict first: the cheap check
-        annotations.get("all_policies") is not None or annotations.get("otel_attributes") is not None
-    )
-
-
-def _read_event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRecord:
-    read = _Reader(limits)
     event_type = read.event_type(event.get("event_type"))
     governance_hash, hash_type = read.proof(event.get("governance_hash"), event.get("hash_type"))
     leaves, leaf_count = _merkle_leaves(event.get("governance_merkle_tree"), read)
     enforcement = read.enforcement(event.get("enforcement_result"))
     resources = _resources_from_event(event, read) + leaves
     return GovernanceRecord(
+        event_id=event_id,
         event_type=event_type,
         governance_hash=governance_hash,
         hash_type=hash_type,
@@ -508,6 +386,7 @@ def _read_event_fields(event: Mapping[str, Any], limits: Limits) -> GovernanceRe
         denied=sc.is_denied(event_type, enforcement),
         classification=read.choice(event.get("data_classification"), sc.CLASSIFICATION_RANK),
         agent_id=read.text(event.get("agent_id")),
+        time_ns=parse_event_time(event.get("event_time")),
         resources=_refs(resources, governance_hash, hash_type),
         invalid=read.invalid,
         full=True,
@@ -611,11 +490,9 @@ class ResourceFacts:
     service_namespace: str | None
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RootFacts:
-    """A local root span, as the build stage needs it: identity, name, times, failure. Treated as
-    immutable once built; not frozen, because a frozen dataclass of this size costs several times
-    as much to build (once per local root), and its attributes make it unhashable either way."""
+    """A local root span, as the build stage needs it: identity, name, times, failure."""
 
     span_id: int
     remote_parent: bool
@@ -652,7 +529,9 @@ class GenAIFacts:
 
 @dataclass(slots=True)
 class SpanFacts:
-    """Everything correlation needs of one finished span: where it belongs, and what it carries."""
+    """Everything correlation needs of one finished span: where it belongs, and what it carries.
+    Nothing changes one once built; not frozen, because the worker builds one per noted span and
+    a frozen dataclass of this size costs several times as much to build."""
 
     trace_id: int
     local_root_id: int | None
@@ -678,10 +557,10 @@ def identity(mapping: Mapping[str, Any] | None, key: str, limits: Limits = DEFAU
 
 def resource_facts(resource: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> ResourceFacts:
     return ResourceFacts(
-        resource,
-        identity(resource, sc.AGENT_ID, limits),
-        identity(resource, sc.SERVICE_NAME, limits),
-        identity(resource, sc.SERVICE_NAMESPACE, limits),
+        attributes=resource,
+        agent_id=identity(resource, sc.AGENT_ID, limits),
+        service_name=identity(resource, sc.SERVICE_NAME, limits),
+        service_namespace=identity(resource, sc.SERVICE_NAMESPACE, limits),
     )
 
 
@@ -729,41 +608,43 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
 def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     """The facts of a local root span."""
     attributes = note.attributes or {}
-    return RootFacts(  # positional: one per local root
-        note.span_id,
-        note.remote_parent,
-        sc.clean_text(note.name),
-        note.start_ns,
-        note.end_ns,
-        identity(attributes, sc.AGENT_ID, limits),
-        error_of(note, limits),
-        attributes,
-        identity(attributes, sc.GEN_AI_AGENT_ID, limits),
-        identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
+    return RootFacts(
+        span_id=note.span_id,
+        remote_parent=note.remote_parent,
+        name=sc.clean_text(note.name),
+        start_ns=note.start_ns,
+        end_ns=note.end_ns,
+        agent_id=identity(attributes, sc.AGENT_ID, limits),
+        error=error_of(note, limits),
+        attributes=attributes,
+        gen_ai_agent_id=identity(attributes, sc.GEN_AI_AGENT_ID, limits),
+        gen_ai_agent_name=identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
     )
 
 
-def _genai_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
+def _prefixed_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
     """A GenAI value as a resource name (``tool.x``, ``model.x``), checked like any name."""
     if not isinstance(value, str) or not value:
         return read.name(None)  # counted
     return read.name(value if keep_prefixed and value.startswith(prefix) else prefix + value)
 
 
-def genai_facts(attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS) -> GenAIFacts | None:
+def gen_ai_facts_of(
+    attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS
+) -> GenAIFacts | None:
     """The GenAI facts of a span's attributes (contract section 9), None when it has none."""
     if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
         return None
     read = _Reader(limits)
     tool_value = attributes.get(sc.GEN_AI_TOOL_NAME)
-    tool = None if tool_value is None else _genai_name("tool.", tool_value, read, keep_prefixed=True)
+    tool = None if tool_value is None else _prefixed_name("tool.", tool_value, read, keep_prefixed=True)
     model_value = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
-    model = None if model_value is None else _genai_name("model.", model_value, read, keep_prefixed=False)
+    model = None if model_value is None else _prefixed_name("model.", model_value, read, keep_prefixed=False)
     provider = None
     if model is not None:
         provider = read.text(attributes.get(sc.GEN_AI_PROVIDER_NAME) or attributes.get(sc.GEN_AI_SYSTEM))
     agent_name = read.text(attributes.get(sc.GEN_AI_AGENT_NAME))
-    return GenAIFacts(tool, model, provider, agent_name, read.invalid)
+    return GenAIFacts(tool=tool, model=model, provider=provider, agent_name=agent_name, invalid=read.invalid)
 
 
 def names_tool(record: GovernanceRecord) -> bool:
@@ -781,154 +662,149 @@ def about_tool(record: GovernanceRecord, tool: str) -> GovernanceRecord:
     else:
         resources = ()
         content = record.governance_hash if record.hash_type == "sha256" else None
-    return replace(record, resources=(*resources, ResourceRef("tool", tool, None, None, content)))
+    return replace(record, resources=(*resources, ResourceRef(type="tool", name=tool, content_hash=content)))
 
 
-_EVENTS_CACHED_MAX = 1024
-_GENAI_CACHED_MAX = 1024
-_EVENT_NAMES_MAX = 128
-"""Most attributes of a span event read once per value (OpenTelemetry's default limit)."""
-_GEN_AI_KEY_SET = frozenset(sc.GEN_AI_KEYS)
+_RECORDS_REMEMBERED = 1024
+_GEN_AI_FACTS_REMEMBERED = 1024
+_ARRAY_KEPT_MAX = 16
+"""Most elements of an array a remembered span event may hold (the tools or policies of one action)."""
+
+
+def _keepable(value: object, max_length: int) -> bool:
+    """A value a memo key may keep: None, a boolean, a 64-bit integer, a string that may be valid,
+    or an array (a tuple, as OpenTelemetry stores it) of at most ``_ARRAY_KEPT_MAX`` such strings
+    and integers, so that what a memo holds stays small in bytes as well as in entries."""
+    if type(value) is str:
+        return len(value) <= max_length
+    if type(value) is int:
+        return -(1 << 63) <= value < 1 << 63
+    if type(value) is tuple:
+        return (
+            len(value) <= _ARRAY_KEPT_MAX
+            and _plain_array(value)
+            and all(_keepable(element, max_length) for element in value)
+        )
+    return value is None or type(value) is bool
+
+
+def _plain_array(value: tuple[object, ...]) -> bool:
+    """An array of strings and integers only: equal arrays of other elements read differently
+    (``(1,) == (True,) == (1.0,)``), so only these may be looked up by value."""
+    return all(type(element) is str or type(element) is int for element in value)
+
+
+RecordContent = tuple[str, tuple[str, ...], tuple[object, ...], tuple[type, ...]]
+"""What a span event's record is read from, its event id aside: the event name, the keys of
+``_RECORD_KEYS`` it has, their values, and the values' types (``1``, ``1.0`` and ``True`` are
+equal, but not equally valid)."""
 
 
 class Extractor:
-    """Reads notes on the correlation worker; remembers the facts of the last Resource seen,
-    since every span of a process shares one."""
+    """Reads notes on the correlation worker. Remembers the facts of the last Resource seen (every
+    span of a process shares one), the record each distinct span event content reads, and the
+    GenAI facts each distinct set of GenAI values gives: instrumentation repeats all three span
+    after span, and reading them afresh is most of what extraction costs."""
 
-    __slots__ = ("_events", "_genai", "_genai_items", "_limits", "_resource", "_unread")
+    __slots__ = ("_gen_ai_facts_by_values", "_limits", "_records_by_content", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._resource: ResourceFacts | None = None
-        self._genai: dict[tuple[object, ...], GenAIFacts | None] = {}
-        """GenAI facts by the values of the GenAI keys: instrumentation repeats them span after span."""
-        self._genai_items: dict[tuple[object, ...], GenAIFacts | None] = {}
-        """GenAI facts of spans with few attributes, by those attributes (see ``genai``)."""
-        self._events: dict[tuple[object, ...], GovernanceRecord] = {}
-        """Span-event records by what their record reads (see ``event_record``)."""
-        self._unread: dict[tuple[object, ...], tuple[int, ...]] = {}
-        """Positions of a span event's attribute names that its record does not read (the event
-        id's among them), by those names: instrumentation repeats its key sets."""
+        self._records_by_content: BoundedMemo[RecordContent, GovernanceRecord] = BoundedMemo(
+            _RECORDS_REMEMBERED
+        )
+        """A span event's record without its id and time, by what it is read from."""
+        self._gen_ai_facts_by_values: BoundedMemo[tuple[object, ...], GenAIFacts | None] = BoundedMemo(
+            _GEN_AI_FACTS_REMEMBERED
+        )
+        """GenAI facts by the values of the GenAI keys (``sc.GEN_AI_KEYS``, in order)."""
 
     def event_record(
         self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
     ) -> GovernanceRecord:
-        """``record_from_attributes`` of a span event, validated once per distinct value.
+        """``record_from_attributes`` of a span event, read once per distinct content.
 
         Everything an AIGP span event carries that its record reads, the event id aside, repeats
         from one action to the next (the same policy, version, content hash and verdict), so the
-        validated record is kept by the event name and the values of the keys it reads
-        (``_RECORD_KEYS``), with their types (``1``, ``1.0`` and ``True`` are equal keys but not
-        equally valid); a hit only checks the event id. Keys the record never reads (a sequence
-        number, a signature, a denial reason) are no part of the key, so events that differ in
-        them share one entry. The record read is the same either way; values left out as invalid
-        are counted each time they are seen. Only small values are kept (``_small``: long strings
-        and long arrays are read afresh each time), so the cache's size stays bounded in bytes as
-        well as in entries.
+        record is remembered by that content (``RecordContent``); keys no record reads (a sequence
+        number, a signature, a denial reason) are no part of it. Each event's id and time are its
+        own, and values left out as invalid are counted every time they are seen: the record is
+        the one ``record_from_attributes`` reads, hit or miss. Arrays of anything but strings and
+        integers, and unhashable values, are read afresh; only ``_keepable`` (small) contents are
+        remembered.
         """
-        names = tuple(attributes)
-        cap = self._limits.max_string_length
-        unread = self._unread.get(names)
-        if unread is None:
-            if len(names) > _EVENT_NAMES_MAX or not _small(names, cap):  # never kept: read afresh
-                return record_from_attributes(
-                    attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
-                )
-            unread = remember(
-                self._unread, names, tuple(at for at, name in enumerate(names) if name not in _RECORD_KEYS),
-                _EVENTS_CACHED_MAX,
-            )
-        values = [*attributes.values()]
-        for at in unread:  # the event id and what no record reads are no part of the key
-            values[at] = None
+        limits = self._limits
+        names = tuple(filter(_RECORD_KEYS.__contains__, attributes))
+        values = tuple(map(attributes.__getitem__, names))
         types = tuple(map(type, values))
-        if not (_KEY_TYPES.issuperset(types) or _keyable_arrays(values, types)):
-            return record_from_attributes(  # never kept (``_small``): read afresh, looked up once
-                attributes, event_name=event_name, time_ns=time_ns, limits=self._limits
-            )
-        key = (event_name, names, tuple(values), types)  # hashable: the types were checked
-        known = self._events
-        cached = known.get(key)
-        if cached is None:
-            read = dict(zip(names, key[2], strict=True))  # all the record reads, and no event id
-            cached = record_from_attributes(read, event_name=event_name, limits=self._limits)
-            if _small(key[2], cap):
-                remember(known, key, cached, _EVENTS_CACHED_MAX)
-        event_id = attributes.get(sc.EVENT_ID)
-        event_id, unfit = optional_text(event_id, cap)
-        return GovernanceRecord(
+        if tuple in types and not all(_plain_array(v) for v in values if type(v) is tuple):
+            return record_from_attributes(attributes, event_name=event_name, time_ns=time_ns, limits=limits)
+        content: RecordContent = (event_name, names, values, types)
+        try:
+            known = self._records_by_content.get(content)
+        except TypeError:  # an unhashable value (a list): read afresh
+            return record_from_attributes(attributes, event_name=event_name, time_ns=time_ns, limits=limits)
+        if known is None:
+            known = record_from_attributes(dict(zip(names, values, strict=True)), event_name=event_name,
+                                           limits=limits)
+            if all(_keepable(value, limits.max_string_length) for value in values):
+                self._records_by_content.remember(content, known)
+        event_id, unfit = optional_text(attributes.get(sc.EVENT_ID), limits.max_string_length)
+        return GovernanceRecord(  # positional, in the field order: one per governance action
             event_id,
-            cached.event_type,
-            cached.governance_hash,
-            cached.hash_type,
-            cached.leaf_count,
-            cached.denied,
-            cached.classification,
-            cached.agent_id,
+            known.event_type,
+            known.governance_hash,
+            known.hash_type,
+            known.leaf_count,
+            known.denied,
+            known.classification,
+            known.agent_id,
             time_ns,
-            cached.resources,
-            cached.invalid + unfit,
+            known.resources,
+            known.invalid + unfit,
         )
 
-    def genai(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
-        if not attributes:
+    def gen_ai_facts(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
+        """``gen_ai_facts_of`` the attributes, read once per distinct set of GenAI values."""
+        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
             return None
-        # Attributes holding GenAI keys only (what a note keeps of a span without governance data)
-        # are their own key, cheaper to make than the values of every GenAI key and holding the
-        # same values; both determine the facts, and each has a cache of its own. Only such
-        # attributes are kept by their items, so a hit there needs no check of the keys.
-        small = len(attributes) <= len(sc.GEN_AI_KEYS)
-        if small:
-            try:
-                return self._genai_items[tuple(attributes.items())]
-            except (KeyError, TypeError):
-                pass
-        if sc.GEN_AI_MARKERS.isdisjoint(attributes):
-            return None
-        if small and _GEN_AI_KEY_SET.issuperset(attributes):
-            key: tuple[object, ...] = tuple(attributes.items())
-            known = self._genai_items
-        else:
-            key = tuple(map(attributes.get, sc.GEN_AI_KEYS))
-            known = self._genai
+        values = tuple(map(attributes.get, sc.GEN_AI_KEYS))
         try:
-            return known[key]
-        except KeyError:
-            pass
-        except TypeError:  # an unhashable value (a list): read it afresh
-            return genai_facts(attributes, self._limits)
-        return remember(known, key, genai_facts(attributes, self._limits), _GENAI_CACHED_MAX)
+            known = self._gen_ai_facts_by_values.get(values)
+        except TypeError:  # an unhashable value (a list): read afresh
+            return gen_ai_facts_of(attributes, self._limits)
+        if known is None:
+            known = self._gen_ai_facts_by_values.remember(values, gen_ai_facts_of(attributes, self._limits))
+        return known
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
+        """The facts of a Resource's attributes, read again only when another mapping comes."""
         known = self._resource
         if known is None or known.attributes is not attributes:
             known = self._resource = resource_facts(attributes, self._limits)
         return known
 
     def span(self, note: SpanNote) -> SpanFacts:
-        local_root = note.parent_span_id is None or note.remote_parent  # ``note.local_root``, inlined
+        local_root = note.local_root
         records = (
             records_from_note(note, self._limits, self.event_record)
             if note.governance_events or note.governed_attributes
             else []
         )
-        genai = self.genai(note.attributes)
-        if genai is not None and genai.tool is not None:  # records on an execute_tool span are about it
-            records = [about_tool(record, genai.tool) for record in records]
-        name = note.name
-        resource = self._resource
-        if resource is None or resource.attributes is not note.resource:
-            resource = self.resource(note.resource)
-        return SpanFacts(
+        gen_ai = self.gen_ai_facts(note.attributes)
+        if gen_ai is not None and gen_ai.tool is not None:  # records on an execute_tool span are about it
+            records = [about_tool(record, gen_ai.tool) for record in records]
+        return SpanFacts(  # positional, in the field order: one per noted span
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
-            name if name.isascii() else sc.clean_text(name),
+            sc.clean_text(note.name),
             note.start_ns,
             note.end_ns,
-            resource,
+            self.resource(note.resource),
             records,
             root_facts(note, self._limits) if local_root else None,
             note.span_id,
             note.parent_span_id,
-            genai,
+            gen_ai,
         )

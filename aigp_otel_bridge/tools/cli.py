@@ -83,12 +83,36 @@ _OUTCOMES = {
 def _verify(args: argparse.Namespace) -> int:
     from aigp_otel_bridge.tools.verify import InputFileError, verify_files
 
+    if args.content_dir and not args.aigp_events:
+        print("aigp-otel-bridge verify: --content-dir needs --aigp-events (the hashes to recompute)",
+              file=sys.stderr)
+        return 2
     try:
         report = verify_files(args.lineage, args.aigp_events, content_dir=args.content_dir)
     except InputFileError as error:
         print(f"aigp-otel-bridge verify: {error}", file=sys.stderr)
         return 2
     print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    from aigp_otel_bridge.tools.report import report_files
+    from aigp_otel_bridge.tools.verify import InputFileError
+
+    if args.content_dir and not args.aigp_events:
+        print("aigp-otel-bridge report: --content-dir needs --aigp-events (the hashes to recompute)",
+              file=sys.stderr)
+        return 2
+    try:
+        report = report_files(args.lineage, args.aigp_events, args.output, content_dir=args.content_dir)
+    except InputFileError as error:
+        print(f"aigp-otel-bridge report: {error}", file=sys.stderr)
+        return 2
+    assert report.chains is not None
+    runs, chains = len(report.chains.runs), len(report.chains.chains)
+    verdict = "verified" if report.ok else "FAILED (the report says why)"
+    print(f"wrote {args.output}: {runs} run(s) in {chains} chain(s), {verdict}")
     return 0 if report.ok else 1
 
 
@@ -243,6 +267,35 @@ def _add_serve(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _add_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="draw the verified lineage as one self-contained HTML page",
+        description=(
+            "Verifies the lineage file as verify does (its chains of runs, and with --aigp-events every"
+            " governance hash) and writes one HTML page that needs nothing else to open (no script, no"
+            " network request): a summary, each chain as a graph of its runs (job, agent, status) with"
+            " parent -> child edges and the chain's root, and each run's inputs marked governed,"
+            " observed-only or denied, and verified or failed with the reason. Exit status as verify's:"
+            " 0 verified, 1 a check failed (the page is written and shows it), 2 an unusable file."
+        ),
+    )
+    report.add_argument(
+        "--lineage", required=True, metavar="LINEAGE",
+        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
+    )
+    report.add_argument(
+        "--aigp-events", metavar="STORE",
+        help="full AIGP events from the governance store: also verify every hash",
+    )
+    report.add_argument(
+        "--content-dir", metavar="DIR",
+        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    )
+    report.add_argument("-o", "--output", required=True, type=Path, metavar="HTML", help="the page to write")
+    report.set_defaults(handler=_report)
+
+
 def _seconds(text: str) -> float:
     """A positive, finite number of seconds (argparse type)."""
     try:
@@ -292,8 +345,12 @@ def _parser() -> argparse.ArgumentParser:
             "Recomputes each governed RunEvent's aigp_governance facet (governanceHash, hashType,"
             " leafCount, enforcementResult, dataClassification) from the AIGP governance store's events"
             " with the same trace id, and checks every input's leafHash and contentHash against the"
-            " store. Exit status: 0 when everything verifies, 1 when a check fails (each failing trace"
-            " id and check is named), 2 when an input file cannot be read or parsed."
+            " store. It also verifies the chains of runs: each parent facet names the file's run of"
+            " that job in the same trace (a parent outside the file is reported, not failed), every"
+            " run of a chain names the same root, and no parent links form a cycle. With --lineage"
+            " alone only the chains are verified. Exit status: 0 when everything verifies, 1 when a"
+            " check fails (each failing trace id or run and check is named), 2 when an input file"
+            " cannot be read or parsed."
         ),
     )
     verify.add_argument(
@@ -301,8 +358,9 @@ def _parser() -> argparse.ArgumentParser:
         help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
     )
     verify.add_argument(
-        "--aigp-events", required=True, metavar="STORE",
-        help="full AIGP events from the governance store: JSON lines or a JSON array",
+        "--aigp-events", metavar="STORE",
+        help="full AIGP events from the governance store: JSON lines or a JSON array (without it, only"
+             " the links between runs are verified)",
     )
     verify.add_argument(
         "--content-dir", metavar="DIR",
@@ -310,6 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("--json", action="store_true", help="print a machine-readable report")
     verify.set_defaults(handler=_verify)
+    _add_report(commands)
     explain = commands.add_parser(
         "explain",
         help="show one run's governance from a RunEvent file",
@@ -356,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a command whose reader went away (``| head -1``)."""
 
-_EXTRAS = {"rich": "cli"}
+_EXTRAS = {"rich": "cli", "grandalf": "report"}
 """Packages only the tools use, and the extra that installs each."""
 
 

@@ -12,15 +12,21 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.facets import GOVERNANCE_FACET_KEY
 from aigp_otel_bridge.merkle import EMPTY_SHA256, flat_hash, is_sha256_hex, leaf_hash, merkle_root
 from aigp_otel_bridge.stages.aggregate import RunSummary, aggregate
 from aigp_otel_bridge.stages.extract import GovernanceRecord, records_from_aigp_events, trace_key_of
+from aigp_otel_bridge.tools.chains import ChainReport, verify_chains
+from aigp_otel_bridge.tools.checks import FAILED as FAILED
+from aigp_otel_bridge.tools.checks import OK as OK
+from aigp_otel_bridge.tools.checks import SKIPPED as SKIPPED
+from aigp_otel_bridge.tools.checks import Check as Check
+from aigp_otel_bridge.tools.checks import Status as Status
 from aigp_otel_bridge.tools.runfiles import InputFileError as InputFileError
 from aigp_otel_bridge.tools.runfiles import Located as Located
 from aigp_otel_bridge.tools.runfiles import (
@@ -32,24 +38,7 @@ from aigp_otel_bridge.tools.runfiles import (
 )
 from aigp_otel_bridge.tools.runfiles import parse_json_documents as parse_json_documents
 
-Status = Literal["ok", "failed", "skipped"]
-OK: Status = "ok"
-FAILED: Status = "failed"
-SKIPPED: Status = "skipped"
-
 PARTIAL = "not applicable (partial run: complete is false, so the run covers an unknown part of the trace)"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One verified claim: its name, the outcome and a sentence saying why."""
-
-    name: str
-    status: Status
-    detail: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"name": self.name, "status": self.status, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -86,25 +75,35 @@ class RunVerification:
 
 @dataclass(frozen=True)
 class Report:
-    """The outcome for a lineage file: one entry per governed RunEvent."""
+    """The outcome for a lineage file: one entry per governed RunEvent (none when no store was
+    given), and its chains of runs."""
 
     runs: tuple[RunVerification, ...]
     ignored_events: int = 0
     """Lineage events without an ``aigp_governance`` run facet (other producers, dataset events)."""
     problems: tuple[str, ...] = field(default_factory=tuple)
+    chains: ChainReport | None = None
+    store_checked: bool = True
+    """False when only the links were verified (no governance store given)."""
 
     @property
     def ok(self) -> bool:
         """True only when something was verified and nothing failed: no vacuous success."""
-        return bool(self.runs) and not self.problems and all(run.ok for run in self.runs)
+        verified = bool(self.runs) or (self.chains is not None and self.chains.links > 0)
+        chains_ok = self.chains is None or self.chains.ok
+        return verified and chains_ok and not self.problems and all(run.ok for run in self.runs)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document = {
             "ok": self.ok,
             "traces": [run.to_json() for run in self.runs],
             "ignoredEvents": self.ignored_events,
             "problems": list(self.problems),
+            "storeChecked": self.store_checked,
         }
+        if self.chains is not None:
+            document["chains"] = self.chains.to_json()
+        return document
 
     def render(self) -> str:
         """A plain-text report: each run's checks, then every failure as ``trace id: check``."""
@@ -122,11 +121,14 @@ class Report:
         for run in failed:
             for check in run.failures:
                 lines.append(f"FAILED trace {run.trace_id}: {check.name}: {check.detail}")
-        ignored = f"; {self.ignored_events} event(s) without {GOVERNANCE_FACET_KEY} ignored"
-        lines.append(
-            f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
-            + (ignored if self.ignored_events else "")
-        )
+        if self.chains is not None and (self.chains.links or not self.chains.ok):
+            lines.extend(self.chains.render())
+        if self.store_checked:
+            ignored = f"; {self.ignored_events} event(s) without {GOVERNANCE_FACET_KEY} ignored"
+            lines.append(
+                f"{len(self.runs) - len(failed)} of {len(self.runs)} governed RunEvent(s) verified"
+                + (ignored if self.ignored_events else "")
+            )
         return "\n".join(printable(line) for line in lines)  # the data may hold terminal escapes
 
 
@@ -493,6 +495,52 @@ def verify_run_event(
     return result(trace_id, complete, checks)
 
 
+def _trace_and_run(event: Mapping[str, Any]) -> tuple[int | str | None, object]:
+    facet = governance_facet_of(event)
+    run = event.get("run")
+    trace = trace_key_of(facet.get("traceId")) if isinstance(facet, Mapping) else None
+    return trace, run.get("runId") if isinstance(run, Mapping) else None
+
+
+def runs_per_trace(lineage: Sequence[Located]) -> dict[int | str, int]:
+    """How many distinct governed runs the lineage file holds of each trace."""
+    runs: dict[int | str, set[object]] = {}
+    for item in lineage:
+        trace, run_id = _trace_and_run(item.value)
+        if trace is not None:
+            runs.setdefault(trace, set()).add(str(run_id).lower())
+    return {trace: len(ids) for trace, ids in runs.items()}
+
+
+def agent_scope(
+    event: Mapping[str, Any],
+    store_index: Mapping[int | str, Sequence[Mapping[str, Any]]],
+    runs_of_trace: Mapping[int | str, int],
+) -> tuple[Mapping[int | str, Sequence[Mapping[str, Any]]], Check | None]:
+    """The store events a run is checked against: its trace's, or, when the file holds several
+    runs of the trace (a chain of agents calling each other), only those of the run's own agents.
+
+    A run covers the records of its own local root, and the store cannot say which span belongs
+    to which root; it does say which agent recorded each event (``agent_id``), and the run's facet
+    names its agents (``agentId``, ``agentIds``).
+    """
+    trace, _ = _trace_and_run(event)
+    if trace is None or runs_of_trace.get(trace, 0) < 2:
+        return store_index, None
+    facet = governance_facet_of(event)
+    named: list[object] = []
+    if isinstance(facet, Mapping):
+        many = facet.get("agentIds")
+        named = [facet.get("agentId"), *(many if isinstance(many, list) else ())]
+    agents = {agent for agent in named if isinstance(agent, str)}
+    events = store_index.get(trace, ())
+    own = [e for e in events if isinstance(agent := e.get("agent_id"), str) and agent in agents]
+    shown = ", ".join(sorted(agents)) or "none named"
+    detail = (f"the file holds {runs_of_trace[trace]} runs of this trace: checked against the {len(own)}"
+              f" of its {len(events)} store event(s) recorded by this run's agent(s) ({shown})")
+    return {trace: own}, Check("store_scope", OK if own else SKIPPED, detail)
+
+
 def verify_events(
     lineage: Sequence[Located],
     store: Iterable[Mapping[str, Any]],
@@ -501,24 +549,42 @@ def verify_events(
 ) -> Report:
     """Verify every governed RunEvent of a lineage file against a store's events."""
     store_index = index_store(store)
+    shared = runs_per_trace(lineage)
     runs: list[RunVerification] = []
     ignored = 0
     for item in lineage:
         if governance_facet_of(item.value) is None:
             ignored += 1
             continue
-        runs.append(verify_run_event(item.value, store_index, source=item.source, content_dir=content_dir))
+        index, scope = agent_scope(item.value, store_index, shared)
+        verified = verify_run_event(item.value, index, source=item.source, content_dir=content_dir)
+        runs.append(verified if scope is None else replace(verified, checks=(scope, *verified.checks)))
     problems = () if runs else (f"no RunEvent with an {GOVERNANCE_FACET_KEY} run facet in the lineage file",)
-    return Report(runs=tuple(runs), ignored_events=ignored, problems=problems)
+    return Report(runs=tuple(runs), ignored_events=ignored, problems=problems, chains=verify_chains(lineage))
+
+
+def verify_lineage(lineage: Sequence[Located]) -> Report:
+    """Verify only the links between the runs of a lineage file (no store: no hash is checked).
+
+    A file in which no run has a parent facet has nothing to verify, which is not a success.
+    """
+    chains = verify_chains(lineage)
+    problems = () if chains.links else ("no run in the lineage file has a parent facet: no link to verify",)
+    return Report(
+        runs=(), ignored_events=chains.ignored_events, problems=problems, chains=chains, store_checked=False
+    )
 
 
 def verify_files(
-    lineage_path: str | Path, store_path: str | Path, *, content_dir: str | Path | None = None
+    lineage_path: str | Path, store_path: str | Path | None, *, content_dir: str | Path | None = None
 ) -> Report:
-    """Load both files (``InputFileError`` when unusable) and verify the lineage against the store."""
+    """Load the files (``InputFileError`` when unusable) and verify the lineage's links and, with a
+    store, every governed RunEvent against it."""
     directory = Path(content_dir) if content_dir is not None else None
     if directory is not None and not directory.is_dir():
         raise InputFileError(f"{directory}: not a directory")
     lineage = load_json_file(lineage_path)
+    if store_path is None:
+        return verify_lineage(lineage)
     store = [item.value for item in load_json_file(store_path)]
     return verify_events(lineage, store, content_dir=directory)

@@ -1,10 +1,15 @@
-"""Two agent processes calling each other over HTTP, and the lineage that links their runs.
+"""Three agent processes calling each other over HTTP, the lineage that links their runs, and a
+report that proves and draws the chain.
 
-Run: ``python examples/multi_agent/run.py`` (needs ``pip install "aigp-otel-bridge[demo]"``).
+Run: ``python examples/multi_agent/run.py [DIR]`` (needs ``pip install "aigp-otel-bridge[demo,report]"``).
 
-Starts the researcher (an HTTP server on a free loopback port), then the planner, which asks it a
-question. Each process emits its own RunEvent; the researcher's carries the ``parent`` facet naming
-the planner's run and job. Prints both events, then the link.
+Starts the librarian and the researcher (HTTP servers on free loopback ports), then the planner,
+which asks the researcher, which asks the librarian: one trace, three runs. Each process emits its
+own RunEvent and keeps its own governance store; the researcher's run carries the ``parent`` facet
+naming the planner's run, the librarian's names the researcher's, and both name the planner's run
+as the chain's root. Prints the three events and the links, then writes ``DIR/lineage.jsonl``,
+``DIR/store.jsonl`` and ``DIR/report.html`` (DIR defaults to a new temporary folder) and verifies:
+``aigp-otel-bridge report --lineage DIR/lineage.jsonl --aigp-events DIR/store.jsonl -o DIR/report.html``.
 """
 
 from __future__ import annotations
@@ -17,44 +22,82 @@ from pathlib import Path
 from typing import Any
 
 AGENT = Path(__file__).resolve().parent / "agent.py"
+ROLES = ("planner", "researcher", "librarian")
+"""The chain, from its root down."""
 
 
-def run_agents(directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both agents' RunEvents, (planner, researcher)."""
-    planner_file, researcher_file = directory / "planner.jsonl", directory / "researcher.jsonl"
-    with subprocess.Popen(
-        [sys.executable, str(AGENT), "researcher", str(researcher_file)], stdout=subprocess.PIPE, text=True
-    ) as researcher:
-        assert researcher.stdout is not None
-        port = researcher.stdout.readline().strip()
-        if not port.isdigit():
-            raise SystemExit("the researcher did not start")
-        subprocess.run(
-            [sys.executable, str(AGENT), "planner", str(planner_file), port],
-            check=True, timeout=120, stdout=subprocess.DEVNULL,
-        )
-        if researcher.wait(timeout=60) != 0:
-            raise SystemExit("the researcher failed")
-    (planner,) = [json.loads(line) for line in planner_file.read_text().splitlines() if line.strip()]
-    (research,) = [json.loads(line) for line in researcher_file.read_text().splitlines() if line.strip()]
-    return planner, research
+def _serve(role: str, directory: Path, *callee: str) -> tuple[subprocess.Popen[str], str]:
+    """Start a serving agent; returns the process and the port it listens on."""
+    process = subprocess.Popen(
+        [sys.executable, str(AGENT), role, str(directory / f"{role}.jsonl"),
+         str(directory / f"{role}.store.jsonl"), *callee],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    port = process.stdout.readline().strip()
+    if not port.isdigit():
+        process.kill()
+        raise SystemExit(f"the {role} did not start")
+    return process, port
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        planner, research = run_agents(Path(directory))
-    for title, event in (("planner", planner), ("researcher", research)):
-        print(f"=== RunEvent of the {title} ===")
+def run_agents(directory: Path) -> list[dict[str, Any]]:
+    """The three agents' RunEvents (planner, researcher, librarian); writes ``lineage.jsonl`` and
+    ``store.jsonl`` in ``directory``, every agent's lineage and governance store in one file each."""
+    librarian, librarian_port = _serve("librarian", directory)
+    with librarian:
+        researcher, researcher_port = _serve("researcher", directory, librarian_port)
+        with researcher:
+            subprocess.run(
+                [sys.executable, str(AGENT), "planner", str(directory / "planner.jsonl"),
+                 str(directory / "planner.store.jsonl"), researcher_port],
+                check=True, timeout=120, stdout=subprocess.DEVNULL,
+            )
+            for role, process in (("researcher", researcher), ("librarian", librarian)):
+                if process.wait(timeout=60) != 0:
+                    raise SystemExit(f"the {role} failed")
+    events = []
+    with open(directory / "lineage.jsonl", "w", encoding="utf-8") as lineage, \
+            open(directory / "store.jsonl", "w", encoding="utf-8") as store:
+        for role in ROLES:
+            text = (directory / f"{role}.jsonl").read_text(encoding="utf-8")
+            lineage.write(text)
+            store.write((directory / f"{role}.store.jsonl").read_text(encoding="utf-8"))
+            (event,) = [json.loads(line) for line in text.splitlines() if line.strip()]
+            events.append(event)
+    return events
+
+
+def main(argv: list[str]) -> int:
+    directory = Path(argv[0]) if argv else Path(tempfile.mkdtemp(prefix="multi_agent-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    events = run_agents(directory)
+    for role, event in zip(ROLES, events, strict=True):
+        print(f"=== RunEvent of the {role} ===")
         print(json.dumps(event, indent=2, sort_keys=True))
-    parent = research["run"]["facets"]["parent"]
-    print("=== link ===")
+
     def job(of: dict[str, Any]) -> str:
         return f"{of['job']['namespace']} / {of['job']['name']}"
 
-    print(f"researcher run {research['run']['runId']} ({job(research)})")
-    print(f"  parent run   {parent['run']['runId']} ({job(parent)})")
-    print(f"  planner run  {planner['run']['runId']} ({job(planner)})")
+    print("=== links ===")
+    for index in range(1, len(ROLES)):
+        caller_role, caller = ROLES[index - 1], events[index - 1]
+        role, event = ROLES[index], events[index]
+        parent = event["run"]["facets"]["parent"]
+        print(f"{role} run {event['run']['runId']} ({job(event)})")
+        print(f"  parent run   {parent['run']['runId']} ({job(parent)})")
+        print(f"  {caller_role} run  {caller['run']['runId']} ({job(caller)})")
+        print(f"  root run     {parent['root']['run']['runId']} ({job(parent['root'])})")
+
+    from aigp_otel_bridge.tools.report import report_files
+
+    lineage, store, page = directory / "lineage.jsonl", directory / "store.jsonl", directory / "report.html"
+    report = report_files(lineage, store, page)
+    print("=== report ===")
+    print(f"aigp-otel-bridge report --lineage {lineage} --aigp-events {store} -o {page}")
+    print(f"{page}: {'verified' if report.ok else 'FAILED'}")
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))
