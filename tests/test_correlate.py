@@ -816,6 +816,21 @@ def test_ungoverned_roots_are_remembered_apart_and_bounded(stats: Stats) -> None
     assert timed_out.reason is Reason.TIMEOUT
 
 
+def test_a_quiet_root_made_a_run_keeps_the_bound_of_ended_runs(stats: Stats) -> None:
+    # Its first records make it an ended run: one ended run too many pushes the oldest out, and
+    # the late records waiting in that one go out first, as when any ended run is remembered.
+    correlator = _correlator(stats, remember_ungoverned_roots=True, max_pending_traces=1)
+    assert _end(correlator, _root(OTHER), [_governed("e-0")], now=1.0)
+    _end(correlator, _note(OTHER, local_root_id=ROOT), [_governed("e-1", "b")], now=2.0)  # waits
+    assert _end(correlator, _root(TRACE), [], now=2.0) == []  # a quiet root
+    (late,) = _end(correlator, _note(TRACE, local_root_id=ROOT), [_governed("e-2", "c")], now=3.0)
+    assert late.reason is Reason.LATE and late.key == OTHER
+    assert stats.ended_runs_forgotten == 1 and stats.late_events == 1
+    (run,) = correlator.settle()
+    assert run.reason is Reason.ROOT_ENDED and run.key == TRACE
+    assert stats.late_events == 1
+
+
 def test_forgotten_quiet_roots_expire_with_the_timeout(stats: Stats) -> None:
     correlator = _correlator(stats, remember_ungoverned_roots=True)
     _end(correlator, _root(), [], now=1.0)
