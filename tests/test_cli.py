@@ -107,7 +107,7 @@ def test_a_demo_that_could_not_deliver_says_so_and_fails(tmp_path: Path, silent_
     result = _cli("demo", "--timeout", "1", cwd=tmp_path, env=env, timeout=25)
     assert result.returncode == 1
     assert "the run was           : not delivered within the timeout" in result.stdout
-    assert "was not delivered (undelivered)" in result.stderr
+    assert "was not delivered within --timeout 1 s" in result.stderr
 
 
 def test_a_demo_whose_run_went_to_the_outbox_says_stored(tmp_path: Path) -> None:
@@ -220,3 +220,110 @@ def test_outbox_replay_with_a_malformed_url_says_so_and_keeps_the_runs(tmp_path:
     assert "http://***@bad host" in result.stderr and "pw-s3cret" not in result.stderr
     assert "Traceback" not in result.stderr
     assert Outbox(tmp_path / "outbox").depth() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's mistakes: one line on stderr and an exit code, never a traceback
+
+
+def _only_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's own error, the last line of stderr; anything before it is a log record."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines, "no error message"
+    assert all(line.startswith(("WARNING ", "ERROR ")) for line in lines[:-1]), result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("flag", ["--store", "--lineage"])
+def test_demo_into_a_folder_that_does_not_exist_stops_before_running(tmp_path: Path, flag: str) -> None:
+    result = _cli("demo", flag, "missing/out.jsonl", cwd=tmp_path, env=_environ(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "aigp-otel-bridge demo: cannot write missing/out.jsonl: the folder missing does not exist\n"
+    )
+    assert result.stdout == ""  # no session ran, no RunEvent was sent
+    assert not (tmp_path / "missing").exists()
+
+
+def test_demo_into_a_path_that_is_a_folder_says_it_cannot_write_there(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    result = _cli("demo", "--store", "store.jsonl", "--lineage", "out", cwd=tmp_path, env=_environ(tmp_path))
+    assert result.returncode == 2
+    assert _only_error_line(result).startswith("aigp-otel-bridge demo: cannot write out: ")
+    assert result.stdout == ""
+
+
+def test_a_demo_timeout_too_short_says_which_and_what_to_do(tmp_path: Path) -> None:
+    result = _cli("demo", "--timeout", "0.001", cwd=tmp_path, env=_environ(tmp_path))
+    assert result.returncode == 1
+    assert _only_error_line(result) == (
+        "aigp-otel-bridge demo: the RunEvent was not delivered within --timeout 0.001 s;"
+        " give it longer (the default is 30)"
+    )
+    assert "log above" not in result.stdout + result.stderr  # no log above says anything of it
+
+
+def test_verify_with_the_two_files_swapped_says_so_and_how_to_call_it(
+    demo_files: tuple[Path, Path, str],
+) -> None:
+    store, lineage, _ = demo_files
+    folder = store.parent
+    result = _cli("verify", "--lineage", store.name, "--aigp-events", lineage.name,
+                  cwd=folder, env=_environ(folder))
+    assert result.returncode == 2
+    line = _only_error_line(result)
+    assert line == (
+        "aigp-otel-bridge verify: store.jsonl (--lineage) holds AIGP events, not OpenLineage RunEvents;"
+        " lineage.jsonl (--aigp-events) holds OpenLineage RunEvents, not AIGP events;"
+        " the two files look swapped:"
+        " aigp-otel-bridge verify --lineage lineage.jsonl --aigp-events store.jsonl"
+    )
+    suggested = line.rsplit(": aigp-otel-bridge ", 1)[1].split()
+    assert _cli(*suggested, cwd=folder, env=_environ(folder)).returncode == 0  # the hint works
+
+
+@pytest.mark.parametrize(
+    ("lineage_name", "store_name", "wrong"),
+    [
+        ("store.jsonl", "store.jsonl",
+         "store.jsonl (--lineage) holds AIGP events, not OpenLineage RunEvents"),
+        ("lineage.jsonl", "lineage.jsonl",
+         "lineage.jsonl (--aigp-events) holds OpenLineage RunEvents, not AIGP events"),
+    ],
+)
+def test_verify_given_one_kind_of_file_twice_names_the_wrong_one(
+    demo_files: tuple[Path, Path, str], lineage_name: str, store_name: str, wrong: str
+) -> None:
+    folder = demo_files[0].parent
+    result = _cli("verify", "--lineage", lineage_name, "--aigp-events", store_name,
+                  cwd=folder, env=_environ(folder))
+    assert result.returncode == 2
+    assert _only_error_line(result) == (
+        f"aigp-otel-bridge verify: {wrong}; --lineage takes RunEvents (demo --lineage FILE),"
+        " --aigp-events the store (demo --store FILE)"
+    )
+
+
+def test_explain_given_the_store_says_it_takes_run_events(demo_files: tuple[Path, Path, str]) -> None:
+    store = demo_files[0]
+    result = _cli("explain", store.name, cwd=store.parent, env=_environ(store.parent))
+    assert result.returncode == 2
+    assert _only_error_line(result) == (
+        "aigp-otel-bridge explain: store.jsonl: no RunEvent with an aigp_governance run facet"
+        " (it holds AIGP events: explain takes RunEvents, e.g. demo --lineage FILE)"
+    )
+
+
+def test_explain_shows_the_demos_denied_tool_as_denied(demo_files: tuple[Path, Path, str]) -> None:
+    lineage = demo_files[1]
+    result = _cli("explain", lineage.name, cwd=lineage.parent, env=_environ(lineage.parent, COLUMNS="200"))
+    assert result.returncode == 0, result.stderr
+    rows = {
+        cells[2]: cells[4:6]
+        for line in result.stdout.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 6 and cells[2]
+    }
+    assert rows["tool.wire-transfer"] == ["denied", "governed"]
+    for name in ("policy.trading-limits", "prompt.trader-system", "tool.market-data"):
+        assert rows[name] == ["allowed", "governed"]

@@ -46,8 +46,27 @@ def _show_console_events() -> None:
     console.propagate = False
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, in a few words; None when it can (it is created empty).
+
+    Checked before the demo runs, so that a mistyped folder costs no run and no traceback.
+    """
+    if not path.parent.is_dir():
+        return f"cannot write {path}: the folder {path.parent} does not exist"
+    try:
+        path.open("w", encoding="utf-8").close()
+    except OSError as error:
+        return f"cannot write {path}: {error.strerror or error}"
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
+    for path in (args.store, args.lineage):
+        problem = None if path is None else _unwritable(path)
+        if problem:
+            print(f"aigp-otel-bridge demo: {problem}", file=sys.stderr)
+            return 2
     from aigp_otel_bridge.tools.demo import run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -67,7 +86,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.store and args.lineage:
         print(f"\nprove it: aigp-otel-bridge verify --lineage {args.lineage} --aigp-events {args.store}")
     if not result.delivered:
-        print(f"the RunEvent was not delivered ({result.outcome}); see the log above", file=sys.stderr)
+        print(f"aigp-otel-bridge demo: {_NOT_DELIVERED[result.outcome].format(timeout=args.timeout)}",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -75,9 +95,17 @@ def _demo(args: argparse.Namespace) -> int:
 _OUTCOMES = {
     "delivered": "delivered",
     "stored": "not delivered: stored in the outbox (aigp-otel-bridge outbox status / replay)",
-    "dropped": "not delivered: dropped (counted; see the log above)",
-    "undelivered": "not delivered within the timeout: still being retried when the demo ended, so lost",
+    "dropped": "not delivered: dropped (counted; the error logged above says why)",
+    "undelivered": "not delivered within the timeout: the demo ended while it was still on its way",
 }
+_NOT_DELIVERED = {
+    "stored": "the RunEvent was not delivered (the warning logged above says why); it waits in the"
+              " outbox: aigp-otel-bridge outbox status",
+    "dropped": "the RunEvent was not delivered: it was dropped (the error logged above says why)",
+    "undelivered": "the RunEvent was not delivered within --timeout {timeout:g} s; give it longer"
+                   " (the default is 30)",
+}
+"""What stderr says when the run was not delivered: only what the user can see or do."""
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -293,7 +321,8 @@ def _parser() -> argparse.ArgumentParser:
             " leafCount, enforcementResult, dataClassification) from the AIGP governance store's events"
             " with the same trace id, and checks every input's leafHash and contentHash against the"
             " store. Exit status: 0 when everything verifies, 1 when a check fails (each failing trace"
-            " id and check is named), 2 when an input file cannot be read or parsed."
+            " id and check is named), 2 when an input file cannot be read or parsed or holds the other"
+            " kind of document (AIGP events given as --lineage, RunEvents as --aigp-events)."
         ),
     )
     verify.add_argument(
