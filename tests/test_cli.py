@@ -178,21 +178,36 @@ def test_outbox_without_a_folder_says_how_to_name_one(
     assert "give --dir D or set AIGP_BRIDGE_OUTBOX_DIR" in capsys.readouterr().err
 
 
-_WITHOUT_RICH = (
-    "import sys; sys.modules['rich'] = None; from aigp_otel_bridge.tools.cli import main; sys.exit(main())"
+_WITHOUT = (
+    "import sys; sys.modules[sys.argv.pop(1)] = None; from aigp_otel_bridge.tools.cli import main;"
+    " sys.exit(main())"
 )
 
 
 def test_without_rich_the_tools_name_the_extra_to_install(demo_files: tuple[Path, Path, str]) -> None:
     _, lineage, _ = demo_files
     result = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_RICH, "explain", str(lineage)],
+        [sys.executable, "-c", _WITHOUT, "rich", "explain", str(lineage)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        'aigp-otel-bridge explain: needs rich, which is not installed: pip install "aigp-otel-bridge[cli]"'
+        'aigp-otel-bridge explain: needs rich, which is not installed: install the "cli" extra'
+        ' (in a clone: pip install -e ".[cli]")'
     )
+
+
+def test_without_the_aigp_sdk_the_demo_names_the_extra_to_install(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, "aigp", "demo", "--store", "store.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        'aigp-otel-bridge demo: needs aigp, which is not installed: install the "demo" extra'
+        ' (in a clone: pip install -e ".[demo]")\n'
+    )
+    assert not (tmp_path / "store.jsonl").exists()  # stopped before anything was written
 
 
 def test_an_instrumented_application_does_not_import_rich() -> None:

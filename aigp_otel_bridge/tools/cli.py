@@ -62,13 +62,13 @@ def _unwritable(path: Path) -> str | None:
 
 def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
+    from aigp_otel_bridge.tools.demo import run_demo
+
     for path in (args.store, args.lineage):
         problem = None if path is None else _unwritable(path)
         if problem:
             print(f"aigp-otel-bridge demo: {problem}", file=sys.stderr)
             return 2
-    from aigp_otel_bridge.tools.demo import run_demo
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_console_events()
     left = max(0.0, args.timeout - (time.monotonic() - started))
@@ -385,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a command whose reader went away (``| head -1``)."""
 
-_EXTRAS = {"rich": "cli"}
+_EXTRAS = {"rich": "cli", "aigp": "demo"}
 """Packages only the tools use, and the extra that installs each."""
 
 
@@ -403,8 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if package not in _EXTRAS:
             raise
         print(
-            f"aigp-otel-bridge {args.command}: needs {package}, which is not installed:"
-            f' pip install "aigp-otel-bridge[{_EXTRAS[package]}]"',
+            f"aigp-otel-bridge {args.command}: needs {package}, which is not installed: install the"
+            f' "{_EXTRAS[package]}" extra (in a clone: pip install -e ".[{_EXTRAS[package]}]")',
             file=sys.stderr,
         )
         return 2

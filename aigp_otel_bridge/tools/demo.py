@@ -1,10 +1,10 @@
 """A small governed agent session, run through the real span processor.
 
-The governance actions are made with the reference AIGP SDK (``pip install
-"aigp-otel-bridge[demo]"``), exactly as an instrumented agent makes them: span events on the
-current span, and full AIGP events handed to the governance store (here a list, joined to the
-spans through ``ingest_aigp_event``). The store and the RunEvents can be written to JSON-lines
-files, the inputs of ``aigp-otel-bridge verify``.
+The governance actions are made with the reference AIGP SDK (the ``demo`` extra), exactly as an
+instrumented agent makes them: span events on the current span, and full AIGP events handed to
+the governance store (here a list, joined to the spans through ``ingest_aigp_event``). Tool calls
+are OpenTelemetry GenAI ``execute_tool`` spans, as agent frameworks record them. The store and the
+RunEvents can be written to JSON-lines files, the inputs of ``aigp-otel-bridge verify``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aigp import AIGPInstrumentor
 from openlineage.client import OpenLineageClient
 from openlineage.client.serde import Serde
 from openlineage.client.transport.transport import Transport
@@ -102,16 +103,6 @@ def _tool_span(tracer: Tracer, tool: str) -> AbstractContextManager[Span]:
     )
 
 
-def _instrumentor_class() -> Any:
-    try:
-        from aigp import AIGPInstrumentor
-    except ImportError as missing:
-        raise SystemExit(
-            "the demo uses the reference AIGP SDK: pip install \"aigp-otel-bridge[demo]\""
-        ) from missing
-    return AIGPInstrumentor
-
-
 def run_demo(
     timeout_s: float = 30.0,
     client: OpenLineageClient | None = None,
@@ -125,7 +116,7 @@ def run_demo(
     JSON lines.
     """
     deadline = time.monotonic() + timeout_s
-    instrumentor = _instrumentor_class()(
+    instrumentor = AIGPInstrumentor(
         agent_id="agent.trading-bot-v2", agent_name="Trading Bot", org_id="org.finco"
     )
     governance_store: list[dict[str, Any]] = []

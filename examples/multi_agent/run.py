@@ -1,6 +1,7 @@
 """Two agent processes calling each other over HTTP, and the lineage that links their runs.
 
-Run: ``python examples/multi_agent/run.py`` (needs ``pip install "aigp-otel-bridge[demo]"``).
+Run: ``python examples/multi_agent/run.py`` (needs the ``demo`` extra: from the clone's root,
+``pip install -e ".[demo]"``; once the package is published, ``pip install "aigp-otel-bridge[demo]"``).
 
 Starts the researcher (an HTTP server on a free loopback port), then the planner, which asks it a
 question. Each process emits its own RunEvent; the researcher's carries the ``parent`` facet naming
