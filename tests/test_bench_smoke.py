@@ -77,7 +77,7 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert _finite(memory["bridge_bytes_per_trace"])
     by_site = memory["bridge_bytes_per_trace_by_site"]
     assert all(_finite(size) for size in by_site.values())
-    assert _positive(by_site["correlate.py"])  # every pending run is the correlator's
+    assert _positive(by_site["stages/correlate.py"])  # every pending run is the correlator's
 
     flood = measurements["flood_rss"]
     assert flood["problems"] == []
