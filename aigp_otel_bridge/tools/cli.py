@@ -294,10 +294,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run a small governed agent session through the bridge and show its RunEvent",
         description=(
             "Runs a governed agent session in-process (a root span, child spans, policy, prompt, tool"
-            " and Merkle-proof actions and one denial, made with the reference aigp SDK) through the"
-            " span processor. The RunEvent goes wherever the OpenLineage client is configured to send"
-            " it (openlineage.yml, OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*); with no configuration,"
-            " to the console."
+            " and Merkle-proof actions and one denied tool call, made with the reference aigp SDK;"
+            " tool calls are GenAI execute_tool spans) through the span processor. The RunEvent goes"
+            " wherever the OpenLineage client is configured to send it (openlineage.yml,"
+            " OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*); with no configuration, to the console."
         ),
     )
     demo.add_argument(
