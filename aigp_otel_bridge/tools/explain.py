@@ -1,10 +1,10 @@
 """A readable terminal view of one run's governance, rendered with ``rich``.
 
 The RunEvent alone says what was claimed, not whether it is true: ``explain`` describes the
-claim (and how its aggregate is formed under the contract's rule; per resource, whether it was
-denied and whether it was governed or only observed), ``verify`` proves it
-against the governance store. Everything taken from the file is shown as plain text: never
-read as ``rich`` markup, control characters and terminal escapes shown escaped, long values cut.
+claim (how its aggregate is formed under the contract's rule; per resource, whether it was denied
+and whether it was governed or only observed), ``verify`` proves it against the governance store.
+Everything taken from the file is shown as plain text: never read as ``rich`` markup, control
+characters and terminal escapes shown escaped, long values cut.
 """
 
 from __future__ import annotations
