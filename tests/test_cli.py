@@ -269,11 +269,13 @@ def test_demo_into_a_path_that_is_a_folder_says_it_cannot_write_there(tmp_path: 
     assert result.stdout == ""
 
 
-def test_a_demo_timeout_too_short_says_which_and_what_to_do(tmp_path: Path) -> None:
-    result = _cli("demo", "--timeout", "0.001", cwd=tmp_path, env=_environ(tmp_path))
+def test_a_demo_timeout_too_short_says_which_and_what_to_do(tmp_path: Path, silent_backend: str) -> None:
+    # A backend that never answers: no delivery can finish within the timeout, however fast the machine.
+    env = _environ(tmp_path, OPENLINEAGE_URL=silent_backend)
+    result = _cli("demo", "--timeout", "0.01", cwd=tmp_path, env=env)
     assert result.returncode == 1
     assert _only_error_line(result) == (
-        "aigp-otel-bridge demo: the RunEvent was not delivered within --timeout 0.001 s;"
+        "aigp-otel-bridge demo: the RunEvent was not delivered within --timeout 0.01 s;"
         " give it longer (the default is 30)"
     )
     assert "log above" not in result.stdout + result.stderr  # no log above says anything of it
