@@ -1,6 +1,7 @@
 """A GenAI agent traced with the OpenTelemetry GenAI conventions, with AIGP governance on top.
 
-Run: ``python examples/genai_agent.py`` (needs ``pip install "aigp-otel-bridge[demo]"``).
+Run: ``python examples/genai_agent.py`` (needs the ``demo`` extra: from the clone's root,
+``pip install -e ".[demo]"``; once the package is published, ``pip install "aigp-otel-bridge[demo]"``).
 
 The spans say *what the agent did* in the ``gen_ai.*`` namespace (agent invocation, chat calls,
 tool executions, token usage) that GenAI observability tools read. The reference AIGP SDK adds

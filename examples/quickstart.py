@@ -1,6 +1,7 @@
 """Register the bridge by hand beside the reference AIGP SDK, and print the RunEvent.
 
-Run: ``python examples/quickstart.py`` (needs ``pip install "aigp-otel-bridge[demo]"``).
+Run: ``python examples/quickstart.py`` (needs the ``demo`` extra: from the clone's root,
+``pip install -e ".[demo]"``; once the package is published, ``pip install "aigp-otel-bridge[demo]"``).
 Events go wherever the OpenLineage client is configured to send them; this example forces the
 console transport so that it prints.
 """

@@ -1,5 +1,5 @@
 """The command line as a user drives it: the demo's files through ``verify``, pipes, the
-environment, and the tools' extra. The ``outbox`` commands: tests/test_outbox.py."""
+environment, and the tools' extra."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def test_a_demo_that_could_not_deliver_says_so_and_fails(tmp_path: Path, silent_
     result = _cli("demo", "--timeout", "1", cwd=tmp_path, env=env, timeout=25)
     assert result.returncode == 1
     assert "the run was           : not delivered within the timeout" in result.stdout
-    assert "was not delivered (undelivered)" in result.stderr
+    assert "was not delivered within --timeout 1 s" in result.stderr
 
 
 def test_a_demo_whose_run_went_to_the_outbox_says_stored(tmp_path: Path) -> None:
@@ -136,21 +136,36 @@ def test_output_into_a_closed_pipe_is_no_error(demo_files: tuple[Path, Path, str
     assert errors == ""
 
 
-_WITHOUT_RICH = (
-    "import sys; sys.modules['rich'] = None; from aigp_otel_bridge.tools.cli import main; sys.exit(main())"
+_WITHOUT = (
+    "import sys; sys.modules[sys.argv.pop(1)] = None; from aigp_otel_bridge.tools.cli import main;"
+    " sys.exit(main())"
 )
 
 
 def test_without_rich_the_tools_name_the_extra_to_install(demo_files: tuple[Path, Path, str]) -> None:
     _, lineage, _ = demo_files
     result = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_RICH, "explain", str(lineage)],
+        [sys.executable, "-c", _WITHOUT, "rich", "explain", str(lineage)],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        'aigp-otel-bridge explain: needs rich, which is not installed: pip install "aigp-otel-bridge[cli]"'
+        'aigp-otel-bridge explain: needs rich, which is not installed: install the "cli" extra'
+        ' (in a clone: pip install -e ".[cli]")'
     )
+
+
+def test_without_the_aigp_sdk_the_demo_names_the_extra_to_install(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _WITHOUT, "aigp", "demo", "--store", "store.jsonl"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        'aigp-otel-bridge demo: needs aigp, which is not installed: install the "demo" extra'
+        ' (in a clone: pip install -e ".[demo]")\n'
+    )
+    assert not (tmp_path / "store.jsonl").exists()  # stopped before anything was written
 
 
 def test_an_instrumented_application_does_not_import_rich() -> None:
@@ -166,3 +181,112 @@ def test_an_instrumented_application_does_not_import_rich() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's mistakes: one line on stderr and an exit code, never a traceback
+
+
+def _only_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's own error, the last line of stderr; anything before it is a log record."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines, "no error message"
+    assert all(line.startswith(("WARNING ", "ERROR ")) for line in lines[:-1]), result.stderr
+    return lines[-1]
+
+
+@pytest.mark.parametrize("flag", ["--store", "--lineage"])
+def test_demo_into_a_folder_that_does_not_exist_stops_before_running(tmp_path: Path, flag: str) -> None:
+    result = _cli("demo", flag, "missing/out.jsonl", cwd=tmp_path, env=_environ(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        "aigp-otel-bridge demo: cannot write missing/out.jsonl: the folder missing does not exist\n"
+    )
+    assert result.stdout == ""  # no session ran, no RunEvent was sent
+    assert not (tmp_path / "missing").exists()
+
+
+def test_demo_into_a_path_that_is_a_folder_says_it_cannot_write_there(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    result = _cli("demo", "--store", "store.jsonl", "--lineage", "out", cwd=tmp_path, env=_environ(tmp_path))
+    assert result.returncode == 2
+    assert _only_error_line(result).startswith("aigp-otel-bridge demo: cannot write out: ")
+    assert result.stdout == ""
+
+
+def test_a_demo_timeout_too_short_says_which_and_what_to_do(tmp_path: Path, silent_backend: str) -> None:
+    # A backend that never answers: no delivery can finish within the timeout, however fast the machine.
+    env = _environ(tmp_path, OPENLINEAGE_URL=silent_backend)
+    result = _cli("demo", "--timeout", "0.01", cwd=tmp_path, env=env)
+    assert result.returncode == 1
+    assert _only_error_line(result) == (
+        "aigp-otel-bridge demo: the RunEvent was not delivered within --timeout 0.01 s;"
+        " give it longer (the default is 30)"
+    )
+    assert "log above" not in result.stdout + result.stderr  # no log above says anything of it
+
+
+def test_verify_with_the_two_files_swapped_says_so_and_how_to_call_it(
+    demo_files: tuple[Path, Path, str],
+) -> None:
+    store, lineage, _ = demo_files
+    folder = store.parent
+    result = _cli("verify", "--lineage", store.name, "--aigp-events", lineage.name,
+                  cwd=folder, env=_environ(folder))
+    assert result.returncode == 2
+    line = _only_error_line(result)
+    assert line == (
+        "aigp-otel-bridge verify: store.jsonl (--lineage) holds AIGP events, not OpenLineage RunEvents;"
+        " lineage.jsonl (--aigp-events) holds OpenLineage RunEvents, not AIGP events;"
+        " the two files look swapped:"
+        " aigp-otel-bridge verify --lineage lineage.jsonl --aigp-events store.jsonl"
+    )
+    suggested = line.rsplit(": aigp-otel-bridge ", 1)[1].split()
+    assert _cli(*suggested, cwd=folder, env=_environ(folder)).returncode == 0  # the hint works
+
+
+@pytest.mark.parametrize(
+    ("lineage_name", "store_name", "wrong"),
+    [
+        ("store.jsonl", "store.jsonl",
+         "store.jsonl (--lineage) holds AIGP events, not OpenLineage RunEvents"),
+        ("lineage.jsonl", "lineage.jsonl",
+         "lineage.jsonl (--aigp-events) holds OpenLineage RunEvents, not AIGP events"),
+    ],
+)
+def test_verify_given_one_kind_of_file_twice_names_the_wrong_one(
+    demo_files: tuple[Path, Path, str], lineage_name: str, store_name: str, wrong: str
+) -> None:
+    folder = demo_files[0].parent
+    result = _cli("verify", "--lineage", lineage_name, "--aigp-events", store_name,
+                  cwd=folder, env=_environ(folder))
+    assert result.returncode == 2
+    assert _only_error_line(result) == (
+        f"aigp-otel-bridge verify: {wrong}; --lineage takes RunEvents (demo --lineage FILE),"
+        " --aigp-events the store (demo --store FILE)"
+    )
+
+
+def test_explain_given_the_store_says_it_takes_run_events(demo_files: tuple[Path, Path, str]) -> None:
+    store = demo_files[0]
+    result = _cli("explain", store.name, cwd=store.parent, env=_environ(store.parent))
+    assert result.returncode == 2
+    assert _only_error_line(result) == (
+        "aigp-otel-bridge explain: store.jsonl: no RunEvent with an aigp_governance run facet"
+        " (it holds AIGP events: explain takes RunEvents, e.g. demo --lineage FILE)"
+    )
+
+
+def test_explain_shows_the_demos_denied_tool_as_denied(demo_files: tuple[Path, Path, str]) -> None:
+    lineage = demo_files[1]
+    result = _cli("explain", lineage.name, cwd=lineage.parent, env=_environ(lineage.parent, COLUMNS="200"))
+    assert result.returncode == 0, result.stderr
+    rows = {
+        cells[2]: cells[4:6]
+        for line in result.stdout.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 6 and cells[2]
+    }
+    assert rows["tool.wire-transfer"] == ["denied", "governed"]
+    for name in ("policy.trading-limits", "prompt.trader-system", "tool.market-data"):
+        assert rows[name] == ["allowed", "governed"]

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,18 +29,27 @@ def _run(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_sends_one_valid_run_event_where_the_openlineage_config_says(tmp_path: Path) -> None:
-    events_file = tmp_path / "events.jsonl"
+@pytest.fixture(scope="module")
+def to_a_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
+    """The demo with the OpenLineage file transport: its output and the RunEvents in the file."""
+    folder = tmp_path_factory.mktemp("demo")
+    events_file = folder / "events.jsonl"
     result = _run(
         {
             "OPENLINEAGE__TRANSPORT__TYPE": "file",
             "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(events_file),
             "OPENLINEAGE__TRANSPORT__APPEND": "true",
         },
-        tmp_path,
+        folder,
     )
     assert result.returncode == 0, result.stderr
-    events = [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+    return result, [json.loads(line) for line in events_file.read_text().splitlines() if line.strip()]
+
+
+def test_demo_sends_one_valid_run_event_where_the_openlineage_config_says(
+    to_a_file: tuple[subprocess.CompletedProcess[str], list[Any]],
+) -> None:
+    result, events = to_a_file
     assert len(events) == 1
     event = events[0]
     validate_run_event(event)
@@ -53,6 +63,22 @@ def test_demo_sends_one_valid_run_event_where_the_openlineage_config_says(tmp_pa
     names = {d["name"] for d in event["inputs"]}
     expected = {"policy.trading-limits", "prompt.trader-system", "tool.market-data", "tool.wire-transfer"}
     assert expected <= names
+
+
+
+def test_the_demos_denied_tool_is_an_input_denied_and_the_others_allowed(
+    to_a_file: tuple[subprocess.CompletedProcess[str], list[Any]],
+) -> None:
+    """The SDK's denial names no tool; made under the tool's ``execute_tool`` span, it is about it."""
+    (event,) = to_a_file[1]
+    resources = {d["name"]: d["inputFacets"]["aigp_resource"] for d in event["inputs"]}
+    denied = resources.pop("tool.wire-transfer")
+    assert denied["resourceType"] == "tool"
+    assert (denied["enforcementResult"], denied["governed"]) == ("denied", True)
+    assert resources and all(r["enforcementResult"] == "allowed" for r in resources.values())
+    assert all(r["governed"] for r in resources.values())
+    governance = event["run"]["facets"]["aigp_governance"]
+    assert (governance["deniedEventCount"], governance["ungovernedResourceCount"]) == (1, 0)
 
 
 def test_demo_prints_the_run_event_to_the_console_without_configuration(tmp_path: Path) -> None:

@@ -289,3 +289,28 @@ def _json_blocks(text: str) -> list[dict[str, Any]]:
         if line == "{":
             found.append(decoder.raw_decode("\n".join(lines[index:]))[0])
     return found
+
+
+def test_zero_code_readme_block_runs_as_written_and_leaves_nothing_in_the_clone(tmp_path: Path) -> None:
+    """The example's shell block, run from the repository root as its README says (the install line
+    aside): three RunEvents, one per governed trace, in a file outside the clone."""
+    import re
+
+    root = EXAMPLES.parent
+    readme = (EXAMPLES / "zero_code" / "README.md").read_text(encoding="utf-8")
+    block = re.findall(r"```sh\n(.*?)```", readme, re.DOTALL)[0]
+    script = "\n".join(line for line in block.splitlines() if not line.startswith("pip install"))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OPENLINEAGE", "AIGP_"))}
+    environ.update(HOME=str(tmp_path), TMPDIR=str(tmp_path),
+                   PATH=os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")]))
+    before = sorted(os.listdir(root))
+    result = subprocess.run(["bash", "-euc", script], cwd=root, env=environ, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(root)) == before
+    governed = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("governed")}
+    events = _json_lines(result.stdout)
+    assert len(governed) == len(events) == 3
+    assert {e["run"]["facets"]["aigp_governance"]["traceId"] for e in events} == governed  # type: ignore[index]
+    for event in events:
+        validate_run_event(event)  # type: ignore[arg-type]

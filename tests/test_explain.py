@@ -152,6 +152,30 @@ def test_explain_survives_a_facet_with_odd_values(session: Session) -> None:
     assert "agents: a, b" in text and "'sha512' is not one the bridge emits" in text and "(seen 1, 2)" in text
 
 
+def test_each_resource_shows_its_enforcement_and_whether_it_was_governed_or_only_observed(
+    session: Session,
+) -> None:
+    event = copy.deepcopy(_first(session))
+    event["inputs"][0]["inputFacets"]["aigp_resource"]["enforcementResult"] = "denied"
+    observed = {"resourceType": "tool", "resourceName": "tool.web-search", "governed": False}
+    event["inputs"].append({"namespace": "finco.trading", "name": "tool.web-search",
+                            "inputFacets": {"aigp_resource": observed}})
+    console = Console(width=200, record=True)
+    console.print(render_run(event))
+    text = console.export_text()
+    rows = {
+        cells[2]: cells[4:6]
+        for line in text.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 6 and cells[2]
+    }
+    first = event["inputs"][0]["name"]
+    assert rows.pop(first) == ["denied", "governed"]
+    assert rows.pop("tool.web-search") == ["—", "observed"]
+    assert rows and all(cells == ["allowed", "governed"] for cells in rows.values())
+    governed = len(event["inputs"]) - 1
+    assert f"Governed resources ({governed}), observed only (1): used with no governance record" in text
+
+
 HOSTILE = [
     "[/oops]", "[bold red]shout[/bold red]", "\x1b[2J\x1b[31mred\x1b[0m", "bell\x07", "rtl\u202eevil",
     ":skull:",

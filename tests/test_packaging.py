@@ -11,6 +11,8 @@ from importlib.metadata import distribution
 from importlib.resources import files
 from pathlib import Path
 
+from packaging.version import Version
+
 from aigp_otel_bridge import __version__
 from aigp_otel_bridge.tools import cli
 
@@ -87,3 +89,33 @@ def test_wheel_and_sdist_carry_the_license(tmp_path: Path) -> None:
         member = sdist.extractfile(f"{top}/LICENSE")
         assert member is not None and member.read().decode("utf-8") == license_text
         assert f"{top}/tests/data/NOTICE" in sdist.getnames()
+
+
+
+def test_the_floors_constraints_are_the_declared_lower_bounds() -> None:
+    """constraints/floors.txt pins each dependency with a lower bound (and those of the cli and demo
+    extras) at exactly that bound, so that the floors run of .ci/run tests what pyproject.toml claims."""
+    from packaging.requirements import Requirement
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # hatchling, in the test extra, brings tomli on 3.10
+        import tomli as tomllib
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    extras = project["optional-dependencies"]
+    declared: dict[str, str] = {}
+    for text in [*project["dependencies"], *extras["cli"], *extras["demo"]]:
+        requirement = Requirement(text)
+        floor = next((spec.version for spec in requirement.specifier if spec.operator == ">="), None)
+        if floor is not None:
+            declared[requirement.name] = floor
+    pinned: dict[str, str] = {}
+    for line in (root / "constraints" / "floors.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name.strip()] = version.strip()
+    assert declared, "no lower bound found in pyproject.toml"
+    for name, floor in declared.items():
+        assert name in pinned, f"{name} >= {floor} is not pinned in constraints/floors.txt"
+        assert Version(pinned[name]) == Version(floor), f"{name}: floor {floor}, pinned {pinned[name]}"

@@ -46,10 +46,29 @@ def _show_console_events() -> None:
     console.propagate = False
 
 
+def _unwritable(path: Path) -> str | None:
+    """Why ``path`` cannot be written, in a few words; None when it can (it is created empty).
+
+    Checked before the demo runs, so that a mistyped folder costs no run and no traceback.
+    """
+    if not path.parent.is_dir():
+        return f"cannot write {path}: the folder {path.parent} does not exist"
+    try:
+        path.open("w", encoding="utf-8").close()
+    except OSError as error:
+        return f"cannot write {path}: {error.strerror or error}"
+    return None
+
+
 def _demo(args: argparse.Namespace) -> int:
     started = time.monotonic()  # --timeout bounds the whole demo, loading its libraries included
     from aigp_otel_bridge.tools.demo import run_demo
 
+    for path in (args.store, args.lineage):
+        problem = None if path is None else _unwritable(path)
+        if problem:
+            print(f"aigp-otel-bridge demo: {problem}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _show_console_events()
     left = max(0.0, args.timeout - (time.monotonic() - started))
@@ -67,7 +86,8 @@ def _demo(args: argparse.Namespace) -> int:
     if args.store and args.lineage:
         print(f"\nprove it: aigp-otel-bridge verify --lineage {args.lineage} --aigp-events {args.store}")
     if not result.delivered:
-        print(f"the RunEvent was not delivered ({result.outcome}); see the log above", file=sys.stderr)
+        print(f"aigp-otel-bridge demo: {_NOT_DELIVERED[result.outcome].format(timeout=args.timeout)}",
+              file=sys.stderr)
         return 1
     return 0
 
@@ -75,9 +95,17 @@ def _demo(args: argparse.Namespace) -> int:
 _OUTCOMES = {
     "delivered": "delivered",
     "stored": "not delivered: stored in the outbox (aigp-otel-bridge outbox status / replay)",
-    "dropped": "not delivered: dropped (counted; see the log above)",
-    "undelivered": "not delivered within the timeout: still being retried when the demo ended, so lost",
+    "dropped": "not delivered: dropped (counted; the error logged above says why)",
+    "undelivered": "not delivered within the timeout: the demo ended while it was still on its way",
 }
+_NOT_DELIVERED = {
+    "stored": "the RunEvent was not delivered (the warning logged above says why); it waits in the"
+              " outbox: aigp-otel-bridge outbox status",
+    "dropped": "the RunEvent was not delivered: it was dropped (the error logged above says why)",
+    "undelivered": "the RunEvent was not delivered within --timeout {timeout:g} s; give it longer"
+                   " (the default is 30)",
+}
+"""What stderr says when the run was not delivered: only what the user can see or do."""
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -319,10 +347,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run a small governed agent session through the bridge and show its RunEvent",
         description=(
             "Runs a governed agent session in-process (a root span, child spans, policy, prompt, tool"
-            " and Merkle-proof actions and one denial, made with the reference aigp SDK) through the"
-            " span processor. The RunEvent goes wherever the OpenLineage client is configured to send"
-            " it (openlineage.yml, OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*); with no configuration,"
-            " to the console."
+            " and Merkle-proof actions and one denied tool call, made with the reference aigp SDK;"
+            " tool calls are GenAI execute_tool spans) through the span processor. The RunEvent goes"
+            " wherever the OpenLineage client is configured to send it (openlineage.yml,"
+            " OPENLINEAGE_URL, OPENLINEAGE__TRANSPORT__*); with no configuration, to the console."
         ),
     )
     demo.add_argument(
@@ -350,7 +378,8 @@ def _parser() -> argparse.ArgumentParser:
             " run of a chain names the same root, and no parent links form a cycle. With --lineage"
             " alone only the chains are verified. Exit status: 0 when everything verifies, 1 when a"
             " check fails (each failing trace id or run and check is named), 2 when an input file"
-            " cannot be read or parsed."
+            " cannot be read or parsed or holds the other kind of document (AIGP events given as"
+            " --lineage, RunEvents as --aigp-events)."
         ),
     )
     verify.add_argument(
@@ -415,7 +444,7 @@ def _parser() -> argparse.ArgumentParser:
 EXIT_BROKEN_PIPE = 141
 """128 + SIGPIPE: what a shell reports for a command whose reader went away (``| head -1``)."""
 
-_EXTRAS = {"rich": "cli", "grandalf": "report"}
+_EXTRAS = {"rich": "cli", "grandalf": "report", "aigp": "demo"}
 """Packages only the tools use, and the extra that installs each."""
 
 
@@ -433,8 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if package not in _EXTRAS:
             raise
         print(
-            f"aigp-otel-bridge {args.command}: needs {package}, which is not installed:"
-            f' pip install "aigp-otel-bridge[{_EXTRAS[package]}]"',
+            f"aigp-otel-bridge {args.command}: needs {package}, which is not installed: install the"
+            f' "{_EXTRAS[package]}" extra (in a clone: pip install -e ".[{_EXTRAS[package]}]")',
             file=sys.stderr,
         )
         return 2

@@ -1,10 +1,10 @@
 """A small governed agent session, run through the real span processor.
 
-The governance actions are made with the reference AIGP SDK (``pip install
-"aigp-otel-bridge[demo]"``), exactly as an instrumented agent makes them: span events on the
-current span, and full AIGP events handed to the governance store (here a list, joined to the
-spans through ``ingest_aigp_event``). The store and the RunEvents can be written to JSON-lines
-files, the inputs of ``aigp-otel-bridge verify``.
+The governance actions are made with the reference AIGP SDK (the ``demo`` extra), exactly as an
+instrumented agent makes them: span events on the current span, and full AIGP events handed to
+the governance store (here a list, joined to the spans through ``ingest_aigp_event``). Tool calls
+are OpenTelemetry GenAI ``execute_tool`` spans, as agent frameworks record them. The store and the
+RunEvents can be written to JSON-lines files, the inputs of ``aigp-otel-bridge verify``.
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ from __future__ import annotations
 import json
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aigp import AIGPInstrumentor
 from openlineage.client import OpenLineageClient
 from openlineage.client.serde import Serde
 from openlineage.client.transport.transport import Transport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Span, Tracer
 
 from aigp_otel_bridge.client import default_client
 from aigp_otel_bridge.frontdoors.processor import AIGPLineageSpanProcessor
@@ -89,14 +92,15 @@ def _write_json_lines(path: Path, documents: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in documents), encoding="utf-8")
 
 
-def _instrumentor_class() -> Any:
-    try:
-        from aigp import AIGPInstrumentor
-    except ImportError as missing:
-        raise SystemExit(
-            "the demo uses the reference AIGP SDK: pip install \"aigp-otel-bridge[demo]\""
-        ) from missing
-    return AIGPInstrumentor
+def _tool_span(tracer: Tracer, tool: str) -> AbstractContextManager[Span]:
+    """A tool call as an agent framework records it: an OpenTelemetry GenAI ``execute_tool`` span.
+
+    The reference SDK's events name no tool; the bridge makes a record on or under such a span
+    about the span's tool (``tool.<gen_ai.tool.name>``), so a denial lands on the tool denied.
+    """
+    return tracer.start_as_current_span(
+        f"execute_tool {tool}", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool}
+    )
 
 
 def run_demo(
@@ -112,7 +116,7 @@ def run_demo(
     JSON lines.
     """
     deadline = time.monotonic() + timeout_s
-    instrumentor = _instrumentor_class()(
+    instrumentor = AIGPInstrumentor(
         agent_id="agent.trading-bot-v2", agent_name="Trading Bot", org_id="org.finco"
     )
     governance_store: list[dict[str, Any]] = []
@@ -148,8 +152,7 @@ def run_demo(
                 "prompt.trader-system", 3, "You are a careful trading assistant.",
                 data_classification="internal",
             )
-        with tracer.start_as_current_span("fetch-quotes") as tool_span:
-            tool_span.set_attribute("aigp.tools.names", ["tool.market-data"])
+        with _tool_span(tracer, "market-data"):
             instrumentor.tool_invoked("tool.market-data", content="GET /quotes?symbol=ACME")
         with tracer.start_as_current_span("prove-governance"):
             instrumentor.multi_resource_governance_proof(
@@ -160,8 +163,7 @@ def run_demo(
                 ],
                 data_classification="confidential",
             )
-        with tracer.start_as_current_span("wire-transfer") as wire_span:
-            wire_span.set_attribute("aigp.tools.names", ["tool.wire-transfer"])
+        with _tool_span(tracer, "wire-transfer"):
             instrumentor.tool_denied("tool.wire-transfer", "wire transfers need human approval")
         spans += 5
         with tracer.start_as_current_span("http-get"):

@@ -1,9 +1,10 @@
 """A readable terminal view of one run's governance, rendered with ``rich``.
 
 The RunEvent alone says what was claimed, not whether it is true: ``explain`` describes the
-claim (and how its aggregate is formed under the contract's rule), ``verify`` proves it
-against the governance store. Everything taken from the file is shown as plain text: never
-read as ``rich`` markup, control characters and terminal escapes shown escaped, long values cut.
+claim (how its aggregate is formed under the contract's rule; per resource, whether it was denied
+and whether it was governed or only observed), ``verify`` proves it against the governance store.
+Everything taken from the file is shown as plain text: never read as ``rich`` markup, control
+characters and terminal escapes shown escaped, long values cut.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aigp_otel_bridge.tools.runfiles import (
     Located,
     governance_facet_of,
     governed_inputs,
+    is_aigp_event,
     load_json_file,
     printable,
 )
@@ -42,7 +44,9 @@ def select_runs(items: Sequence[Located], trace_id: str | None, name: str) -> li
     """The governed RunEvents to show: those of ``trace_id``, else of the file's only trace."""
     governed = [item for item in items if isinstance(governance_facet_of(item.value), Mapping)]
     if not governed:
-        raise InputFileError(f"{name}: no RunEvent with an {GOVERNANCE_FACET_KEY} run facet")
+        aigp = any(is_aigp_event(item.value) for item in items)
+        hint = " (it holds AIGP events: explain takes RunEvents, e.g. demo --lineage FILE)" if aigp else ""
+        raise InputFileError(f"{name}: no RunEvent with an {GOVERNANCE_FACET_KEY} run facet{hint}")
     traces: dict[object, str] = {}
     for item in governed:
         text = str(_facet(item.value).get("traceId"))
@@ -129,6 +133,23 @@ def _resources(event: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [facet for _, facet in governed_inputs(event)]
 
 
+def _observed_only(resource: Mapping[str, Any]) -> bool:
+    """An input the agent used with no AIGP record about it (``governed: false``, contract 9)."""
+    return resource.get("governed") is False
+
+
+def _status(resource: Mapping[str, Any]) -> Text:
+    if _observed_only(resource):
+        return Text("observed", style="yellow")
+    return Text("governed", style="green")
+
+
+def _resources_title(resources: Sequence[Mapping[str, Any]]) -> str:
+    observed = sum(1 for resource in resources if _observed_only(resource))
+    title = f"Governed resources ({len(resources) - observed})"
+    return title + (f", observed only ({observed}): used with no governance record" if observed else "")
+
+
 def _hash_lines(resource: Mapping[str, Any]) -> Text:
     text = Text()
     kinds = (("leaf", "leafHash", "leafHashes"), ("content", "contentHash", "contentHashes"))
@@ -181,10 +202,12 @@ def render_run(event: Mapping[str, Any], source: str = "") -> Group:
     aggregate.add_row("leafCount", _text(facet.get("leafCount", "—")))
     aggregate.add_row("formed", _text(how_formed(facet, resources)))
 
-    table = Table(title=f"Governed resources ({len(resources)})", title_justify="left", expand=False)
+    table = Table(title=_resources_title(resources), title_justify="left", expand=False)
     table.add_column("type", style="cyan", no_wrap=True)
     table.add_column("name", overflow="fold")
     table.add_column("version", justify="right", no_wrap=True)
+    table.add_column("enforcement", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     table.add_column("hashes", overflow="fold")
     for resource in resources:
         version = resource.get("resourceVersion")
@@ -194,6 +217,7 @@ def render_run(event: Mapping[str, Any], source: str = "") -> Group:
             shown += f" (seen {', '.join(map(str, observed))})"
         table.add_row(
             _text(resource.get("resourceType")), _text(resource.get("resourceName")), _text(shown),
+            _styled(resource.get("enforcementResult"), _ENFORCEMENT_STYLE), _status(resource),
             _hash_lines(resource),
         )
 

@@ -138,3 +138,14 @@ def governed_inputs(event: Mapping[str, Any]) -> list[tuple[Mapping[str, Any], M
         if isinstance(facet, Mapping):
             found.append((dataset, facet))
     return found
+
+
+def is_aigp_event(document: Mapping[str, Any]) -> bool:
+    """Whether a document looks like a full AIGP event (a governance store's record), as opposed to
+    an OpenLineage RunEvent: for telling a user who gave one file for the other."""
+    return "event_type" in document and "governance_hash" in document and "run" not in document
+
+
+def is_run_event(document: Mapping[str, Any]) -> bool:
+    """Whether a document looks like an OpenLineage RunEvent (``eventType`` and a ``run`` object)."""
+    return "eventType" in document and isinstance(document.get("run"), Mapping)

@@ -10,6 +10,7 @@ the file system.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,8 @@ from aigp_otel_bridge.tools.runfiles import Located as Located
 from aigp_otel_bridge.tools.runfiles import (
     governance_facet_of,
     governed_inputs,
+    is_aigp_event,
+    is_run_event,
     load_json_file,
     printable,
     read_text,
@@ -587,4 +590,35 @@ def verify_files(
     if store_path is None:
         return verify_lineage(lineage)
     store = [item.value for item in load_json_file(store_path)]
+    mistake = swapped_files(str(lineage_path), [item.value for item in lineage], str(store_path), store)
+    if mistake is not None:
+        raise InputFileError(mistake)
     return verify_events(lineage, store, content_dir=directory)
+
+
+def swapped_files(
+    lineage_name: str,
+    lineage: Sequence[Mapping[str, Any]],
+    store_name: str,
+    store: Sequence[Mapping[str, Any]],
+) -> str | None:
+    """What is wrong when a file holds the other kind of document (AIGP events given as lineage, or
+    RunEvents as the store), with the command to try; None when each file holds its own kind."""
+    lineage_holds_aigp = not any(governance_facet_of(d) is not None for d in lineage) and any(
+        is_aigp_event(d) for d in lineage
+    )
+    store_holds_lineage = not any(is_aigp_event(d) for d in store) and any(is_run_event(d) for d in store)
+    if not (lineage_holds_aigp or store_holds_lineage):
+        return None
+    wrong = []
+    if lineage_holds_aigp:
+        wrong.append(f"{lineage_name} (--lineage) holds AIGP events, not OpenLineage RunEvents")
+    if store_holds_lineage:
+        wrong.append(f"{store_name} (--aigp-events) holds OpenLineage RunEvents, not AIGP events")
+    hint = (
+        "the two files look swapped: aigp-otel-bridge verify"
+        f" --lineage {shlex.quote(store_name)} --aigp-events {shlex.quote(lineage_name)}"
+        if lineage_holds_aigp and store_holds_lineage
+        else "--lineage takes RunEvents (demo --lineage FILE), --aigp-events the store (demo --store FILE)"
+    )
+    return "; ".join(wrong) + f"; {hint}"

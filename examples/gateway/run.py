@@ -2,8 +2,9 @@
 
 Starts ``aigp-otel-bridge serve`` on free loopback ports with lineage going to a file, runs a small
 governed agent session that exports its spans over OTLP/HTTP (the agent has no bridge of its
-own), stops the gateway with SIGTERM and prints the RunEvent the gateway emitted. Needs
-``pip install "aigp-otel-bridge[demo]"`` (the reference AIGP SDK makes the governance events).
+own), stops the gateway with SIGTERM and prints the RunEvent the gateway emitted. Needs the
+``demo`` extra (the reference AIGP SDK makes the governance events): from the clone's root,
+``pip install -e ".[demo]"``; once the package is published, ``pip install "aigp-otel-bridge[demo]"``.
 """
 
 from __future__ import annotations

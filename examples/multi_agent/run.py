@@ -1,7 +1,9 @@
 """Three agent processes calling each other over HTTP, the lineage that links their runs, and a
 report that proves and draws the chain.
 
-Run: ``python examples/multi_agent/run.py [DIR]`` (needs ``pip install "aigp-otel-bridge[demo,report]"``).
+Run: ``python examples/multi_agent/run.py [DIR]`` (needs the ``demo`` and ``report`` extras: from the
+clone's root, ``pip install -e ".[demo,report]"``; once the package is published,
+``pip install "aigp-otel-bridge[demo,report]"``).
 
 Starts the librarian and the researcher (HTTP servers on free loopback ports), then the planner,
 which asks the researcher, which asks the librarian: one trace, three runs. Each process emits its
