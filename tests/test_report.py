@@ -175,7 +175,10 @@ def test_the_report_of_links_alone_and_its_errors(chain: Path, tmp_path: Path) -
     )
     refused = _report("--lineage", chain / "lineage.jsonl", "-o", tmp_path / "y.html", code=without_layout)
     assert refused.returncode == 2
-    assert 'needs grandalf, which is not installed: pip install "aigp-otel-bridge[report]"' in refused.stderr
+    assert refused.stderr == (
+        'aigp-otel-bridge report: needs grandalf, which is not installed: install the "report" extra'
+        ' (in a clone: pip install -e ".[report]")\n'
+    )
 
 
 # ---- in a real browser ----
