@@ -49,6 +49,14 @@ CREATE TABLE IF NOT EXISTS pending_runs (
     UNIQUE (run_id, event_type, event_time)
 );
 CREATE INDEX IF NOT EXISTS pending_runs_due ON pending_runs (next_attempt_at);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    root_id TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_run ON journal (trace_id, root_id, batch);
 """
 
 class OutboxUnusableError(Exception):
@@ -73,6 +81,26 @@ class NewRow:
     error: str | None = None
     attempts: int = 0
     delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """Governance one request brought for one run: the batch (request) number, the run's trace
+    and local root (hex; ``0`` when the root is not known), and the notes' JSON."""
+
+    batch: int
+    trace_id: str
+    root_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class JournalMark:
+    """A run delivered or stored: its trace's and root's journal rows up to ``batch`` may go."""
+
+    trace_id: str
+    root_id: str
+    batch: int
 
 
 @dataclass(frozen=True)
@@ -339,6 +367,37 @@ class Outbox:
             last_error=row[0] if row else None,
             next_attempt_in_s=None if soonest is None else max(0.0, soonest - now),
         )
+
+    # ---- the journal of acknowledged governance (journal.py) ----
+
+    def journal_write(self, rows: Sequence[JournalRow], forget: Sequence[JournalMark]) -> None:
+        """In one transaction: add a request's rows, then delete those of runs since delivered or
+        stored (each mark: its trace's and root's rows of that batch or earlier)."""
+        if not rows and not forget:
+            return
+        with self._transaction() as db:
+            if rows:
+                db.executemany(
+                    "INSERT INTO journal (batch, trace_id, root_id, payload) VALUES (?, ?, ?, ?)",
+                    [(row.batch, row.trace_id, row.root_id, row.payload) for row in rows],
+                )
+            if forget:  # after the insert: a run settled already may cover this very batch
+                db.executemany(
+                    "DELETE FROM journal WHERE trace_id = ? AND root_id = ? AND batch <= ?",
+                    [(mark.trace_id, mark.root_id, mark.batch) for mark in forget],
+                )
+
+    def journal_rows(self) -> list[JournalRow]:
+        """Every journal row, in the order written."""
+        with self._locked() as db:
+            found = db.execute("SELECT batch, trace_id, root_id, payload FROM journal ORDER BY id").fetchall()
+        return [JournalRow(*row) for row in found]
+
+    def journal_last_batch(self) -> int:
+        """The highest batch number in the journal (0 when it is empty)."""
+        with self._locked() as db:
+            (last,) = db.execute("SELECT MAX(batch) FROM journal").fetchone()
+        return int(last or 0)
 
     def close(self) -> None:
         """Nothing stays open between operations; kept for callers that close what they open."""

@@ -33,8 +33,10 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
+from aigp_otel_bridge.journal import Journal, JournalEntry
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.span_links import RunChain
+from aigp_otel_bridge.telemetry import describe
 from aigp_otel_bridge.version import __version__
 
 MEDIA_PROTOBUF = "application/x-protobuf"
@@ -441,8 +443,10 @@ class TraceIntake:
             engine, engine.run_chain, root_wait_s=root_wait_s,
             link_wait_s=min(link_wait_s, engine.config.trace_timeout_s),
         )
+        self.journal = engine.acknowledging()
+        """With an outbox: each request's governance is written here before it is acknowledged."""
         self.busy_refusals = 0
-        """Requests refused because the intake was full (each one retried by its sender)."""
+        """Requests refused because the intake or delivery was full (each one retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
         self._requests = meter.create_counter(
             "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
@@ -457,13 +461,35 @@ class TraceIntake:
         if engine.stopped or assembly.closed:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
         converted = notes_from_request(request, engine.log, assembly.seen_in_resource)
-        if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
+        journal = self.journal
+        entry = None if journal is None else journal.prepare(converted.notes)
+        admitted = assembly.admit(
+            converted.notes, converted.links, converted.resources, converted.presumed,
+            None if entry is None else entry.marker,
+        )
+        if admitted and journal is not None and entry is not None and not self._journaled(journal, entry):
+            admitted = False  # queued, but not durable: not acknowledged (the retry is a duplicate)
+        elif not admitted and journal is not None and entry is not None:
+            journal.abandon(entry)
+        if not admitted:
             if engine.stopped or assembly.closed:
                 return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
             self.busy_refusals += 1
             return self._count(Outcome(Verdict.BUSY), protocol, converted.spans)
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
+
+    def _journaled(self, journal: Journal, entry: JournalEntry) -> bool:
+        try:
+            journal.write(entry)
+        except Exception as error:
+            self.engine.stats.outbox_write_failures += 1
+            self.engine.log.log(
+                logging.ERROR, "journal", "could not journal a request's governance (%s); refused it",
+                describe(error),
+            )
+            return False
+        return True
 
     def close(self) -> None:
         """Stop taking requests and hand every held root to the engine (before it stops)."""
