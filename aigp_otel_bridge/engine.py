@@ -13,7 +13,9 @@ full, a thread calling ``put_*`` takes the correlation lock and does the correla
 no governance record is lost at the intake, and the application slows to the bridge's pace
 instead. ``offer``, the gateway's, refuses a whole batch that does not fit instead, before the
 gateway acknowledges its request, so that the OTLP sender retries it rather than wait; it also
-refuses while delivery is full (``Deliverer.has_room``), and after ``acknowledging`` a full
+refuses while delivery is full (``Deliverer.has_room``: queued runs, plus the runs that pending
+traces and governed notes still in the intake may make, against ``max_queue_size``), and after
+``acknowledging`` a full
 delivery queue never drops a run (it is stored, or kept past the bound that admission holds).
 Memory stays bounded: pending traces by ``max_pending_traces`` (early runs marked ``complete:
 false``), queued runs by ``max_queue_size`` and bytes (in process, the oldest counted in
@@ -81,11 +83,18 @@ class FlushRequest:
 
 
 @dataclass(slots=True)
+class Offered:
+    """Follows an offered batch: its governed notes, each of which may make a run, are correlated."""
+
+    governed: int
+
+
+@dataclass(slots=True)
 class StopRequest:
     """The last item: decide every pending trace, then stop."""
 
 
-IntakeItem = Union[SpanNote, RootStart, Ingested, FlushRequest, StopRequest, Journaled]  # noqa: UP007 - 3.10 aliases
+IntakeItem = Union[SpanNote, RootStart, Ingested, FlushRequest, StopRequest, Journaled, Offered]  # noqa: UP007 - 3.10 aliases
 
 
 def bounded_attributes(attributes: Mapping[str, Any], cap: int) -> Mapping[str, Any]:
@@ -145,6 +154,10 @@ class Engine:
         self._acknowledging = False
         self.journal: Journal | None = None
         """With an outbox, behind a front door that acknowledges (``acknowledging``)."""
+        self._governed_offered = 0
+        """Governed notes ``offer`` queued (written by ``offer`` only)."""
+        self._governed_correlated = 0
+        """Of those, the ones correlated (written by the correlating thread only)."""
         self._journal_marks: dict[tuple[int, int], int] = {}
         """(trace, local root or 0) -> the last journal batch correlated into that run."""
         self.run_chain: RunChain | None = None
@@ -300,9 +313,14 @@ class Engine:
         depth = len(self._intake)
         if depth and depth + len(notes) > self._capacity:
             return False
-        if not self._deliverer.has_room():
+        coming = self._governed_offered - self._governed_correlated + len(self._correlator)
+        if not self._deliverer.has_room(coming):
             return False
         bounded: list[IntakeItem] = [self._bounded(note) for note in notes]
+        governed = sum(1 for note in notes if note.governance_events or note.governed_attributes)
+        if governed:
+            self._governed_offered += governed
+            bounded.append(Offered(governed))
         if journaled is not None:
             bounded.append(journaled)
         self._intake.extend(bounded)
@@ -450,6 +468,8 @@ class Engine:
                         self._hand_over(started)
                 elif isinstance(item, Ingested):
                     self._hand_over(correlator.event_ingested(item.key, item.record, now, item.local_root_id))
+                elif isinstance(item, Offered):
+                    self._governed_correlated += item.governed
                 elif isinstance(item, Journaled):
                     self._note_journaled(item)
                 elif isinstance(item, FlushRequest):
@@ -477,6 +497,8 @@ class Engine:
                 item.done.set()
             elif isinstance(item, (SpanNote, Ingested)):
                 self.stats.spans_after_shutdown += 1
+            elif isinstance(item, Offered):
+                self._governed_correlated += item.governed
 
     def _note_journaled(self, item: Journaled) -> None:
         """The notes of ``item``'s runs up to its batch are correlated: a run decided from now on

@@ -569,9 +569,10 @@ class RetryQueue:
     def _fits(self, size: int) -> bool:
         return self.depth() < self._capacity and self._bytes + size <= QUEUE_MAX_BYTES
 
-    def full_locked(self) -> bool:
-        """At or over its bound (by count or bytes): a front door that can refuse should."""
-        return not self._fits(0)
+    def full_locked(self, coming: int = 0) -> bool:
+        """At or over its bound (by count, with ``coming`` runs still to be queued, or bytes): a
+        front door that can refuse should."""
+        return self.depth() + coming >= self._capacity or self._bytes >= QUEUE_MAX_BYTES
 
     def _append_locked(self, pending: _Pending) -> None:
         self._ready.append(pending)
@@ -735,12 +736,12 @@ class Deliverer:
         with self._ledger.cond:
             self._ledger.on_settled = hook
 
-    def has_room(self) -> bool:
-        """The retry queue is under its bound and the spiller has room: a front door that can
-        refuse (the gateway) acknowledges more only then, so that nothing it acknowledged is
-        dropped for want of room."""
+    def has_room(self, coming: int = 0) -> bool:
+        """The retry queue, with ``coming`` runs still to be decided (pending traces), is under its
+        bound and the spiller has room: a front door that can refuse (the gateway) acknowledges
+        more only then, the way the Collector's ``memory_limiter`` refuses before accepting."""
         with self._ledger.cond:
-            if self._queue.full_locked():
+            if self._queue.full_locked(coming):
                 return False
             return self._spiller is None or self._spiller.backlog_bytes_locked() < SPILL_MAX_BYTES // 2
 
