@@ -330,10 +330,16 @@ class Engine:
         return True
 
     def put_replayed(self, notes: list[SpanNote], journaled: Journaled) -> None:
-        """Notes replayed from the journal at start, never refused (``put_*``'s back-pressure)."""
+        """Notes replayed from the journal at start, never refused (``put_*``'s back-pressure).
+        As in the gateway, where roots are held, a batch's children come first, then its marker,
+        then its roots: the run a root closes covers its batch's rows."""
         for note in notes:
-            self.put_span(note)
+            if not note.local_root:
+                self.put_span(note)
         self._put(journaled, wake=False, counted=False)
+        for note in notes:
+            if note.local_root:
+                self.put_span(note)
 
     def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
         if isinstance(key, str) and len(key) > self.config.max_string_length:

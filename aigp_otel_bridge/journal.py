@@ -62,14 +62,13 @@ def run_key(note: SpanNote) -> RunKey:
     return note.trace_id, note.local_root_id or 0
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_plain(item) for item in value]
+def _json_default(value: Any) -> Any:
+    """What ``json`` cannot write by itself: bytes (tagged), and mappings that are not dicts."""
     if isinstance(value, bytes):
         return {"$bytes": base64.b64encode(value).decode("ascii")}
     if isinstance(value, Mapping):
-        return {str(key): _plain(item) for key, item in value.items()}
-    return value
+        return dict(value)
+    raise TypeError(f"cannot journal a {type(value).__name__}")
 
 
 def _restored(value: Any) -> Any:
@@ -83,7 +82,7 @@ def _restored(value: Any) -> Any:
 
 
 def _event_json(event: NoteEvent | None) -> Any:
-    return None if event is None else [event.name, event.time_ns, _plain(event.attributes)]
+    return None if event is None else [event.name, event.time_ns, event.attributes]
 
 
 def _event(data: Any) -> NoteEvent | None:
@@ -91,7 +90,8 @@ def _event(data: Any) -> NoteEvent | None:
 
 
 def note_to_json(note: SpanNote) -> dict[str, Any]:
-    """What extraction reads of a note, as JSON-ready values (ids as hex)."""
+    """What extraction reads of a note, for ``json.dumps`` with ``_json_default`` (ids as hex;
+    tuples come back from ``note_from_json`` as tuples, bytes as bytes)."""
     return {
         "trace_id": f"{note.trace_id:032x}",
         "span_id": f"{note.span_id:016x}",
@@ -102,9 +102,9 @@ def note_to_json(note: SpanNote) -> dict[str, Any]:
         "start_ns": note.start_ns,
         "end_ns": note.end_ns,
         "events": [_event_json(event) for event in note.governance_events],
-        "attributes": None if note.attributes is None else _plain(note.attributes),
+        "attributes": note.attributes,
         "governed_attributes": note.governed_attributes,
-        "resource": _plain(note.resource),
+        "resource": note.resource,
         "error": note.error,
         "status_description": note.status_description,
         "exception": _event_json(note.exception),
@@ -133,6 +133,15 @@ def note_from_json(data: Mapping[str, Any]) -> SpanNote:
         status_description=data["status_description"],
         exception=_event(data["exception"]),
     )
+
+
+def dump_notes(notes: Iterable[SpanNote]) -> str:
+    """Notes as one JSON text (a journal row's payload)."""
+    return json.dumps([note_to_json(note) for note in notes], separators=(",", ":"), default=_json_default)
+
+
+def load_notes(text: str) -> list[SpanNote]:
+    return [note_from_json(data) for data in json.loads(text)]
 
 
 def mark_for(key: RunKey, batch: int) -> JournalMark:
@@ -177,11 +186,11 @@ class Journal:
             batch = self._next_batch
             self._next_batch += 1
             self._unwritten.add(batch)
-        groups: dict[RunKey, list[dict[str, Any]]] = {}
+        groups: dict[RunKey, list[SpanNote]] = {}
         for note in chosen:
-            groups.setdefault(run_key(note), []).append(note_to_json(note))
+            groups.setdefault(run_key(note), []).append(note)
         rows = tuple(
-            JournalRow(batch, f"{trace_id:032x}", f"{root_id:016x}", json.dumps(notes, separators=(",", ":")))
+            JournalRow(batch, f"{trace_id:032x}", f"{root_id:016x}", dump_notes(notes))
             for (trace_id, root_id), notes in groups.items()
         )
         return JournalEntry(Journaled(batch, tuple(groups)), rows)
@@ -222,7 +231,7 @@ class Journal:
         for row in self._outbox.journal_rows():
             notes, keys = batches.setdefault(row.batch, ([], {}))
             keys[(int(row.trace_id, 16), int(row.root_id, 16))] = None
-            notes.extend(note_from_json(data) for data in json.loads(row.payload))
+            notes.extend(load_notes(row.payload))
         with self._lock:
             for notes, _ in batches.values():
                 for note in notes:

@@ -207,14 +207,14 @@ class Outbox:
             _create_file(self.path)
             self._connect(prepare=True).close()
 
-    def _connect(self, *, prepare: bool = False) -> sqlite3.Connection:
+    def _connect(self, *, prepare: bool = False, synced: bool = True) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             if prepare:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
                 db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=FULL" if synced else "PRAGMA synchronous=NORMAL")
         except BaseException:
             db.close()
             raise
@@ -245,20 +245,22 @@ class Outbox:
         return self._usable
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection for one operation. SQLite connections must not cross ``fork``; opened
-        and closed around each operation, none is open in a parent that forks between them."""
+        and closed around each operation, none is open in a parent that forks between them.
+        ``synced``: each commit is ``fsync``ed (survives a power loss), else it is written to the
+        operating system before the commit returns (survives the process being killed)."""
         self.claim()
         with self._lock:
-            db = self._connect()
+            db = self._connect(synced=synced)
             try:
                 yield db
             finally:
                 db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._locked() as db:
+    def _transaction(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._locked(synced=synced) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -372,10 +374,13 @@ class Outbox:
 
     def journal_write(self, rows: Sequence[JournalRow], forget: Sequence[JournalMark]) -> None:
         """In one transaction: add a request's rows, then delete those of runs since delivered or
-        stored (each mark: its trace's and root's rows of that batch or earlier)."""
+        stored (each mark: its trace's and root's rows of that batch or earlier). Written to the
+        operating system, not ``fsync``ed, before it returns: the journal survives the process
+        being killed; a power loss may take its last transactions (``fsync`` per request would
+        cost more than the request)."""
         if not rows and not forget:
             return
-        with self._transaction() as db:
+        with self._transaction(synced=False) as db:
             if rows:
                 db.executemany(
                     "INSERT INTO journal (batch, trace_id, root_id, payload) VALUES (?, ?, ?, ?)",
