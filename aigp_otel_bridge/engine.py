@@ -154,12 +154,6 @@ class Engine:
         self._acknowledging = False
         self.journal: Journal | None = None
         """With an outbox, behind a front door that acknowledges (``acknowledging``)."""
-        self._governed_offered = 0
-        """Governed notes ``offer`` queued (written by ``offer`` only)."""
-        self._governed_correlated = 0
-        """Of those, the ones correlated (written by the correlating thread only)."""
-        self._journal_marks: dict[tuple[int, int], int] = {}
-        """(trace, local root or 0) -> the last journal batch correlated into that run."""
         self.run_chain: RunChain | None = None
         """Set by the gateway, which links runs from the spans themselves (``span_links.py``)."""
         self._start()
@@ -219,6 +213,12 @@ class Engine:
         self._correlating = threading.Lock()
         self._correlating_thread: int | None = None
         self._stop_done = False
+        self._governed_offered = 0
+        """Governed notes ``offer`` queued (written by ``offer`` only)."""
+        self._governed_correlated = 0
+        """Of those, the ones correlated (written by the correlating thread only)."""
+        self._journal_marks: dict[tuple[int, int], int] = {}
+        """(trace, local root or 0) -> the last journal batch correlated into that run."""
         self._correlator = Correlator(
             trace_timeout_s=config.trace_timeout_s,
             max_pending_traces=config.max_pending_traces,
