@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.journal import Journal, Journaled, mark_for
+from aigp_otel_bridge.journal import Journal, Journaled, governs, mark_for
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.propagated_links import RUN_LINKS
@@ -84,7 +84,8 @@ class FlushRequest:
 
 @dataclass(slots=True)
 class Offered:
-    """Follows an offered batch: its governed notes, each of which may make a run, are correlated."""
+    """Follows an offered batch: the notes of its governed traces (each may make a run) are
+    correlated."""
 
     governed: int
 
@@ -214,7 +215,7 @@ class Engine:
         self._correlating_thread: int | None = None
         self._stop_done = False
         self._governed_offered = 0
-        """Governed notes ``offer`` queued (written by ``offer`` only)."""
+        """Governed traces in the batches ``offer`` queued (written by ``offer`` only)."""
         self._governed_correlated = 0
         """Of those, the ones correlated (written by the correlating thread only)."""
         self._journal_marks: dict[tuple[int, int], int] = {}
@@ -317,7 +318,7 @@ class Engine:
         if not self._deliverer.has_room(coming):
             return False
         bounded: list[IntakeItem] = [self._bounded(note) for note in notes]
-        governed = sum(1 for note in notes if note.governance_events or note.governed_attributes)
+        governed = len({note.trace_id for note in notes if governs(note)})
         if governed:
             self._governed_offered += governed
             bounded.append(Offered(governed))

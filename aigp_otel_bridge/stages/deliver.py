@@ -308,7 +308,9 @@ class OutboxSpiller:
 
     def stop(self, deadline: float) -> None:
         """With the phase ``STOPPED``: let the storage thread write what it holds until the
-        deadline; what it did not write is counted dropped."""
+        deadline; what it did not start writing is counted dropped. A batch whose transaction is
+        under way then is waited for (up to ``STUCK_EMIT_S`` more), so that the runs counted
+        stored are the rows the outbox holds."""
         with self._ledger.cond:
             self._has_rows.notify_all()
         self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -317,6 +319,7 @@ class OutboxSpiller:
                 self._ledger.count_drop_locked(seq)
             self._rows.clear()
             self._bytes = 0
+        self._thread.join(STUCK_EMIT_S)
 
     def _store_loop(self) -> None:
         ledger = self._ledger
