@@ -511,7 +511,7 @@ class Engine:
         """The notes of ``item``'s runs up to its batch are correlated: a run decided from now on
         covers their journal rows. Bounded: a mark let go leaves its rows for the next start."""
         marks = self._journal_marks
-        for key in item.keys:
+        for key in item.runs():
             marks[key] = max(item.batch, marks.get(key, 0))
         while len(marks) > 4 * self.config.max_pending_traces:
             del marks[next(iter(marks))]

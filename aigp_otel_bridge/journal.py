@@ -35,18 +35,22 @@ RunKey = tuple[int, int]
 
 @dataclass(frozen=True, slots=True)
 class Journaled:
-    """Intake marker: the notes before it of these runs were journaled in batch ``batch``."""
+    """Intake marker: ``notes`` (queued before it, or held roots after it) are journaled in batch
+    ``batch``. Their runs are read when the marker is processed: the gateway sets a child's local
+    root (``local_root_id``) before it queues the marker."""
 
     batch: int
-    keys: tuple[RunKey, ...]
+    notes: tuple[SpanNote, ...]
+
+    def runs(self) -> set[RunKey]:
+        return {run_key(note) for note in self.notes}
 
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """One request's governed notes, numbered, ready to write."""
+    """One request's governed notes, numbered; its rows are made when it is written."""
 
     marker: Journaled
-    rows: tuple[JournalRow, ...]
 
 
 # ---- pure parts: which notes, which run, and their JSON ----
@@ -189,25 +193,26 @@ class Journal:
             batch = self._next_batch
             self._next_batch += 1
             self._unwritten.add(batch)
-        groups: dict[RunKey, list[SpanNote]] = {}
-        for note in chosen:
-            groups.setdefault(run_key(note), []).append(note)
-        rows = tuple(
-            JournalRow(batch, f"{trace_id:032x}", f"{root_id:016x}", dump_notes(notes))
-            for (trace_id, root_id), notes in groups.items()
-        )
-        return JournalEntry(Journaled(batch, tuple(groups)), rows)
+        return JournalEntry(Journaled(batch, tuple(chosen)))
 
     def write(self, entry: JournalEntry) -> None:
-        """Make the entry durable, and delete the rows of runs settled since (one transaction)."""
+        """Make the entry durable, one row per run, and delete the rows of runs settled since (one
+        transaction). Called once the request is admitted, so that children know their root."""
         batch = entry.marker.batch
+        groups: dict[RunKey, list[SpanNote]] = {}
+        for note in entry.marker.notes:
+            groups.setdefault(run_key(note), []).append(note)
+        rows = [
+            JournalRow(batch, f"{trace_id:032x}", f"{root_id:016x}", dump_notes(notes))
+            for (trace_id, root_id), notes in groups.items()
+        ]
         with self._lock:
             others = self._unwritten - {batch}
             floor = min(others) if others else None
             ready = [mark for mark in self._settled if floor is None or mark.batch < floor]
             self._settled = [mark for mark in self._settled if floor is not None and mark.batch >= floor]
         try:
-            self._outbox.journal_write(entry.rows, ready)
+            self._outbox.journal_write(rows, ready)
         except BaseException:
             with self._lock:
                 self._settled.extend(ready)
@@ -230,19 +235,17 @@ class Journal:
 
     def replay(self, put: Callable[[list[SpanNote], Journaled], None]) -> int:
         """Hand every journaled batch, in order, to ``put`` (the engine); the notes replayed."""
-        batches: dict[int, tuple[list[SpanNote], dict[RunKey, None]]] = {}
+        batches: dict[int, list[SpanNote]] = {}
         for row in self._outbox.journal_rows():
-            notes, keys = batches.setdefault(row.batch, ([], {}))
-            keys[(int(row.trace_id, 16), int(row.root_id, 16))] = None
-            notes.extend(load_notes(row.payload))
+            batches.setdefault(row.batch, []).extend(load_notes(row.payload))
         with self._lock:
-            for notes, _ in batches.values():
+            for notes in batches.values():
                 for note in notes:
                     if governs(note):
                         self._governed[note.trace_id] = None
-        for batch, (notes, keys) in batches.items():
-            put(notes, Journaled(batch, tuple(keys)))
-        return sum(len(notes) for notes, _ in batches.values())
+        for batch, notes in batches.items():
+            put(notes, Journaled(batch, tuple(notes)))
+        return sum(len(notes) for notes in batches.values())
 
     def close(self) -> None:
         """Delete the rows of every run settled (at shutdown, once delivery has stopped), and

@@ -671,12 +671,12 @@ def test_a_settled_run_is_compacted_only_once_every_earlier_batch_is_written(tmp
     entry_1, entry_2 = journal.prepare(first), journal.prepare(second)
     assert entry_1 is not None and entry_2 is not None
     assert (entry_1.marker.batch, entry_2.marker.batch) == (1, 2)
-    journal.forget([[mark_for(key, entry_1.marker.batch) for key in entry_1.marker.keys]])
+    journal.forget([[mark_for(key, entry_1.marker.batch) for key in entry_1.marker.runs()]])
     journal.write(entry_2)  # batch 1 is not written yet: its run's mark must wait for it
     assert {row.batch for row in outbox.journal_rows()} == {2}
     journal.write(entry_1)  # written, then deleted in the same transaction (applied early, it would stay)
     assert {row.batch for row in outbox.journal_rows()} == {2}
-    journal.forget([[mark_for(key, entry_2.marker.batch) for key in entry_2.marker.keys]])
+    journal.forget([[mark_for(key, entry_2.marker.batch) for key in entry_2.marker.runs()]])
     journal.close()
     assert outbox.journal_rows() == []
     assert journal.prepare([note for note in first if not note.local_root]) is not None  # a known trace
@@ -710,3 +710,29 @@ def test_a_journal_left_by_a_killed_gateway_becomes_runs_at_the_next_start(tmp_p
     states = [(event["eventType"], event["run"]["facets"]["aigp_governance"]["complete"]) for event in events]
     assert sorted(states) == [("COMPLETE", True), ("RUNNING", False)]
     assert Outbox(tmp_path).journal_rows() == []
+
+
+def test_a_request_whose_governance_cannot_be_journaled_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.engine import Engine
+    from aigp_otel_bridge.frontdoors.otlp import TraceIntake, Verdict
+    from aigp_otel_bridge.journal import load_notes
+
+    engine = Engine(BridgeConfig(outbox_dir=str(tmp_path)), emit=lambda event: None)
+    intake = TraceIntake(engine, root_wait_s=0.0)
+    try:
+        def disk_full(*args: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Outbox, "journal_write", disk_full)
+        first, second = light_requests(2)
+        assert intake.export(first, "test").verdict is Verdict.BUSY
+        monkeypatch.undo()
+        assert intake.export(second, "test").verdict is Verdict.ACCEPTED
+        rows = Outbox(tmp_path).journal_rows()  # the second session: one run, its root and child
+        assert len(rows) == 1 and len(load_notes(rows[0].payload)) == 2
+    finally:
+        intake.close()
+        engine.shutdown(10.0)

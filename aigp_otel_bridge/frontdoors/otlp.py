@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanContext, Status, StatusCode
 from aigp_otel_bridge.engine import Engine
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.sdk import capture_span
-from aigp_otel_bridge.journal import Journal, JournalEntry
+from aigp_otel_bridge.journal import JournalEntry
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.telemetry import describe
@@ -461,16 +461,13 @@ class TraceIntake:
         if engine.stopped or assembly.closed:
             return self._count(Outcome(Verdict.STOPPED), protocol, 0)
         converted = notes_from_request(request, engine.log, assembly.seen_in_resource)
-        journal = self.journal
-        entry = None if journal is None else journal.prepare(converted.notes)
+        entry = None if self.journal is None else self.journal.prepare(converted.notes)
         admitted = assembly.admit(
             converted.notes, converted.links, converted.resources, converted.presumed,
             None if entry is None else entry.marker,
         )
-        if admitted and journal is not None and entry is not None and not self._journaled(journal, entry):
-            admitted = False  # queued, but not durable: not acknowledged (the retry is a duplicate)
-        elif not admitted and journal is not None and entry is not None:
-            journal.abandon(entry)
+        if entry is not None:
+            admitted = self._journaled(entry, admitted)
         if not admitted:
             if engine.stopped or assembly.closed:
                 return self._count(Outcome(Verdict.STOPPED), protocol, converted.spans)
@@ -479,11 +476,18 @@ class TraceIntake:
         outcome = Outcome(Verdict.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
 
-    def _journaled(self, journal: Journal, entry: JournalEntry) -> bool:
+    def _journaled(self, entry: JournalEntry, admitted: bool) -> bool:
+        """Write an admitted request's journal entry (or give up a refused one's); False when it
+        could not be written: the request, queued but not durable, is then not acknowledged (its
+        retry is a duplicate)."""
+        journal = self.journal
+        assert journal is not None
+        if not admitted:
+            journal.abandon(entry)
+            return False
         try:
             journal.write(entry)
         except Exception as error:
-            self.engine.stats.outbox_write_failures += 1
             self.engine.log.log(
                 logging.ERROR, "journal", "could not journal a request's governance (%s); refused it",
                 describe(error),
