@@ -79,6 +79,7 @@ class BridgeConfig:
     ))
     max_queue_size: int = field(default=2_048, metadata=_about(
         Kind.POSITIVE_INT, "runs awaiting delivery, retries included; when full the oldest is dropped"
+        " (the gateway refuses requests instead)"
     ))
     max_intake_size: int = field(default=16_384, metadata=_about(
         Kind.POSITIVE_INT, "span notes and ingested events awaiting the correlation worker"

@@ -12,10 +12,14 @@ full, a thread calling ``put_*`` takes the correlation lock and does the correla
 (CPU only, never I/O) until the intake is half empty, then appends: ``put_*`` refuses nothing, so
 no governance record is lost at the intake, and the application slows to the bridge's pace
 instead. ``offer``, the gateway's, refuses a whole batch that does not fit instead, before the
-gateway acknowledges its request, so that the OTLP sender retries it rather than wait. Memory stays
-bounded: pending traces by ``max_pending_traces`` (early runs marked ``complete: false``), queued
-runs by ``max_queue_size`` and bytes (the oldest counted in ``runs_dropped``, or spilled to the
-outbox), and what a span note keeps by ``max_string_length``.
+gateway acknowledges its request, so that the OTLP sender retries it rather than wait; it also
+refuses while delivery is full (``Deliverer.has_room``: queued runs, plus the runs that pending
+traces and governed notes still in the intake may make, against ``max_queue_size``), and after
+``acknowledging`` a full
+delivery queue never drops a run (it is stored, or kept past the bound that admission holds).
+Memory stays bounded: pending traces by ``max_pending_traces`` (early runs marked ``complete:
+false``), queued runs by ``max_queue_size`` and bytes (in process, the oldest counted in
+``runs_dropped``, or spilled to the outbox), and what a span note keeps by ``max_string_length``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from aigp_otel_bridge.config import BridgeConfig
+from aigp_otel_bridge.journal import Journal, Journaled, governs, mark_for
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.outbox import Outbox
 from aigp_otel_bridge.propagated_links import RUN_LINKS
@@ -39,7 +44,7 @@ from aigp_otel_bridge.span_links import RunChain
 from aigp_otel_bridge.stages.aggregate import aggregate
 from aigp_otel_bridge.stages.build import name_run
 from aigp_otel_bridge.stages.correlate import ClosedRun, Correlator, Reason
-from aigp_otel_bridge.stages.deliver import Deliverer
+from aigp_otel_bridge.stages.deliver import Deliverer, store_reserve_s
 from aigp_otel_bridge.stages.extract import Extractor, GovernanceRecord
 from aigp_otel_bridge.telemetry import RateLimitedLog, Stats, describe, register_metrics
 
@@ -78,11 +83,19 @@ class FlushRequest:
 
 
 @dataclass(slots=True)
+class Offered:
+    """Follows an offered batch: the notes of its governed traces (each may make a run) are
+    correlated."""
+
+    governed: int
+
+
+@dataclass(slots=True)
 class StopRequest:
     """The last item: decide every pending trace, then stop."""
 
 
-IntakeItem = Union[SpanNote, RootStart, Ingested, FlushRequest, StopRequest]  # noqa: UP007 - 3.10 aliases
+IntakeItem = Union[SpanNote, RootStart, Ingested, FlushRequest, StopRequest, Journaled, Offered]  # noqa: UP007 - 3.10 aliases
 
 
 def bounded_attributes(attributes: Mapping[str, Any], cap: int) -> Mapping[str, Any]:
@@ -139,6 +152,9 @@ class Engine:
         self._stopped = False
         self._forked = False
         self._outbox = self._open_outbox(outbox_from_environment)
+        self._acknowledging = False
+        self.journal: Journal | None = None
+        """With an outbox, behind a front door that acknowledges (``acknowledging``)."""
         self.run_chain: RunChain | None = None
         """Set by the gateway, which links runs from the spans themselves (``span_links.py``)."""
         self._remember_ungoverned_roots = False
@@ -199,6 +215,12 @@ class Engine:
         self._correlating = threading.Lock()
         self._correlating_thread: int | None = None
         self._stop_done = False
+        self._governed_offered = 0
+        """Governed traces in the batches ``offer`` queued (written by ``offer`` only)."""
+        self._governed_correlated = 0
+        """Of those, the ones correlated (written by the correlating thread only)."""
+        self._journal_marks: dict[tuple[int, int], int] = {}
+        """(trace, local root or 0) -> the last journal batch correlated into that run."""
         self._correlator = Correlator(
             trace_timeout_s=config.trace_timeout_s,
             max_pending_traces=config.max_pending_traces,
@@ -223,6 +245,9 @@ class Engine:
             log=self.log,
             outbox=self._outbox,
         )
+        self._deliverer.keep_acknowledged = self._acknowledging
+        if self.journal is not None:
+            self._deliverer.set_on_settled(self.journal.forget)
         self._worker = threading.Thread(target=self._run, name="aigp-bridge-correlate", daemon=True)
         self._worker.start()
 
@@ -253,6 +278,27 @@ class Engine:
         that a value too long stays too long (and is still counted as invalid)."""
         return self._note_cap
 
+    def acknowledging(self) -> Journal | None:
+        """For a front door that acknowledges what it ``offer``s (the gateway): a full delivery
+        queue then never drops a run (``offer`` refuses instead), and, with an outbox, the journal
+        of acknowledged governance is opened and what an earlier process left in it replayed.
+        Returns the journal (None without an outbox), which the front door writes before it
+        answers."""
+        self._acknowledging = True
+        self._deliverer.keep_acknowledged = True
+        if self._outbox is None or self.journal is not None:
+            return self.journal
+        self.journal = Journal(self._outbox, max_traces=self.config.max_pending_traces)
+        self._deliverer.set_on_settled(self.journal.forget)
+        replayed = self.journal.replay(self.put_replayed)
+        if replayed:
+            _log.warning("replayed %d governed spans journaled by an earlier process", replayed)
+        return self.journal
+
+    def delivery_tally(self) -> tuple[int, int, int]:
+        """Runs decided so far that were (delivered, stored in the outbox, dropped)."""
+        return self._deliverer.tally()
+
     def put_root_start(self, trace_id: int, span_id: int, remote_parent: bool) -> None:
         self._put(RootStart(trace_id, span_id, remote_parent), wake=False, counted=False)
 
@@ -270,11 +316,13 @@ class Engine:
             note.exception = NoteEvent(exception.name, exception.time_ns, attributes)
         return note
 
-    def offer(self, notes: list[SpanNote]) -> bool:
-        """Queue all of ``notes`` or none (False: stopped, or no room), for front doors that can
-        refuse a batch before acknowledging it (the gateway answers 429/503, and OTLP senders retry)
-        rather than make their caller wait. An empty intake takes any batch, so none is refused
-        forever; concurrent offers may overshoot the capacity by their own sizes, never drop."""
+    def offer(self, notes: list[SpanNote], journaled: Journaled | None = None) -> bool:
+        """Queue all of ``notes`` or none (False: stopped, no room in the intake, or delivery
+        full), for front doors that can refuse a batch before acknowledging it (the gateway
+        answers 429/503, and OTLP senders retry) rather than make their caller wait. An empty
+        intake takes any batch while delivery has room, so none is refused for the intake alone;
+        concurrent offers may overshoot the capacity by their own sizes, never drop.
+        ``journaled`` follows the notes: their runs' journal rows up to its batch."""
         if self._forked:
             self._after_fork()
         if self._stopped:
@@ -282,11 +330,33 @@ class Engine:
         depth = len(self._intake)
         if depth and depth + len(notes) > self._capacity:
             return False
-        self._intake.extend(self._bounded(note) for note in notes)
+        coming = self._governed_offered - self._governed_correlated + len(self._correlator)
+        if not self._deliverer.has_room(coming):
+            return False
+        bounded: list[IntakeItem] = [self._bounded(note) for note in notes]
+        governed = len({note.trace_id for note in notes if governs(note)})
+        if governed:
+            self._governed_offered += governed
+            bounded.append(Offered(governed))
+        if journaled is not None:
+            bounded.append(journaled)
+        self._intake.extend(bounded)
         if len(self._intake) >= self._capacity // 2:
             self._prompt.set()
         self._wake.set()
         return True
+
+    def put_replayed(self, notes: list[SpanNote], journaled: Journaled) -> None:
+        """Notes replayed from the journal at start, never refused (``put_*``'s back-pressure).
+        As in the gateway, where roots are held, a batch's children come first, then its marker,
+        then its roots: the run a root closes covers its batch's rows."""
+        for note in notes:
+            if not note.local_root:
+                self.put_span(note)
+        self._put(journaled, wake=False, counted=False)
+        for note in notes:
+            if note.local_root:
+                self.put_span(note)
 
     def put_event(self, key: int | str, record: GovernanceRecord, local_root_id: int | None = None) -> None:
         if isinstance(key, str) and len(key) > self.config.max_string_length:
@@ -357,8 +427,14 @@ class Engine:
         self._intake.append(StopRequest())
         self._prompt.set()
         self._wake.set()
-        self._worker.join(max(0.0, deadline - time.monotonic()))
+        reserve = store_reserve_s(timeout_s) if self._outbox is not None else 0.0
+        self._worker.join(max(0.0, deadline - reserve - time.monotonic()))
         delivered = self._deliverer.shutdown(deadline)
+        if self.journal is not None:
+            try:
+                self.journal.close()
+            except Exception as error:  # the rows stay: the next start replays them (again)
+                _log.error("could not compact the journal: %s", describe(error))
         if self._outbox is not None and delivered:
             self._outbox.close()
         return delivered
@@ -415,6 +491,10 @@ class Engine:
                         self._hand_over(started)
                 elif isinstance(item, Ingested):
                     self._hand_over(correlator.event_ingested(item.key, item.record, now, item.local_root_id))
+                elif isinstance(item, Offered):
+                    self._governed_correlated += item.governed
+                elif isinstance(item, Journaled):
+                    self._note_journaled(item)
                 elif isinstance(item, FlushRequest):
                     self._hand_over(correlator.settle())
                     item.upto_seq = self._deliverer.last_seq
@@ -440,6 +520,30 @@ class Engine:
                 item.done.set()
             elif isinstance(item, (SpanNote, Ingested)):
                 self.stats.spans_after_shutdown += 1
+            elif isinstance(item, Offered):
+                self._governed_correlated += item.governed
+
+    def _note_journaled(self, item: Journaled) -> None:
+        """The notes of ``item``'s runs up to its batch are correlated: a run decided from now on
+        covers their journal rows. Bounded: a mark let go leaves its rows for the next start."""
+        marks = self._journal_marks
+        for key in item.runs():
+            marks[key] = max(item.batch, marks.get(key, 0))
+        while len(marks) > 4 * self.config.max_pending_traces:
+            del marks[next(iter(marks))]
+
+    def _journal_token(self, closed: ClosedRun) -> list[Any] | None:
+        """The journal marks a closed run settles: its root's and its trace's unattributed rows
+        (kept for an early part, whose run goes on)."""
+        if not self._journal_marks or not isinstance(closed.key, int):
+            return None
+        take = self._journal_marks.get if closed.reason is Reason.EVICTED else self._journal_marks.pop
+        marks = []
+        for root in {closed.root_span_id or 0, 0}:
+            batch = take((closed.key, root), None)
+            if batch is not None:
+                marks.append(mark_for((closed.key, root), batch))
+        return marks or None
 
     def _hand_over(self, closed: Sequence[ClosedRun]) -> None:
         """Summarise and name each closed run, and pass it to delivery."""
@@ -459,7 +563,7 @@ class Engine:
                 self.log.log(logging.ERROR, "hand_over", "could not summarise a governed run", exc_info=True)
                 continue
             self.stats.runs_decided += 1
-            self._deliverer.submit(run)
+            self._deliverer.submit(run, self._journal_token(closed_run))
 
 
 _LIVE: weakref.WeakSet[Engine] = weakref.WeakSet()

@@ -49,6 +49,14 @@ CREATE TABLE IF NOT EXISTS pending_runs (
     UNIQUE (run_id, event_type, event_time)
 );
 CREATE INDEX IF NOT EXISTS pending_runs_due ON pending_runs (next_attempt_at);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    batch INTEGER NOT NULL,
+    trace_id TEXT NOT NULL,
+    root_id TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_run ON journal (trace_id, root_id, batch);
 """
 
 class OutboxUnusableError(Exception):
@@ -73,6 +81,26 @@ class NewRow:
     error: str | None = None
     attempts: int = 0
     delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """Governance one request brought for one run: the batch (request) number, the run's trace
+    and local root (hex; ``0`` when the root is not known), and the notes (``journal.dump_notes``)."""
+
+    batch: int
+    trace_id: str
+    root_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class JournalMark:
+    """A run delivered or stored: its trace's and root's journal rows up to ``batch`` may go."""
+
+    trace_id: str
+    root_id: str
+    batch: int
 
 
 @dataclass(frozen=True)
@@ -153,6 +181,8 @@ class Outbox:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._usable = True
+        self._kept: tuple[int, sqlite3.Connection] | None = None
+        """The journal's connection and the process that opened it (``_journal_connection``)."""
         self._open(create=create)
 
     # ---- connections: one per operation, never across fork ----
@@ -179,14 +209,14 @@ class Outbox:
             _create_file(self.path)
             self._connect(prepare=True).close()
 
-    def _connect(self, *, prepare: bool = False) -> sqlite3.Connection:
+    def _connect(self, *, prepare: bool = False, synced: bool = True) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         try:
             if prepare:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
                 db.execute("SELECT COUNT(*) FROM pending_runs").fetchone()
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA synchronous=FULL" if synced else "PRAGMA synchronous=NORMAL")
         except BaseException:
             db.close()
             raise
@@ -217,20 +247,22 @@ class Outbox:
         return self._usable
 
     @contextmanager
-    def _locked(self) -> Iterator[sqlite3.Connection]:
+    def _locked(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
         """A connection for one operation. SQLite connections must not cross ``fork``; opened
-        and closed around each operation, none is open in a parent that forks between them."""
+        and closed around each operation, none is open in a parent that forks between them.
+        ``synced``: each commit is ``fsync``ed (survives a power loss), else it is written to the
+        operating system before the commit returns (survives the process being killed)."""
         self.claim()
         with self._lock:
-            db = self._connect()
+            db = self._connect(synced=synced)
             try:
                 yield db
             finally:
                 db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._locked() as db:
+    def _transaction(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._locked(synced=synced) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -340,5 +372,62 @@ class Outbox:
             next_attempt_in_s=None if soonest is None else max(0.0, soonest - now),
         )
 
+    # ---- the journal of acknowledged governance (journal.py) ----
+
+    @contextmanager
+    def _journal_connection(self) -> Iterator[sqlite3.Connection]:
+        """The journal's one connection, kept open until ``close``: the last connection to a WAL
+        database to close checkpoints it (an ``fsync``), which per request would cost more than
+        the request. Opened by the process that uses it (a forked child opens its own)."""
+        self.claim()
+        with self._lock:
+            if self._kept is None or self._kept[0] != os.getpid():
+                self._kept = (os.getpid(), self._connect(synced=False))
+            db = self._kept[1]
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def journal_write(self, rows: Sequence[JournalRow], forget: Sequence[JournalMark]) -> None:
+        """In one transaction: add a request's rows, then delete those of runs since delivered or
+        stored (each mark: its trace's and root's rows of that batch or earlier). Written to the
+        operating system, not ``fsync``ed, before it returns: the journal survives the process
+        being killed; a power loss may take its last transactions (``fsync`` per request would
+        cost more than the request)."""
+        if not rows and not forget:
+            return
+        with self._journal_connection() as db:
+            if rows:
+                db.executemany(
+                    "INSERT INTO journal (batch, trace_id, root_id, payload) VALUES (?, ?, ?, ?)",
+                    [(row.batch, row.trace_id, row.root_id, row.payload) for row in rows],
+                )
+            if forget:  # after the insert: a run settled already may cover this very batch
+                db.executemany(
+                    "DELETE FROM journal WHERE trace_id = ? AND root_id = ? AND batch <= ?",
+                    [(mark.trace_id, mark.root_id, mark.batch) for mark in forget],
+                )
+
+    def journal_rows(self) -> list[JournalRow]:
+        """Every journal row, in the order written."""
+        with self._locked() as db:
+            found = db.execute("SELECT batch, trace_id, root_id, payload FROM journal ORDER BY id").fetchall()
+        return [JournalRow(*row) for row in found]
+
+    def journal_last_batch(self) -> int:
+        """The highest batch number in the journal (0 when it is empty)."""
+        with self._locked() as db:
+            (last,) = db.execute("SELECT MAX(batch) FROM journal").fetchone()
+        return int(last or 0)
+
     def close(self) -> None:
-        """Nothing stays open between operations; kept for callers that close what they open."""
+        """Close the journal's connection, if this process opened one; nothing else stays open
+        between operations."""
+        with self._lock:
+            kept, self._kept = self._kept, None
+        if kept is not None and kept[0] == os.getpid():
+            kept[1].close()

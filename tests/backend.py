@@ -1,7 +1,8 @@
 """A loopback OpenLineage HTTP endpoint (``POST /api/v1/lineage``) whose health a test controls.
 
 It binds 127.0.0.1 only. ``down()`` closes the socket (connection refused), ``up()`` listens again
-on the same port; ``script`` lists how the next requests fail (``503``, ``500``, ``slow``).
+on the same port; ``script`` lists how the next requests fail (``503``, ``500``, ``slow``);
+``delay_s`` makes every request slow but successful (a backend that is up and behind).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class LineageBackend:
         self.requests = 0
         self.script: deque[str] = deque()
         self.slow_s = slow_s
+        self.delay_s = 0.0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
@@ -54,6 +56,8 @@ class LineageBackend:
                 with backend._lock:
                     backend.requests += 1
                     mode = backend.script.popleft() if backend.script else "ok"
+                if backend.delay_s:
+                    time.sleep(backend.delay_s)
                 if mode == "slow":
                     time.sleep(backend.slow_s)
                     mode = "503"

@@ -330,6 +330,29 @@ def test_a_run_inside_a_hung_emit_at_shutdown_is_stored_or_counted(tmp_path: Pat
         hung.release.set()
 
 
+@pytest.mark.parametrize("timeout_s", [1.0, 2.0])
+def test_with_an_outbox_a_hung_emit_is_stored_whatever_the_shutdown_timeout(
+    tmp_path: Path, timeout_s: float
+) -> None:
+    """Shutdown keeps back part of its timeout to store: even when the timeout is shorter than
+    the wait for a hung emit, the run inside it and those queued behind it are stored."""
+    hung = HungTransport()
+    provider, processor = small_bridge(hung, outbox_dir=str(tmp_path), shutdown_timeout_s=timeout_s)
+    tracer = provider.get_tracer("hung")
+    first = governed_child_session(tracer, 0)
+    assert hung.entered.wait(10), "the first run never reached emit"
+    rest = [governed_child_session(tracer, index) for index in range(1, 4)]
+    try:
+        processor.shutdown()
+        stats = processor.stats()
+        rows = Outbox(tmp_path).take_due(limit=100, now=float("inf"))
+        stored = {json.loads(row.payload)["run"]["runId"] for row in rows}
+        assert {first, *rest} <= stored
+        assert (stats["runs_dropped"], stats["runs_stored"]) == (0, len(rows))
+    finally:
+        hung.release.set()
+
+
 def test_backoff_never_overflows() -> None:
     for attempts in (1, 2, 1_024, 1_025, 1_500, 10**9):
         assert 0 < backoff_s(attempts, 30.0) <= 30.0

@@ -618,3 +618,121 @@ def test_100_forks_under_outbox_write_load_every_child_exits_with_its_run_stored
     assert any(report["run_id"] in stored for report in reports), "a child forked between writes stores"
     assert set(parent_runs) <= stored
     provider.shutdown()
+
+
+# ---- the journal of acknowledged governance (the gateway, with an outbox) ----
+
+
+def light_requests(sessions: int) -> list[Any]:
+    """One OTLP request per light governed session (root and governed child), as a gateway gets them."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tests.governed_spans import instrumentor, light_session, resource
+
+    aigp = instrumentor()
+    provider = TracerProvider(resource=resource(aigp))
+    memory = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("tests.journal")
+    requests = []
+    for _ in range(sessions):
+        light_session(tracer, aigp)
+        requests.append(encode_spans(memory.get_finished_spans()))
+        memory.clear()
+    return requests
+
+
+def test_journaled_notes_come_back_as_they_were() -> None:
+    from aigp_otel_bridge.journal import dump_notes, load_notes
+    from aigp_otel_bridge.note import NoteEvent, SpanNote
+
+    note = SpanNote(
+        trace_id=2**127 + 5, span_id=2**63 + 7, parent_span_id=None, remote_parent=False, local_root_id=None,
+        name="invoke", start_ns=1, end_ns=2,
+        governance_events=(NoteEvent("aigp.inject.success", 3, {"aigp.policies.names": ("a", "b")}),),
+        attributes={"n": 1, "f": 0.5, "b": True, "raw": b"\x00\x01", "kv": {"x": ("y",)}},
+        governed_attributes=True, resource={"service.name": "svc"}, error=True, status_description="boom",
+        exception=NoteEvent("exception", None, {"exception.type": "ValueError"}),
+    )
+    assert load_notes(dump_notes([note])) == [note]
+
+
+def test_a_settled_run_is_compacted_only_once_every_earlier_batch_is_written(tmp_path: Path) -> None:
+    """A run may settle before its own request's rows are written (the answer is still pending):
+    its mark waits, so that the rows written afterwards do not outlive the delete meant for them."""
+    from aigp_otel_bridge.frontdoors.otlp import notes_from_request
+    from aigp_otel_bridge.journal import Journal, mark_for
+
+    outbox = Outbox(tmp_path)
+    journal = Journal(outbox, max_traces=100)
+    first, second = (notes_from_request(request).notes for request in light_requests(2))
+    entry_1, entry_2 = journal.prepare(first), journal.prepare(second)
+    assert entry_1 is not None and entry_2 is not None
+    assert (entry_1.marker.batch, entry_2.marker.batch) == (1, 2)
+    journal.forget([[mark_for(key, entry_1.marker.batch) for key in entry_1.marker.runs()]])
+    journal.write(entry_2)  # batch 1 is not written yet: its run's mark must wait for it
+    assert {row.batch for row in outbox.journal_rows()} == {2}
+    journal.write(entry_1)  # written, then deleted in the same transaction (applied early, it would stay)
+    assert {row.batch for row in outbox.journal_rows()} == {2}
+    journal.forget([[mark_for(key, entry_2.marker.batch) for key in entry_2.marker.runs()]])
+    journal.close()
+    assert outbox.journal_rows() == []
+    assert journal.prepare([note for note in first if not note.local_root]) is not None  # a known trace
+    assert Journal(outbox, max_traces=100).prepare(second[:0]) is None
+
+
+def test_a_journal_left_by_a_killed_gateway_becomes_runs_at_the_next_start(tmp_path: Path) -> None:
+    """What a gateway acknowledged and journaled but never delivered (it was killed): the next
+    start replays it. A session whose root had arrived is COMPLETE; one whose root had not is
+    RUNNING with ``complete: false`` at the trace timeout. Delivered, the rows are compacted."""
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.engine import Engine
+    from aigp_otel_bridge.frontdoors.otlp import notes_from_request
+    from aigp_otel_bridge.journal import Journal
+
+    whole, rootless = (notes_from_request(request).notes for request in light_requests(2))
+    rootless = [note for note in rootless if not note.local_root]
+    killed = Journal(Outbox(tmp_path), max_traces=100)
+    for notes in (whole, rootless):
+        entry = killed.prepare(notes)
+        assert entry is not None
+        killed.write(entry)
+    transport = CaptureTransport()
+    config = BridgeConfig(outbox_dir=str(tmp_path), trace_timeout_s=0.5, job_namespace="test.ns")
+    engine = Engine(config, emit=OpenLineageClient(transport=transport).emit)
+    try:
+        engine.acknowledging()
+        events = transport.wait_for(2)
+    finally:
+        assert engine.shutdown(10.0)
+    states = [(event["eventType"], event["run"]["facets"]["aigp_governance"]["complete"]) for event in events]
+    assert sorted(states) == [("COMPLETE", True), ("RUNNING", False)]
+    assert Outbox(tmp_path).journal_rows() == []
+
+
+def test_a_request_whose_governance_cannot_be_journaled_is_not_acknowledged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aigp_otel_bridge.config import BridgeConfig
+    from aigp_otel_bridge.engine import Engine
+    from aigp_otel_bridge.frontdoors.otlp import TraceIntake, Verdict
+    from aigp_otel_bridge.journal import load_notes
+
+    engine = Engine(BridgeConfig(outbox_dir=str(tmp_path)), emit=lambda event: None)
+    intake = TraceIntake(engine, root_wait_s=0.0)
+    try:
+        def disk_full(*args: Any) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(Outbox, "journal_write", disk_full)
+        first, second = light_requests(2)
+        assert intake.export(first, "test").verdict is Verdict.BUSY
+        monkeypatch.undo()
+        assert intake.export(second, "test").verdict is Verdict.ACCEPTED
+        rows = Outbox(tmp_path).journal_rows()  # the second session: one run, its root and child
+        assert len(rows) == 1 and len(load_notes(rows[0].payload)) == 2
+    finally:
+        intake.close()
+        engine.shutdown(10.0)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aigp_otel_bridge.engine import Engine
+from aigp_otel_bridge.journal import Journaled
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.span_links import RunChain
 
@@ -162,10 +163,12 @@ class TraceAssembly:
         links: dict[int, int],
         resources: dict[int, int],
         presumed: dict[int, int],
+        journaled: Journaled | None = None,
     ) -> bool:
         """Record a request's spans, queue its children, hold its roots; False (nothing queued or
-        held) when the engine's intake refuses the children, the held roots would pass
-        ``max_held_bytes`` (an empty hold takes any request), or the gateway is stopping."""
+        held) when the engine refuses the request (intake or delivery full), the held roots would
+        pass ``max_held_bytes`` (an empty hold takes any request), or the gateway is stopping.
+        ``journaled`` is queued after the children (``Engine.offer``)."""
         with self._lock:
             if self._closed:
                 return False
@@ -198,7 +201,7 @@ class TraceAssembly:
                     attached.append((held, note))
                 else:
                     immediate.append(note)
-            if immediate and not self._engine.offer(immediate):
+            if not self._engine.offer(immediate, journaled):  # roots alone too: delivery may be full
                 return False
             arriving = {id(held) for held in new.values()}
             for held, note in attached:

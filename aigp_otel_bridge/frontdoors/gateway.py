@@ -359,10 +359,13 @@ def serve(settings: GatewaySettings, out: TextIO = sys.stdout) -> int:
               flush=True)
         complete = gateway.stop()
         stats = gateway.core.stats()
-        print(f"aigp-otel-bridge serve: stopped; {stats['runs_emitted']} runs emitted,"
-              f" {stats['runs_stored']} stored in the outbox, {stats['runs_dropped']} dropped;"
-              f" {gateway.intake.busy_refusals} requests refused while the intake was full", file=out,
-              flush=True)
+        delivered, stored, dropped = gateway.core.engine.delivery_tally()
+        print(f"aigp-otel-bridge serve: stopped; {delivered} runs emitted, {stored} stored in the"
+              f" outbox, {dropped} dropped (of {stats['runs_decided']} decided);"
+              f" {stats['runs_replayed']} replayed from the outbox;"
+              f" {gateway.intake.busy_refusals} requests refused while the intake was full or delivery"
+              " at its bound",
+              file=out, flush=True)
         if not complete:
             print("aigp-otel-bridge serve: some runs could not be delivered or stored (see the log)",
                   file=sys.stderr)

@@ -35,8 +35,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from aigp_otel_bridge.engine import Engine, bounded_attributes
 from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
 from aigp_otel_bridge.frontdoors.capture import capture
+from aigp_otel_bridge.journal import JournalEntry
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.span_links import RunChain
+from aigp_otel_bridge.telemetry import describe
 from aigp_otel_bridge.version import __version__
 
 MEDIA_PROTOBUF = "application/x-protobuf"
@@ -644,9 +646,11 @@ class TraceIntake:
             link_wait_s=min(link_wait_s, engine.config.trace_timeout_s), max_held_bytes=max_held_bytes,
         )
         self.decoding = ByteBudget(max_decoding_bytes)
+        self.journal = engine.acknowledging()
+        """With an outbox: each request's governance is written here before it is acknowledged."""
         self.busy_refusals = 0
-        """Requests refused because the intake, the hold or the decoding budget was full (each one
-        retried by its sender)."""
+        """Requests refused because the intake, delivery, the hold or the decoding budget was full
+        (each one retried by its sender)."""
         meter = metrics.get_meter("aigp_otel_bridge.gateway", __version__)
         self._requests = meter.create_counter(
             "aigp_bridge.gateway.requests", description="OTLP export requests, by protocol and outcome"
@@ -663,7 +667,14 @@ class TraceIntake:
         if engine.stopped or assembly.closed:
             return self._count(Outcome(Admission.STOPPED), protocol, 0)
         converted = notes_from_request(request, engine.log, assembly.seen_in_resource, engine.value_cap)
-        if not assembly.admit(converted.notes, converted.links, converted.resources, converted.presumed):
+        entry = None if self.journal is None else self.journal.prepare(converted.notes)
+        admitted = assembly.admit(
+            converted.notes, converted.links, converted.resources, converted.presumed,
+            None if entry is None else entry.marker,
+        )
+        if entry is not None:
+            admitted = self._journaled(entry, admitted)
+        if not admitted:
             if engine.stopped or assembly.closed:
                 return self._count(Outcome(Admission.STOPPED), protocol, converted.spans)
             return self.busy(protocol, converted.spans)
@@ -676,6 +687,25 @@ class TraceIntake:
         """Count a request refused for lack of room (the sender retries)."""
         self.busy_refusals += 1
         return self._count(Outcome(Admission.BUSY), protocol, spans)
+
+    def _journaled(self, entry: JournalEntry, admitted: bool) -> bool:
+        """Write an admitted request's journal entry (or give up a refused one's); False when it
+        could not be written: the request, queued but not durable, is then not acknowledged (its
+        retry is a duplicate)."""
+        journal = self.journal
+        assert journal is not None
+        if not admitted:
+            journal.abandon(entry)
+            return False
+        try:
+            journal.write(entry)
+        except Exception as error:
+            self.engine.log.log(
+                logging.ERROR, "journal", "could not journal a request's governance (%s); refused it",
+                describe(error),
+            )
+            return False
+        return True
 
     def close(self) -> None:
         """Stop taking requests and hand every held root to the engine (before it stops)."""

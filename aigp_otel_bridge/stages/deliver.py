@@ -57,7 +57,11 @@ STORE_BATCH = 256
 STUCK_EMIT_S = 2.0
 """At shutdown with an outbox: an emit taking longer than this is given up on, and what is
 queued is stored instead of waiting out ``shutdown_timeout_s``."""
+STORE_RESERVE_S = 5.0
+"""At shutdown with an outbox: the time kept back from delivering to store what is left (at most
+half of the shutdown timeout), so that a slow but up backend never leaves runs unstored."""
 _ERROR_PAUSE_S = 0.05
+_MISSING = object()
 
 Emit = Callable[[Any], str | None]
 """One emit attempt: None when the client took the event, else a description of the error."""
@@ -84,6 +88,13 @@ def approximate_size(run: DecidedRun) -> int:
     if run.error is not None:
         size += len(run.error.message) + len(run.error.stack_trace or "")
     return size
+
+
+def store_reserve_s(remaining_s: float) -> float:
+    """Of the shutdown time left, what is kept back to store the runs not delivered: half of it,
+    at most ``STORE_RESERVE_S`` (storing a run takes well under a millisecond, its batch's
+    ``fsync`` a few)."""
+    return min(STORE_RESERVE_S, max(0.0, remaining_s) / 2)
 
 
 def stored_row(run: DecidedRun, producer: str, *, error: str | None, attempts: int, delay_s: float) -> NewRow:
@@ -154,26 +165,50 @@ class Ledger:
         self.last_seq = 0
         """The sequence number of the latest submitted run (a flush waits up to it)."""
         self.drops = 0
+        self.delivered = 0
+        """Submitted runs delivered (replays of stored rows not included)."""
+        self.stored = 0
+        """Submitted runs handed to the outbox and written (or found there already)."""
         self._drops_reported = 0
-        self._unsettled: set[int] = set()
+        self._unsettled: dict[int, object | None] = {}
+        """Sequence number -> the token given with the run to ``submit`` (for ``on_settled``)."""
+        self.on_settled: Callable[[list[object]], None] | None = None
+        """Told, with the lock held, the tokens of runs just delivered or stored (never of runs
+        dropped): the journal forgets what they came from. It must not block."""
         self._stats = stats
         self._log = log
 
-    def admit_locked(self, run: DecidedRun, size: int) -> _Pending:
+    def admit_locked(self, run: DecidedRun, size: int, token: object | None = None) -> _Pending:
         self.last_seq += 1
-        self._unsettled.add(self.last_seq)
+        self._unsettled[self.last_seq] = token
         return _Pending(self.last_seq, run, size)
 
     def unsettled_locked(self, seq: int) -> bool:
         return seq in self._unsettled
 
-    def settle_locked(self, seqs: Iterable[int]) -> None:
-        """Delivered or stored: a flush waiting for them may return."""
-        self._unsettled.difference_update(seqs)
+    def settle_locked(self, seqs: Iterable[int], *, stored: bool = False) -> None:
+        """Delivered or stored: the one place a run becomes so. A flush waiting for them may
+        return, and ``on_settled`` hears of their tokens."""
+        tokens: list[object] = []
+        settled = 0
+        for seq in seqs:
+            if seq not in self._unsettled:
+                continue
+            token = self._unsettled.pop(seq)
+            settled += 1
+            if token is not None:
+                tokens.append(token)
+        if stored:
+            self.stored += settled
+        else:
+            self.delivered += settled
+        if tokens and self.on_settled is not None:
+            self.on_settled(tokens)
         self.cond.notify_all()
 
     def count_drop_locked(self, seq: int) -> None:
-        self._unsettled.discard(seq)
+        if self._unsettled.pop(seq, _MISSING) is _MISSING:
+            return
         self.drops += 1
         self._stats.runs_dropped += 1
         self.cond.notify_all()
@@ -240,6 +275,10 @@ class OutboxSpiller:
     def start(self) -> None:
         self._thread.start()
 
+    def backlog_bytes_locked(self) -> int:
+        """Bytes of rows waiting for the storage thread."""
+        return self._bytes
+
     def keep(self, pending: _Pending, why: str, error: str | None = None) -> None:
         """Hand a run to the storage thread; ``why`` (or the emit's ``error``) is its row's error."""
         try:
@@ -269,7 +308,9 @@ class OutboxSpiller:
 
     def stop(self, deadline: float) -> None:
         """With the phase ``STOPPED``: let the storage thread write what it holds until the
-        deadline; what it did not write is counted dropped."""
+        deadline; what it did not start writing is counted dropped. A batch whose transaction is
+        under way then is waited for (up to ``STUCK_EMIT_S`` more), so that the runs counted
+        stored are the rows the outbox holds."""
         with self._ledger.cond:
             self._has_rows.notify_all()
         self._thread.join(max(0.0, deadline - time.monotonic()))
@@ -278,6 +319,7 @@ class OutboxSpiller:
                 self._ledger.count_drop_locked(seq)
             self._rows.clear()
             self._bytes = 0
+        self._thread.join(STUCK_EMIT_S)
 
     def _store_loop(self) -> None:
         ledger = self._ledger
@@ -307,7 +349,7 @@ class OutboxSpiller:
                     result.dropped,
                 )
             with ledger.cond:
-                ledger.settle_locked(seq for seq, _ in batch)
+                ledger.settle_locked((seq for seq, _ in batch), stored=True)
 
 
 # ---- the replayer: due outbox rows, one path ----
@@ -420,6 +462,19 @@ class Replayer:
 # ---- the retry queue and the delivery thread ----
 
 
+class Overflow(Enum):
+    """What a full retry queue does with one more run."""
+
+    EVICT_OLDEST = "evict_oldest"
+    """Without an outbox, in process: the oldest queued runs are given up (dropped, counted)."""
+    HAND_OVER = "hand_over"
+    """With an outbox: the new run is given to the spiller, which stores it."""
+    KEEP = "keep"
+    """Without an outbox, behind a front door that refuses while the queue is full (the gateway):
+    the run is queued past the bound, which admission keeps from growing further (a run that was
+    acknowledged is never dropped to make room)."""
+
+
 class RetryQueue:
     """The runs waiting for delivery in memory, bounded by count (``capacity``) and bytes
     (``QUEUE_MAX_BYTES``), and the delivery thread that builds and emits them.
@@ -470,11 +525,12 @@ class RetryQueue:
 
     # ---- called with the ledger's lock held ----
 
-    def put_locked(self, pending: _Pending, *, evict_oldest: bool) -> list[_Pending]:
-        """Queue a run. Returns the runs that do not fit: the new one, or, with ``evict_oldest``,
-        the oldest queued ones, as many as make room for it."""
-        if not self._fits(pending.size):
-            if not evict_oldest:
+    def put_locked(self, pending: _Pending, *, overflow: Overflow) -> list[_Pending]:
+        """Queue a run. Returns the runs that do not fit: none with ``Overflow.KEEP``, the new one
+        with ``Overflow.HAND_OVER``, the oldest queued ones (as many as make room for it) with
+        ``Overflow.EVICT_OLDEST``."""
+        if not self._fits(pending.size) and overflow is not Overflow.KEEP:
+            if overflow is Overflow.HAND_OVER:
                 return [pending]
             evicted: list[_Pending] = []
             while self.depth() and not self._fits(pending.size):
@@ -515,6 +571,11 @@ class RetryQueue:
 
     def _fits(self, size: int) -> bool:
         return self.depth() < self._capacity and self._bytes + size <= QUEUE_MAX_BYTES
+
+    def full_locked(self, coming: int = 0) -> bool:
+        """At or over its bound (by count, with ``coming`` runs still to be queued, or bytes): a
+        front door that can refuse should."""
+        return self.depth() + coming >= self._capacity or self._bytes >= QUEUE_MAX_BYTES
 
     def _append_locked(self, pending: _Pending) -> None:
         self._ready.append(pending)
@@ -657,6 +718,9 @@ class Deliverer:
         self._queue.start()
         if self._spiller is not None:
             self._spiller.start()
+        self.keep_acknowledged = False
+        """Set by a front door that refuses while ``has_room`` is False (the gateway): without an
+        outbox, a full queue then keeps a run past its bound rather than drop the oldest."""
 
     @property
     def phase(self) -> Phase:
@@ -670,16 +734,42 @@ class Deliverer:
     def last_seq(self) -> int:
         return self._ledger.last_seq
 
-    def submit(self, run: DecidedRun) -> None:
-        """Queue a run, never waiting for I/O. When the queue is full: with an outbox the new run
-        is stored, without one the oldest are dropped (counted)."""
-        size = approximate_size(run)
+    def set_on_settled(self, hook: Callable[[list[object]], None] | None) -> None:
+        """Hear of the tokens of runs as they are delivered or stored (see ``Ledger.on_settled``)."""
         with self._ledger.cond:
-            pending = self._ledger.admit_locked(run, size)
+            self._ledger.on_settled = hook
+
+    def has_room(self, coming: int = 0) -> bool:
+        """The retry queue, with ``coming`` runs still to be decided (pending traces), is under its
+        bound and the spiller has room: a front door that can refuse (the gateway) acknowledges
+        more only then, the way the Collector's ``memory_limiter`` refuses before accepting."""
+        with self._ledger.cond:
+            if self._queue.full_locked(coming):
+                return False
+            return self._spiller is None or self._spiller.backlog_bytes_locked() < SPILL_MAX_BYTES // 2
+
+    def tally(self) -> tuple[int, int, int]:
+        """Submitted runs (delivered, stored, dropped) so far; with the runs still unsettled they
+        add up to every run submitted."""
+        with self._ledger.cond:
+            return self._ledger.delivered, self._ledger.stored, self._ledger.drops
+
+    def submit(self, run: DecidedRun, token: object | None = None) -> None:
+        """Queue a run, never waiting for I/O. When the queue is full: with an outbox the new run
+        is stored; without one, the oldest are dropped (counted), or, with ``keep_acknowledged``,
+        the run is queued past the bound. ``token`` is passed to the ``on_settled`` hook once the
+        run is delivered or stored."""
+        size = approximate_size(run)
+        if self._spiller is not None:
+            overflow = Overflow.HAND_OVER
+        else:
+            overflow = Overflow.KEEP if self.keep_acknowledged else Overflow.EVICT_OLDEST
+        with self._ledger.cond:
+            pending = self._ledger.admit_locked(run, size, token)
             if self._ledger.phase in (Phase.CLOSED, Phase.STOPPED):
                 refused = [(pending, "it was decided after shutdown")]
             else:
-                displaced = self._queue.put_locked(pending, evict_oldest=self._spiller is None)
+                displaced = self._queue.put_locked(pending, overflow=overflow)
                 refused = [(victim, "the delivery queue is full") for victim in displaced]
         for victim, why in refused:
             self._give_up(victim, why)
@@ -689,17 +779,23 @@ class Deliverer:
         return self._ledger.wait_settled(upto_seq, deadline)
 
     def shutdown(self, deadline: float) -> bool:
-        """Deliver what is queued until the deadline; with an outbox, store it instead as soon as
-        the backend fails or an emit hangs (``STUCK_EMIT_S``). What is left (a run inside a hung
-        ``emit`` included) is stored or counted as dropped. True when nothing was dropped; a second
-        call returns True at once."""
+        """Deliver what is queued until the deadline; with an outbox, only until
+        ``store_reserve_s`` before it, and store it instead as soon as the backend fails or an
+        emit hangs (``STUCK_EMIT_S``). What is left (a run inside a hung ``emit`` included) is
+        stored or counted as dropped. True when nothing was dropped; a second call returns True
+        at once."""
         ledger = self._ledger
         with ledger.cond:
             if ledger.phase is not Phase.RUNNING:
                 return True
             drops_before = ledger.drops
             ledger.phase = Phase.DRAINING
-            self._queue.drain_locked(deadline, stuck_after_s=None if self._spiller is None else STUCK_EMIT_S)
+            drain_until = deadline
+            if self._spiller is not None:
+                drain_until -= store_reserve_s(deadline - time.monotonic())
+            self._queue.drain_locked(
+                drain_until, stuck_after_s=None if self._spiller is None else STUCK_EMIT_S
+            )
             ledger.phase = Phase.CLOSED
             left = self._queue.close_locked()
             unfinished = [] if self._replayer is None else self._replayer.leased_locked()

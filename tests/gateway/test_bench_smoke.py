@@ -16,6 +16,7 @@ def test_bench_gateway_quick(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     rates = [*figures["ungoverned_spans_per_s"].values(), *figures["governed_sessions_per_s"].values(),
              *figures["ratios"].values()]
-    assert len(rates) == 8
+    assert len(rates) == 10
     rates.append(figures["pending_trace_bytes"])
+    assert math.isfinite(figures["journal_ms_per_request"])
     assert all(math.isfinite(rate) and rate > 0 for rate in rates)
