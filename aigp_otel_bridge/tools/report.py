@@ -39,7 +39,7 @@ from aigp_otel_bridge.tools.verify import (
 
 Status = Literal["COMPLETE", "FAIL", "RUNNING", "OTHER"]
 Marking = Literal["governed", "observed-only", "denied"]
-Verdict = Literal["verified", "links verified", "failed", "not checked"]
+Finding = Literal["verified", "links verified", "failed", "not checked"]
 
 NODE_WIDTH, NODE_HEIGHT = 250, 92
 MAX_LABEL = 32
@@ -69,7 +69,7 @@ class InputView:
     resource_type: str
     version: object
     marking: Marking
-    verdict: Verdict
+    verdict: Finding
     reasons: tuple[str, ...]
 
     @property
@@ -90,7 +90,7 @@ class RunView:
     enforcement: str | None
     denied_count: int
     inputs: tuple[InputView, ...]
-    verdict: Verdict
+    verdict: Finding
     """``failed`` when a link or hash check fails; ``verified`` when its links and hashes pass;
     ``links verified`` without a store; ``not checked`` for a run without a governance facet."""
     reasons: tuple[str, ...]
@@ -143,7 +143,7 @@ def _inputs(events: Sequence[Mapping[str, Any]], checks: Mapping[str, list[tuple
             own = checks.get(label, []) if facet else []
             failed = tuple(detail for status, detail in own if status == FAILED)
             if failed:
-                verdict: Verdict = "failed"
+                verdict: Finding = "failed"
             elif store_checked and any(status == OK for status, _ in own):
                 verdict = "verified"
             else:
@@ -182,7 +182,7 @@ def run_views(lineage: Sequence[Located], report: Report) -> dict[str, RunView]:
         reasons = [f"{c.name}: {c.detail}" for c in links.checks if c.status == FAILED]
         reasons += [f"{c.name}: {c.detail}" for v in own for c in v.failures]
         if reasons:
-            verdict: Verdict = "failed"
+            verdict: Finding = "failed"
         elif not report.store_checked:
             verdict = "links verified"
         else:  # a run without an aigp_governance facet makes no claim to prove
