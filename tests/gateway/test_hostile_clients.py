@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -187,6 +188,20 @@ def test_decoding_is_bounded_in_bytes_and_a_refused_exporter_retries(start: Star
     retry = error_details_pb2.RetryInfo()
     details = dict(error.trailing_metadata())["grpc-status-details-bin"]
     assert status_pb2.Status.FromString(details).details[0].Unpack(retry)
+
+
+_HTTP_EXPORTER = version("opentelemetry-exporter-otlp-proto-http")
+
+
+@pytest.mark.skipif(
+    tuple(int(part) for part in _HTTP_EXPORTER.split(".")[:2]) < (1, 45),
+    reason=f"opentelemetry-exporter-otlp-proto-http {_HTTP_EXPORTER} retries no 429 (1.45 is the first that"
+    " does; docs/gateway.md, 'Overload and acknowledgement')",
+)
+def test_an_exporter_refused_for_the_decoding_budget_retries_and_gets_in(start: Started) -> None:
+    gateway = start({"AIGP_BRIDGE_MAX_DECODING_BYTES": "100000"})
+    budget = gateway.intake.decoding
+    assert budget.take(99_990)  # a request being decoded
     # A real exporter is refused, retries after Retry-After, and gets in once the budget is free.
     spans, expected = record_spans([{}])
     url = f"http://127.0.0.1:{http_port(gateway)}/v1/traces"
