@@ -60,19 +60,49 @@ def _inputs(event: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 SET_UPS = [
-    pytest.param("agents", "openai_agents_openinference.py", f"support-bot.{AGENT_NAME}", MODEL_THAT_RAN,
-                 id="openai-agents+OpenInference"),
-    pytest.param("agents", "openai_agents_openllmetry.py", f"support-bot.{AGENT_NAME}", MODEL_THAT_RAN,
-                 id="openai-agents+OpenLLMetry"),
-    pytest.param("agents", "openai_agents_logfire.py", f"support-bot.{AGENT_NAME}", MODEL_THAT_RAN,
-                 id="openai-agents+logfire"),
-    pytest.param("agents", "langgraph_openinference.py", f"support-bot.{AGENT_NAME}", MODEL_THAT_RAN,
-                 id="LangGraph+OpenInference"),
-    pytest.param("agents", "langgraph_openllmetry.py", f"support-bot.{AGENT_NAME}", MODEL_THAT_RAN,
-                 id="LangGraph+OpenLLMetry"),
+    pytest.param(
+        "agents",
+        "openai_agents_openinference.py",
+        f"support-bot.{AGENT_NAME}",
+        MODEL_THAT_RAN,
+        id="openai-agents+OpenInference",
+    ),
+    pytest.param(
+        "agents",
+        "openai_agents_openllmetry.py",
+        f"support-bot.{AGENT_NAME}",
+        MODEL_THAT_RAN,
+        id="openai-agents+OpenLLMetry",
+    ),
+    pytest.param(
+        "agents",
+        "openai_agents_logfire.py",
+        f"support-bot.{AGENT_NAME}",
+        MODEL_THAT_RAN,
+        id="openai-agents+logfire",
+    ),
+    pytest.param(
+        "agents",
+        "langgraph_openinference.py",
+        f"support-bot.{AGENT_NAME}",
+        MODEL_THAT_RAN,
+        id="LangGraph+OpenInference",
+    ),
+    pytest.param(
+        "agents",
+        "langgraph_openllmetry.py",
+        f"support-bot.{AGENT_NAME}",
+        MODEL_THAT_RAN,
+        id="LangGraph+OpenLLMetry",
+    ),
     # LlamaIndex's spans name no agent (and only the requested model): the root span names the job
-    pytest.param("llamaindex", "llamaindex_openinference.py", "support-bot.FunctionAgent.run", "gpt-4o-mini",
-                 id="LlamaIndex+OpenInference"),
+    pytest.param(
+        "llamaindex",
+        "llamaindex_openinference.py",
+        "support-bot.FunctionAgent.run",
+        "gpt-4o-mini",
+        id="LlamaIndex+OpenInference",
+    ),
 ]
 
 
@@ -97,7 +127,9 @@ def test_a_governed_agent_run_names_its_agent_tools_and_model(
         assert "contentHash" in invoked  # the SDK's tool event, named by the tool span it sat on
         model_input = inputs[f"model.{model}"]
         assert (model_input["governed"], model_input["provider"], model_input["resourceType"]) == (
-            False, "openai", "model"
+            False,
+            "openai",
+            "model",
         )
         governance = event["run"]["facets"]["aigp_governance"]
         observed_only = [name for name, facet in inputs.items() if not facet["governed"]]

@@ -49,9 +49,21 @@ def framework_pythons() -> dict[str, Path]:
         for name in stale:
             venv.EnvBuilder(clear=True, with_pip=True).create(homes[name])
             installs[name] = subprocess.Popen(
-                [str(_python(homes[name])), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                 "-r", str(REQUIREMENTS / f"{name}.txt"), "-e", f"{REPO}[demo]"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                [
+                    str(_python(homes[name])),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(REQUIREMENTS / f"{name}.txt"),
+                    "-e",
+                    f"{REPO}[demo]",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
         for name, install in installs.items():
             output, _ = install.communicate()
@@ -72,7 +84,8 @@ def clean_environment(**extra: str) -> dict[str, str]:
     """The environment a framework script runs in: none of the caller's OpenTelemetry, OpenLineage,
     OpenAI or logfire settings (no key, nothing sent anywhere), the project first on the path."""
     kept = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if not key.startswith(("OTEL_", "OPENLINEAGE", "OPENAI_", "LOGFIRE_", "AIGP_BRIDGE_"))
     }
     return kept | {"PYTHONPATH": str(REPO)} | extra
