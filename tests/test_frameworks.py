@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.framework_envs import REPO, clean_environment, framework_pythons
+from tests.framework_envs import REPO, clean_environment
 from tests.schemas import validate_run_event
 
 FRAMEWORKS = REPO / "examples" / "frameworks"
@@ -25,11 +25,6 @@ from offline_model import MODEL_THAT_RAN, SCRIPT, offline_openai  # noqa: E402
 AGENT_NAME = "support_agent"
 
 pytestmark = pytest.mark.timeout(900)  # the first run makes the environments
-
-
-@pytest.fixture(scope="session")
-def pythons() -> dict[str, Path]:
-    return framework_pythons()
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +103,15 @@ SET_UPS = [
 
 @pytest.mark.parametrize(("group", "script", "job", "model"), SET_UPS)
 def test_a_governed_agent_run_names_its_agent_tools_and_model(
-    pythons: dict[str, Path], model_url: str, tmp_path: Path, group: str, script: str, job: str, model: str
+    framework_pythons: dict[str, Path],
+    model_url: str,
+    tmp_path: Path,
+    group: str,
+    script: str,
+    job: str,
+    model: str,
 ) -> None:
-    events = run_example(pythons[group], script, model_url, tmp_path / "lineage.jsonl")
+    events = run_example(framework_pythons[group], script, model_url, tmp_path / "lineage.jsonl")
     for event in events:
         validate_run_event(event)
     # one run per invocation, each complete

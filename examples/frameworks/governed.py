@@ -9,6 +9,7 @@ instrumentation), so that the records land on the tool span they are about.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,14 @@ INSTRUCTIONS = "You help customers with their orders. Use the tools."
 POLICY = "Never promise a refund; refunds above $100 need a human."
 
 
+def print_console_events() -> None:
+    """Show the RunEvents of the OpenLineage console transport (the client's default when nothing is
+    configured, e.g. ``OPENLINEAGE_URL``), which logs them at INFO, without every library's INFO."""
+    console = logging.getLogger("openlineage.client.transport.console")
+    console.setLevel(logging.INFO)
+    console.addHandler(logging.StreamHandler())
+
+
 @contextmanager
 def model_server() -> Iterator[str]:
     """The base URL of the OpenAI-compatible server the agent calls: ``OFFLINE_MODEL_URL`` when one
@@ -46,6 +55,7 @@ class SupportGovernance:
     """The AIGP SDK and the bridge of one process, and the governed tools of the support agent."""
 
     def __init__(self, service_name: str = "support-svc", span_of: Callable[[], Span | None] | None = None):
+        print_console_events()
         self.aigp = AIGPInstrumentor(agent_id="agent.support-bot", org_id="org.acme")
         self.bridge = AIGPLineageSpanProcessor(job_namespace="support")
         self.aigp.event_callback = self.bridge.ingest_aigp_event  # the governance store's view, joined
