@@ -32,9 +32,11 @@ class AttributeNames:
     whether it has a role (contract section 9)."""
     read_keys: tuple[str, ...]
     """The keys the conventions are read from that the span has (``sc.CONVENTION_KEYS``, in order)."""
+    model_keys: tuple[str, ...]
+    """Of those, the keys that say which model and provider a model span called (``sc.MODEL_KEYS``)."""
 
 
-_NO_ATTRIBUTES = AttributeNames(governed=False, marked_role=None, kind_keys=(), read_keys=())
+_NO_ATTRIBUTES = AttributeNames(governed=False, marked_role=None, kind_keys=(), read_keys=(), model_keys=())
 _NAMES_SEEN: BoundedMemo[tuple[str, ...], AttributeNames] = BoundedMemo(4096)
 """What each tuple of attribute names says: instrumentation repeats its key sets, and one look-up
 costs less than testing every key."""
@@ -58,6 +60,7 @@ def attribute_names(keys: tuple[str, ...]) -> AttributeNames:
         marked_role=_marked_role(present),
         kind_keys=tuple(key for key in sc.KIND_KEYS if key in present),
         read_keys=tuple(key for key in sc.CONVENTION_KEYS if key in present),
+        model_keys=tuple(key for key in sc.MODEL_KEYS if key in present),
     )
     return _NAMES_SEEN.remember(keys, names)
 
@@ -77,14 +80,16 @@ def role_of(names: AttributeNames, attributes: Mapping[str, Any]) -> str | None:
 
 
 ModelsNoted = BoundedMemo[tuple[Any, ...], bool]
-"""(trace id, the model and provider values of ``sc.MODEL_KEYS``) of model spans already noted."""
+"""(trace id, model keys present, their values) of model spans already noted."""
 MODELS_NOTED_MAX = 4096
 
 
-def _model_noted_before(noted: ModelsNoted, trace_id: int, attributes: Mapping[str, Any]) -> bool:
+def _model_noted_before(
+    noted: ModelsNoted, trace_id: int, model_keys: tuple[str, ...], attributes: Mapping[str, Any]
+) -> bool:
     """A span that is only a model call naming a model its trace already named (chat spans repeat
     it call after call) tells its run nothing new: one look-up instead of a note."""
-    key = (trace_id, *map(attributes.get, sc.MODEL_KEYS))
+    key = (trace_id, model_keys, *map(attributes.__getitem__, model_keys))
     try:
         if key in noted:
             return True
@@ -125,13 +130,13 @@ def capture(
             [_note_event(event) for event in events if event.name.startswith(sc.PREFIX)]
         )
     governed_attributes = names.governed
-    role = role_of(names, attributes) if names.marked_role or names.kind_keys else None
+    role = role_of(names, attributes) if names.kind_keys else names.marked_role
     if not (local_root or governance_events or governed_attributes) and (
         role is None
         or (
             role == sc.MODEL
             and models_noted is not None
-            and _model_noted_before(models_noted, span.trace_id, attributes)
+            and _model_noted_before(models_noted, span.trace_id, names.model_keys, attributes)
         )
     ):
         return None
