@@ -776,13 +776,18 @@ RecordContent = tuple[str, tuple[str, ...], tuple[object, ...], tuple[type, ...]
 equal, but not equally valid)."""
 
 
+GenAIContent = tuple[tuple[str, ...], tuple[object, ...]]
+"""What a span's GenAI facts are read from: the convention keys it has and their values."""
+_CONVENTION_KEYS = frozenset(sc.CONVENTION_KEYS)
+
+
 class Extractor:
     """Reads notes on the correlation worker. Remembers the facts of the last Resource seen (every
     span of a process shares one), the record each distinct span event content reads, and the
     GenAI facts each distinct set of GenAI values gives: instrumentation repeats all three span
     after span, and reading them afresh is most of what extraction costs."""
 
-    __slots__ = ("_gen_ai_facts_by_values", "_limits", "_records_by_content", "_resource")
+    __slots__ = ("_gen_ai_facts_by_content", "_limits", "_records_by_content", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -791,10 +796,10 @@ class Extractor:
             _RECORDS_REMEMBERED
         )
         """A span event's record without its id and time, by what it is read from."""
-        self._gen_ai_facts_by_values: BoundedMemo[
-            tuple[tuple[object, ...], tuple[type, ...]], GenAIFacts | None
-        ] = BoundedMemo(_GEN_AI_FACTS_REMEMBERED)
-        """Facts by the values (and types) of the keys the conventions read (``sc.CONVENTION_KEYS``)."""
+        self._gen_ai_facts_by_content: BoundedMemo[GenAIContent, GenAIFacts | None] = BoundedMemo(
+            _GEN_AI_FACTS_REMEMBERED
+        )
+        """Facts by the convention keys a span has and their values (``gen_ai_facts``)."""
 
     def event_record(
         self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
@@ -842,20 +847,23 @@ class Extractor:
         )
 
     def gen_ai_facts(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
-        """``gen_ai_facts_of`` the attributes, read once per distinct set of values they are read
-        from (and their types: ``1`` and ``True`` are equal, but not equally valid)."""
+        """``gen_ai_facts_of`` the attributes, read once per distinct content they are read from:
+        the convention keys present and their values. Every value the conventions read that is
+        not a string is unfit, so equal values of other types (``1``, ``True``) read alike. Only
+        ``_keepable`` contents are remembered (not a long LangChain ``metadata``); unhashable
+        values are read afresh."""
         if not attributes or ROLE_KEYS.isdisjoint(attributes):
             return None
-        values = tuple(map(attributes.get, sc.CONVENTION_KEYS))
-        if not all(_keepable(value, self._limits.max_string_length) for value in values):
-            return gen_ai_facts_of(attributes, self._limits)
-        key = (values, tuple(map(type, values)))
+        keys = tuple(filter(_CONVENTION_KEYS.__contains__, attributes))
+        content = (keys, tuple(map(attributes.__getitem__, keys)))
         try:
-            known = self._gen_ai_facts_by_values.get(key)
+            known = self._gen_ai_facts_by_content.get(content)
         except TypeError:  # an unhashable value (a list): read afresh
             return gen_ai_facts_of(attributes, self._limits)
         if known is None:
-            known = self._gen_ai_facts_by_values.remember(key, gen_ai_facts_of(attributes, self._limits))
+            known = gen_ai_facts_of(attributes, self._limits)
+            if all(_keepable(value, self._limits.max_string_length) for value in content[1]):
+                self._gen_ai_facts_by_content.remember(content, known)
         return known
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
