@@ -7,7 +7,8 @@ event names whether the span matters to a run before it reads anything else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from operator import itemgetter
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,9 +35,17 @@ class AttributeNames:
     """The keys the conventions are read from that the span has (``sc.CONVENTION_KEYS``, in order)."""
     model_keys: tuple[str, ...]
     """Of those, the keys that say which model and provider a model span called (``sc.MODEL_KEYS``)."""
+    model_values: Callable[[Mapping[str, Any]], Any]
+    """The values of ``model_keys`` of a span's attributes (an ``itemgetter``)."""
 
 
-_NO_ATTRIBUTES = AttributeNames(governed=False, marked_role=None, kind_keys=(), read_keys=(), model_keys=())
+def _no_values(attributes: Mapping[str, Any]) -> None:
+    return None
+
+
+_NO_ATTRIBUTES = AttributeNames(
+    governed=False, marked_role=None, kind_keys=(), read_keys=(), model_keys=(), model_values=_no_values
+)
 _NAMES_SEEN: BoundedMemo[tuple[str, ...], AttributeNames] = BoundedMemo(4096)
 """What each tuple of attribute names says: instrumentation repeats its key sets, and one look-up
 costs less than testing every key."""
@@ -55,12 +64,14 @@ def attribute_names(keys: tuple[str, ...]) -> AttributeNames:
     if known is not None:
         return known
     present = set(keys)
+    model_keys = tuple(key for key in sc.MODEL_KEYS if key in present)
     names = AttributeNames(
         governed=has_governance_attributes(keys),
         marked_role=_marked_role(present),
         kind_keys=tuple(key for key in sc.KIND_KEYS if key in present),
         read_keys=tuple(key for key in sc.CONVENTION_KEYS if key in present),
-        model_keys=tuple(key for key in sc.MODEL_KEYS if key in present),
+        model_keys=model_keys,
+        model_values=itemgetter(*model_keys) if model_keys else _no_values,
     )
     return _NAMES_SEEN.remember(keys, names)
 
@@ -85,11 +96,11 @@ MODELS_NOTED_MAX = 4096
 
 
 def _model_noted_before(
-    noted: ModelsNoted, trace_id: int, model_keys: tuple[str, ...], attributes: Mapping[str, Any]
+    noted: ModelsNoted, trace_id: int, names: AttributeNames, attributes: Mapping[str, Any]
 ) -> bool:
     """A span that is only a model call naming a model its trace already named (chat spans repeat
     it call after call) tells its run nothing new: one look-up instead of a note."""
-    key = (trace_id, model_keys, *map(attributes.__getitem__, model_keys))
+    key = (trace_id, names.model_keys, names.model_values(attributes))
     try:
         if key in noted:
             return True
@@ -136,7 +147,7 @@ def capture(
         or (
             role == sc.MODEL
             and models_noted is not None
-            and _model_noted_before(models_noted, span.trace_id, names.model_keys, attributes)
+            and _model_noted_before(models_noted, span.trace_id, names, attributes)
         )
     ):
         return None
