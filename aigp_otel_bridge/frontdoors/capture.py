@@ -8,8 +8,8 @@ event names whether the span matters to a run before it reads anything else.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from operator import itemgetter
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from aigp_otel_bridge import semconv as sc
