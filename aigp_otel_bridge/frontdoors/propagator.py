@@ -32,11 +32,10 @@ from opentelemetry.propagators.textmap import (
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 from aigp_otel_bridge.config import BridgeConfig
-from aigp_otel_bridge.frontdoors.capture import attribute_names
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.propagated_links import HEADER, RUN_LINKS, RunParent, decode_header, encode_header
 from aigp_otel_bridge.stages.build import job_of
-from aigp_otel_bridge.stages.extract import Limits, agent_name_of, resource_facts, root_facts
+from aigp_otel_bridge.stages.extract import ROLE_KEYS, Limits, agent_name_of, resource_facts, root_facts
 
 _PARENT_KEY = otel_context.create_key("aigp-lineage-parent")
 
@@ -112,10 +111,7 @@ def agent_named_at_start(span: Any, limits: Limits) -> str | None:
     """The agent a span names as it starts, in any convention (``gen_ai.agent.name``, ...): what
     a call made under it must carry as its caller's task before the span's end says so."""
     attributes = span.attributes
-    if not attributes:
-        return None
-    names = attribute_names(tuple(attributes))
-    if names.marked_role is None and not names.kind_keys:
+    if not attributes or ROLE_KEYS.isdisjoint(attributes):
         return None
     return agent_name_of(attributes, limits)
 

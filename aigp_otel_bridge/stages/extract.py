@@ -639,9 +639,13 @@ def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
 
 def agent_name_of(attributes: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> str | None:
     """The agent a span names in any convention (``gen_ai.agent.name``, OpenInference's
-    ``agent.name``, ...), when valid."""
-    facts = gen_ai_facts_of(attributes, limits)
-    return facts.agent_name if facts is not None else None
+    ``agent.name``, ...), when valid: ``gen_ai_facts_of``'s agent name, reading nothing else."""
+    for convention in sc.CONVENTIONS:
+        if convention.agent is not None:
+            value = _role_value(attributes, convention, convention.agent)
+            if value is not None:
+                return optional_text(value, limits.max_string_length)[0]
+    return None
 
 
 def _prefixed_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
@@ -685,6 +689,16 @@ def _role_name(attributes: Mapping[str, Any], how: sc.Role) -> object:
     return None
 
 
+def _role_value(attributes: Mapping[str, Any], convention: sc.Convention, how: sc.Role) -> object:
+    """The value a span's name for a role is read from, when the convention gives the span that
+    role (its kind attribute, if it has one, is one of the role's kinds); else None."""
+    if how.kinds:
+        kind = attributes.get(convention.kind_key) if convention.kind_key is not None else None
+        if not (type(kind) is str and kind in how.kinds):
+            return None
+    return _role_name(attributes, how)
+
+
 def gen_ai_facts_of(
     attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS
 ) -> GenAIFacts | None:
@@ -699,11 +713,10 @@ def gen_ai_facts_of(
     found: dict[str, str | None] = {}
     provider = None
     for convention in sc.CONVENTIONS:
-        kind = attributes.get(convention.kind_key) if convention.kind_key is not None else None
         for role, how in convention.roles():
-            if role in found or (how.kinds and not (type(kind) is str and kind in how.kinds)):
+            if role in found:
                 continue
-            value = _role_name(attributes, how)
+            value = _role_value(attributes, convention, how)
             if value is None:
                 continue
             if role == sc.AGENT:
