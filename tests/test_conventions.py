@@ -21,7 +21,14 @@ from aigp_otel_bridge import AIGPLineageSpanProcessor
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.frontdoors.capture import MODELS_NOTED_MAX, ModelsNoted
 from aigp_otel_bridge.frontdoors.sdk import capture_span
-from aigp_otel_bridge.stages.extract import Extractor, GenAIFacts, Limits, gen_ai_facts_of, span_name
+from aigp_otel_bridge.stages.extract import (
+    Extractor,
+    GenAIFacts,
+    Limits,
+    agent_name_of,
+    gen_ai_facts_of,
+    span_name,
+)
 from tests.conftest import CaptureTransport
 
 Bridge = Callable[..., tuple[TracerProvider, AIGPLineageSpanProcessor]]
@@ -130,6 +137,7 @@ def test_each_convention_names_tools_models_and_agents(
 ) -> None:
     limits = Limits(max_string_length=32)
     assert gen_ai_facts_of(attributes, limits) == facts
+    assert agent_name_of(attributes, limits) == (facts.agent_name if facts is not None else None)
     extractor = Extractor(limits)
     for _ in range(2):  # a miss, then a hit: the remembered facts are those of a fresh read
         assert extractor.gen_ai_facts(attributes) == facts
