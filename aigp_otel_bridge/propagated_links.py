@@ -64,8 +64,9 @@ class RunParent:
     root: RunIdentity
 
 
-JobNamer = Callable[[Any], "tuple[str, str]"]
-"""Names a local root's job ``(namespace, name)`` from the live root span."""
+JobNamer = Callable[[Any, "str | None"], "tuple[str, str]"]
+"""Names a local root's job ``(namespace, name)`` from the live root span and the name of the
+first agent that started under it (None when none did, or none was named at its start)."""
 
 
 # ---- the parent facet ----
@@ -195,11 +196,13 @@ class _OpenRoot(weakref.ref):  # type: ignore[type-arg]
     remote parent, name, attributes) is read from the span itself while it is alive, so an open
     root costs one small object. A root the application drops without ending is not kept alive."""
 
-    __slots__ = ("namer", "outer", "trace_id")
+    __slots__ = ("agent", "namer", "outer", "trace_id")
     trace_id: int
     namer: JobNamer
     outer: _OpenRoot | None
     """The trace's previously started open root in this process (a trace that re-entered it)."""
+    agent: str | None
+    """The name of the first agent span started under the root, as its start named it."""
 
 
 @dataclass(slots=True)
@@ -260,7 +263,7 @@ class RunLinks:
         On the application's thread for every local root: nothing is computed or kept here that a
         run may never need (run id, job name, ``OPENLINEAGE_CONTEXT``)."""
         reference = _OpenRoot(span, self._on_dropped)
-        reference.trace_id, reference.namer = trace_id, namer
+        reference.trace_id, reference.namer, reference.agent = trace_id, namer, None
         with self._lock:
             self._forget_dropped()
             outer = self._open.get(trace_id)
@@ -272,6 +275,15 @@ class RunLinks:
                 self._keep((trace_id, span_id), _Link(parent))
             if len(self._open) > self._max:
                 del self._open[next(iter(self._open))]
+
+    def agent_started(self, trace_id: int, name: str) -> None:
+        """An agent span named ``name`` started in the trace: the first one under the trace's
+        innermost open root is the agent that root's run is named after (contract section 9, "One
+        agent, one job"), as the outermost agent span is when the run is named from its spans."""
+        with self._lock:
+            latest = self._open.get(trace_id)
+            if latest is not None and latest.agent is None:
+                latest.agent = name
 
     def root_ended(self, trace_id: int, span_id: int) -> None:
         """The root ended: it is no longer open (its run's link, if any, stays for naming)."""
@@ -331,7 +343,7 @@ class RunLinks:
         if found is None or root is None:
             return None
         root_span_id, remote = _span_id(root), _remote(root)
-        job = self._fix_job((trace_id, root_span_id), root, found.namer, None)
+        job = self._fix_job((trace_id, root_span_id), root, found, None)
         identity = RunIdentity(_run_id(trace_id, root_span_id, remote), *job)
         with self._lock:
             link = self._links.get((trace_id, root_span_id))
@@ -357,21 +369,24 @@ class RunLinks:
             found = self._find(latest, span_id) if latest is not None else None
             root = found() if found is not None else None
         if found is not None and root is not None:
-            job = self._fix_job(key, root, found.namer, job)
+            job = self._fix_job(key, root, found, job)
         elif link is not None and link.job is not None:
             job = link.job
         return job, self._parent(link.parent if link is not None else None, remote)
 
     def _fix_job(
-        self, key: tuple[int, int], root: Any, namer: JobNamer, fallback: tuple[str, str] | None
+        self, key: tuple[int, int], root: Any, found: _OpenRoot, fallback: tuple[str, str] | None
     ) -> tuple[str, str]:
+        """The job of an open root's run, fixed the first time it is asked for: named from the root
+        and the agent that started under it so far (an agent named later cannot change it)."""
         with self._lock:
             link = self._links.get(key)
             if link is not None and link.job is not None:
                 return link.job
+            agent = found.agent
         job = fallback
         try:
-            job = namer(root)
+            job = found.namer(root, agent)
         except Exception:
             self.log.log(logging.ERROR, "job", "could not name a root's job", exc_info=True)
         with self._lock:

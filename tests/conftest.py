@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -72,6 +73,15 @@ def every_emitted_event_is_schema_valid() -> Iterator[None]:
     received += [e for b in LineageBackend.made for e in b.received]
     for event in received:
         validate_run_event(event)
+
+
+@pytest.fixture(scope="session")
+def framework_pythons() -> dict[str, Path]:
+    """The interpreter of each agent-framework group's environment (tests/framework_envs), made
+    once per session when missing or out of date."""
+    from tests.framework_envs import framework_pythons as made
+
+    return made()
 
 
 @pytest.fixture

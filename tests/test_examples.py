@@ -314,3 +314,30 @@ def test_zero_code_readme_block_runs_as_written_and_leaves_nothing_in_the_clone(
     assert {e["run"]["facets"]["aigp_governance"]["traceId"] for e in events} == governed  # type: ignore[index]
     for event in events:
         validate_run_event(event)  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(900)  # the first run makes the framework environments
+@pytest.mark.parametrize(
+    ("group", "script"),
+    [("agents", "openai_agents_openinference.py"), ("agents", "langgraph_openinference.py")],
+)
+def test_a_framework_example_prints_a_run_event_per_agent_run_offline(
+    framework_pythons: dict[str, Path], group: str, script: str
+) -> None:
+    """Run as a user runs it, in its framework's environment: it serves its own stand-in for the
+    OpenAI API on loopback (no network, no key) and the bridge prints its RunEvents on the console."""
+    from tests.framework_envs import clean_environment
+
+    result = subprocess.run(
+        [str(framework_pythons[group]), str(EXAMPLES / "frameworks" / script)],
+        env=clean_environment(), capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    events = _json_lines(result.stdout + result.stderr)
+    assert len(events) == 2
+    for event in events:
+        validate_run_event(event)  # type: ignore[arg-type]
+        assert event["job"]["name"] == "support-bot.support_agent"  # type: ignore[index]
+        inputs = {d["name"]: d["inputFacets"]["aigp_resource"] for d in event["inputs"]}  # type: ignore[attr-defined]
+        assert inputs["tool.wire_refund"]["enforcementResult"] == "denied"
+        assert inputs["model.gpt-4o-mini-2024-07-18"]["governed"] is False

@@ -210,7 +210,7 @@ def _called_root(tracer: Any, trace_id: int, name: str) -> Any:
     return tracer.start_span(name, context=trace.set_span_in_context(NonRecordingSpan(caller)))
 
 
-def _named(span: Any) -> tuple[str, str]:
+def _named(span: Any, agent: str | None = None) -> tuple[str, str]:
     return "ns", f"svc.{span.name}"
 
 
@@ -333,7 +333,7 @@ def test_the_propagator_never_raises_into_the_application() -> None:
         span.get_span_context().span_id,
         None,
         span,
-        lambda s: (_ for _ in ()).throw(RuntimeError("namer")),
+        lambda s, agent: (_ for _ in ()).throw(RuntimeError("namer")),
     )
     with trace.use_span(span):
         propagator.inject({}, setter=Refusing())  # type: ignore[arg-type]
@@ -699,4 +699,61 @@ def test_an_open_root_emitted_early_keeps_its_job_name_when_it_completes(
     assert running["run"]["runId"] == completed["run"]["runId"]
     assert running["job"] == completed["job"]
     assert running["job"]["name"] == "planner.plan"  # the open root named it, once
+
+
+
+# ---- one agent, one job (contract section 9) ----
+
+
+def _serve_plan(make_bridge: Any, *, call_pricer: bool) -> dict[str, str]:
+    """An agent served under a web framework's span: ``POST /plan`` (the local root), under it the
+    planner agent's span (named as it starts, as GenAI instrumentations do), governance, and
+    perhaps a call to another agent. Returns the call's headers (empty when it made none)."""
+    sdk = AIGPInstrumentor(agent_id="agent.planner")
+    tracer, _ = _bridge(make_bridge, sdk, "planner")
+    carrier: dict[str, str] = {}
+    with tracer.start_as_current_span("POST /plan", kind=trace.SpanKind.SERVER):
+        agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+        with tracer.start_as_current_span("invoke_agent planner", attributes=agent):
+            sdk.inject_success("policy.trading-limits", 4, "Max position: $10M per instrument.")
+            if call_pricer:
+                with tracer.start_as_current_span("call pricer", kind=trace.SpanKind.CLIENT):
+                    W3C_AND_LINEAGE.inject(carrier)
+    return carrier
+
+
+def test_an_agent_under_a_server_span_keeps_one_job_whether_or_not_it_called_another_agent(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    carrier = _serve_plan(make_bridge, call_pricer=True)
+    (called,) = transport.wait_for(1)
+    _serve_plan(make_bridge, call_pricer=False)
+    _, alone = transport.wait_for(2)
+    assert called["job"] == alone["job"]
+    assert called["job"]["name"] == "planner.planner"  # the agent, not the server span
+    propagated = decode_header(carrier[HEADER])
+    assert propagated is not None
+    assert (propagated.parent.name, propagated.parent.run_id) == ("planner.planner", called["run"]["runId"])
+
+
+def test_an_agent_named_only_when_its_span_ends_propagates_the_root_s_job_and_keeps_it(
+    make_bridge: Any, transport: CaptureTransport
+) -> None:
+    """An instrumentation that names the agent at the end of its span (OpenInference's): a call made
+    under it cannot know the agent yet, so the run keeps the job it propagated (one job per run)."""
+    sdk = AIGPInstrumentor(agent_id="agent.planner")
+    tracer, _ = _bridge(make_bridge, sdk, "planner")
+    carrier: dict[str, str] = {}
+    unnamed = {"openinference.span.kind": "AGENT"}
+    with (
+        tracer.start_as_current_span("POST /plan", kind=trace.SpanKind.SERVER),
+        tracer.start_as_current_span("planner", attributes=unnamed) as agent,
+    ):
+        sdk.inject_success("policy.trading-limits", 4, "Max position: $10M per instrument.")
+        W3C_AND_LINEAGE.inject(carrier)
+        agent.set_attribute("agent.name", "planner")
+    (event,) = transport.wait_for(1)
+    propagated = decode_header(carrier[HEADER])
+    assert propagated is not None
+    assert event["job"]["name"] == propagated.parent.name == "planner.POST /plan"
 

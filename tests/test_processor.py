@@ -435,6 +435,25 @@ def test_ingest_rejects_garbage_without_raising(make_bridge: Any, transport: Cap
     assert processor.stats()["ingest_rejected"] == len(garbage)
 
 
+def test_governance_recorded_with_no_span_current_is_counted_and_warned_about_once(
+    make_bridge: Any, transport: CaptureTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reference SDK writes an empty trace_id when no span is current (an instrumentation that
+    does not make its spans current): the warning says so and how to fix it, once a minute."""
+    aigp = new_instrumentor()
+    _, processor, _ = governed_bridge(make_bridge, aigp)
+    aigp.event_callback = processor.ingest_aigp_event
+    with caplog.at_level("WARNING", logger="aigp_otel_bridge"):
+        aigp.inject_success("policy.trading-limits", 4, "limits")
+        aigp.tool_denied("wire_transfer", "not allowed")
+    assert processor.stats()["ingest_rejected"] == 2
+    (warning,) = [r.getMessage() for r in caplog.records if "trace_id" in r.getMessage()]
+    assert "no span current" in warning
+    assert "span=" in warning and "makes its spans current" in warning
+    assert "dict" not in warning
+    assert flushed(processor, transport) == []
+
+
 def test_the_sdk_callback_and_direct_ingest_are_the_same_door(
     make_bridge: Any, transport: CaptureTransport
 ) -> None:

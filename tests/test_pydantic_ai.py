@@ -65,3 +65,46 @@ def test_a_pydantic_ai_agent_run_names_its_tools_and_model_and_its_job(
     assert (inputs["model.test"]["governed"], inputs["model.test"]["provider"]) == (False, "test")
     governance = event["run"]["facets"]["aigp_governance"]
     assert (governance["eventCount"], governance["ungovernedResourceCount"]) == (2, 2)
+
+
+def test_a_pydantic_ai_agent_under_a_server_span_keeps_one_job_whether_or_not_it_called_another_agent(
+    make_bridge: Bridge, transport: CaptureTransport
+) -> None:
+    """pydantic-ai names its agent as the agent's span starts, so a call a tool makes carries the
+    job its run is emitted with: the agent's, not the web framework's span (contract section 9)."""
+    from opentelemetry import trace
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from aigp_otel_bridge import AIGPLineagePropagator
+    from aigp_otel_bridge.propagated_links import HEADER, decode_header
+
+    propagator = CompositePropagator([TraceContextTextMapPropagator(), AIGPLineagePropagator()])
+    aigp = AIGPInstrumentor(agent_id="agent.planner")
+    provider, _ = make_bridge(resource={"service.name": "planner", **aigp.get_resource_attributes()})
+    agent = Agent(TestModel(), name="planner")
+    headers: list[dict[str, str]] = []
+
+    @agent.tool_plain
+    def ask_pricer(instrument: str) -> str:
+        """Ask the pricing agent (another service) for a price."""
+        aigp.tool_invoked("ask_pricer", content=instrument)
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier)
+        headers.append(carrier)
+        return "42.0"
+
+    Agent.instrument_all(InstrumentationSettings(tracer_provider=provider))
+    try:
+        for prompt, tools in (("Price AAPL", None), ("Plan the day", [])):
+            with provider.get_tracer("web").start_as_current_span("POST /plan", kind=trace.SpanKind.SERVER):
+                aigp.inject_success("policy.trading-limits", 4, "limits")
+                agent.run_sync(prompt, model=TestModel(call_tools=tools) if tools is not None else None)
+    finally:
+        Agent.instrument_all(False)
+    called, alone = transport.wait_for(2)
+    (carrier,) = headers
+    propagated = decode_header(carrier[HEADER])
+    assert propagated is not None
+    assert called["job"]["name"] == alone["job"]["name"] == propagated.parent.name == "planner.planner"
+    assert propagated.parent.run_id == called["run"]["runId"]

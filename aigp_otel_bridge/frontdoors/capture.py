@@ -7,8 +7,9 @@ event names whether the span matters to a run before it reads anything else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from aigp_otel_bridge import semconv as sc
@@ -23,18 +24,38 @@ class AttributeNames:
 
     governed: bool
     """``aigp.*`` keys beyond identity: the span's attributes make a record."""
-    names_gen_ai: bool
-    """A GenAI agent, tool or model is named (contract section 9): the span tells its run which."""
-    model_only: bool
-    """Of those, only a model (and perhaps its provider): a chat span, noted once per model."""
-    gen_ai_keys: tuple[str, ...]
-    """The GenAI keys the bridge reads that the span has (``sc.GEN_AI_KEYS``, in order)."""
+    marked_role: str | None
+    """The role keys of a convention without a kind attribute give by their presence (GenAI's
+    ``gen_ai.tool.name``, ...): ``sc.MODEL`` when they name only a model, else ``sc.TOOL`` or
+    ``sc.AGENT``; None when no such key is present."""
+    kind_keys: tuple[str, ...]
+    """The kind attributes the span has (``openinference.span.kind``, ...): their values say
+    whether it has a role (contract section 9)."""
+    read_keys: tuple[str, ...]
+    """The keys the conventions are read from that the span has (``sc.CONVENTION_KEYS``, in order)."""
+    model_keys: tuple[str, ...]
+    """Of those, the keys that say which model and provider a model span called (``sc.MODEL_KEYS``)."""
+    model_values: Callable[[Mapping[str, Any]], Any]
+    """The values of ``model_keys`` of a span's attributes (an ``itemgetter``)."""
 
 
-_NO_ATTRIBUTES = AttributeNames(governed=False, names_gen_ai=False, model_only=False, gen_ai_keys=())
+def _no_values(attributes: Mapping[str, Any]) -> None:
+    return None
+
+
+_NO_ATTRIBUTES = AttributeNames(
+    governed=False, marked_role=None, kind_keys=(), read_keys=(), model_keys=(), model_values=_no_values
+)
 _NAMES_SEEN: BoundedMemo[tuple[str, ...], AttributeNames] = BoundedMemo(4096)
 """What each tuple of attribute names says: instrumentation repeats its key sets, and one look-up
 costs less than testing every key."""
+
+
+def _marked_role(keys: set[str]) -> str | None:
+    roles = {role for key, role in sc.MARKER_ROLES.items() if key in keys}
+    if not roles:
+        return None
+    return sc.MODEL if roles == {sc.MODEL} else next(r for r in (sc.TOOL, sc.AGENT) if r in roles)
 
 
 def attribute_names(keys: tuple[str, ...]) -> AttributeNames:
@@ -42,32 +63,44 @@ def attribute_names(keys: tuple[str, ...]) -> AttributeNames:
     known = _NAMES_SEEN.get(keys)
     if known is not None:
         return known
-    names_gen_ai = not sc.GEN_AI_MARKERS.isdisjoint(keys)
+    present = set(keys)
+    model_keys = tuple(key for key in sc.MODEL_KEYS if key in present)
     names = AttributeNames(
         governed=has_governance_attributes(keys),
-        names_gen_ai=names_gen_ai,
-        model_only=names_gen_ai and sc.GEN_AI_TOOL_NAME not in keys and sc.GEN_AI_AGENT_NAME not in keys,
-        gen_ai_keys=tuple(key for key in sc.GEN_AI_KEYS if key in keys),
+        marked_role=_marked_role(present),
+        kind_keys=tuple(key for key in sc.KIND_KEYS if key in present),
+        read_keys=tuple(key for key in sc.CONVENTION_KEYS if key in present),
+        model_keys=model_keys,
+        model_values=itemgetter(*model_keys) if model_keys else _no_values,
     )
     return _NAMES_SEEN.remember(keys, names)
 
 
+def role_of(names: AttributeNames, attributes: Mapping[str, Any]) -> str | None:
+    """The role a span has in an agent's work (``sc.TOOL``, ``sc.MODEL``, ``sc.AGENT``) or None:
+    from its names, and from the value of each kind attribute it has (one look-up each). A tool
+    or an agent outranks a model, so that only a span that is nothing but a model call counts as
+    one (such spans are noted once per model and trace)."""
+    role = names.marked_role
+    for key in names.kind_keys:
+        value = attributes[key]
+        kind_role = sc.ROLE_OF_KIND.get((key, value)) if type(value) is str else None
+        if kind_role is not None and role in (None, sc.MODEL):
+            role = kind_role
+    return role
+
+
 ModelsNoted = BoundedMemo[tuple[Any, ...], bool]
-"""(trace id, request model, response model, provider, system) of chat spans already noted."""
+"""(trace id, model keys present, their values) of model spans already noted."""
 MODELS_NOTED_MAX = 4096
 
 
-def _model_noted_before(noted: ModelsNoted, trace_id: int, attributes: Mapping[str, Any]) -> bool:
-    """A span that names only a model its trace already named (chat spans repeat it call after
-    call) tells its run nothing new: one look-up instead of a note."""
-    get = attributes.get
-    key = (
-        trace_id,
-        get(sc.GEN_AI_REQUEST_MODEL),
-        get(sc.GEN_AI_RESPONSE_MODEL),
-        get(sc.GEN_AI_PROVIDER_NAME),
-        get(sc.GEN_AI_SYSTEM),
-    )
+def _model_noted_before(
+    noted: ModelsNoted, trace_id: int, names: AttributeNames, attributes: Mapping[str, Any]
+) -> bool:
+    """A span that is only a model call naming a model its trace already named (chat spans repeat
+    it call after call) tells its run nothing new: one look-up instead of a note."""
+    key = (trace_id, names.model_keys, names.model_values(attributes))
     try:
         if key in noted:
             return True
@@ -89,8 +122,9 @@ def capture(
 
     ``local_root_of`` maps open span ids to their local root (kept by the span processor from
     ``on_start``); the span's entry is taken out here. An ungoverned child span costs a parent
-    check, an event-name check, one look-up of its attribute names and the removal of its entry;
-    a chat span naming a model its trace already named, one more look-up. ``models_noted`` is
+    check, an event-name check, one look-up of its attribute names (and of the value of a kind
+    attribute it has) and the removal of its entry; a model span naming a model its trace already
+    named, one more look-up. ``models_noted`` is
     the front door's memory of the (trace, model) pairs already noted; None (a front door whose
     spans may come again, as OTLP senders retry) notes every such span.
     """
@@ -107,12 +141,13 @@ def capture(
             [_note_event(event) for event in events if event.name.startswith(sc.PREFIX)]
         )
     governed_attributes = names.governed
+    role = role_of(names, attributes) if names.kind_keys else names.marked_role
     if not (local_root or governance_events or governed_attributes) and (
-        not names.names_gen_ai
+        role is None
         or (
-            names.model_only
+            role == sc.MODEL
             and models_noted is not None
-            and _model_noted_before(models_noted, span.trace_id, attributes)
+            and _model_noted_before(models_noted, span.trace_id, names, attributes)
         )
     ):
         return None
@@ -123,8 +158,8 @@ def capture(
     kept: Mapping[str, Any] | None = None
     if governed_attributes or local_root:
         kept = plain(attributes)
-    elif names.names_gen_ai:  # the GenAI keys the bridge reads, so a note never
-        kept = {key: attributes[key] for key in names.gen_ai_keys}  # keeps a span's messages alive
+    elif role is not None:  # the keys the conventions read, so that a note never
+        kept = {key: attributes[key] for key in names.read_keys}  # keeps a span's messages alive
     start = span.start_ns or 0
     return SpanNote(  # positional, in the field order: keywords cost a third more, per noted span
         span.trace_id,

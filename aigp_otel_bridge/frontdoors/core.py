@@ -46,6 +46,24 @@ def _suppressed(emit: Callable[[Any], None]) -> Callable[[Any], None]:
     return emit_quietly
 
 
+NO_SPAN_CURRENT = (
+    "ignored governance recorded with no span current: the AIGP event has no trace_id, so it"
+    " cannot join a trace's run. Pass the span to the AIGP SDK (span=...), or use an"
+    " instrumentation that makes its spans current (docs/frameworks.md)"
+)
+
+
+def _why_rejected(aigp_event: object) -> tuple[str, str, str]:
+    """(rate-limit kind, message, argument) of the warning for an event without a usable trace id:
+    most often the SDK's event recorded with no span current (an empty ``trace_id``)."""
+    if not isinstance(aigp_event, Mapping):
+        return "ingest", "ignored an AIGP event that is not a mapping: %s", type(aigp_event).__name__
+    trace_id = aigp_event.get("trace_id")
+    if trace_id is None or trace_id == "":
+        return "ingest-no-span", "%s", NO_SPAN_CURRENT
+    return "ingest", "ignored an AIGP event whose trace_id is a %s, not a string", type(trace_id).__name__
+
+
 class BridgeCore:
     """Resolved settings, the OpenLineage client (closed only if created here) and the engine.
 
@@ -96,10 +114,7 @@ class BridgeCore:
             key = trace_key_of(aigp_event.get("trace_id")) if isinstance(aigp_event, Mapping) else None
             if key is None:
                 engine.stats.ingest_rejected += 1
-                engine.log.log(
-                    logging.WARNING, "ingest", "ignored an AIGP event without a string trace_id: %s",
-                    type(aigp_event).__name__,
-                )
+                engine.log.log(logging.WARNING, *_why_rejected(aigp_event))
                 return
             local_root_id = None
             if local_root_of is not None:

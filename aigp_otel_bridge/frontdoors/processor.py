@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from aigp_otel_bridge.config import JobNameSetting
 from aigp_otel_bridge.frontdoors.core import BridgeCore
 from aigp_otel_bridge.frontdoors.propagator import LocalRootRecorder
+from aigp_otel_bridge.propagated_links import RUN_LINKS
 
 OPEN_SPANS_PER_PENDING_RUN = 4
 """Open spans whose local root is remembered, per ``max_pending_traces``: past it (spans that
@@ -61,6 +62,8 @@ class AIGPLineageSpanProcessor(SpanProcessor):
                 root = local_root_of.get(parent.span_id)
                 if root is not None:
                     local_root_of[span_id] = root
+                if RUN_LINKS.active:  # an agent span names the job its root's run propagates
+                    self._links.span_started(span)
         except Exception:
             self._engine.log.log(logging.ERROR, "on_start", "could not note a root span", exc_info=True)
 

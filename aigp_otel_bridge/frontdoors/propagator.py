@@ -35,7 +35,7 @@ from aigp_otel_bridge.config import BridgeConfig
 from aigp_otel_bridge.frontdoors.sdk import capture_span
 from aigp_otel_bridge.propagated_links import HEADER, RUN_LINKS, RunParent, decode_header, encode_header
 from aigp_otel_bridge.stages.build import job_of
-from aigp_otel_bridge.stages.extract import resource_facts, root_facts
+from aigp_otel_bridge.stages.extract import ROLE_KEYS, Limits, agent_name_of, resource_facts, root_facts
 
 _PARENT_KEY = otel_context.create_key("aigp-lineage-parent")
 
@@ -94,16 +94,26 @@ class AIGPLineagePropagator(TextMapPropagator):
         return {HEADER}
 
 
-def job_at_start(config: BridgeConfig, span: Any) -> tuple[str, str]:
-    """The job of a local root that is still running, by the rule its run is named with later:
-    ``RUN_LINKS`` asks for it the first time the root's identity is needed and keeps it for the run."""
+def job_at_start(config: BridgeConfig, span: Any, agent_name: str | None = None) -> tuple[str, str]:
+    """The job of a local root that is still running, by the rule its run is named with later
+    (``agent_name``: the first agent started under it, which is the outermost one): ``RUN_LINKS``
+    asks for it the first time the root's identity is needed and keeps it for the run."""
     note = capture_span(span)
     if note is None:  # not a local root after all: the run is named when it closes
         raise ValueError("not a local root")
     limits = config.limits
     root, resource = root_facts(note, limits), resource_facts(note.resource, limits)
     agent_id = root.agent_id or resource.agent_id or resource.service_name or "unknown_service"
-    return job_of(config, root, resource, agent_id, f"{note.trace_id:032x}")
+    return job_of(config, root, resource, agent_id, f"{note.trace_id:032x}", agent_name=agent_name)
+
+
+def agent_named_at_start(span: Any, limits: Limits) -> str | None:
+    """The agent a span names as it starts, in any convention (``gen_ai.agent.name``, ...): what
+    a call made under it must carry as its caller's task before the span's end says so."""
+    attributes = span.attributes
+    if not attributes or ROLE_KEYS.isdisjoint(attributes):
+        return None
+    return agent_name_of(attributes, limits)
 
 
 class LocalRootRecorder(SpanProcessor):
@@ -113,11 +123,27 @@ class LocalRootRecorder(SpanProcessor):
 
     def __init__(self, config: BridgeConfig) -> None:
         self._name_job = partial(job_at_start, config)
+        self._limits = config.limits
 
     def on_start(self, span: Any, parent_context: Context | None = None) -> None:
         parent = span.parent
         if parent is None or parent.is_remote:
             self.root_started(span, parent_context)
+        else:
+            self.span_started(span)
+
+    def span_started(self, span: Any) -> None:
+        """Note an agent span that names its agent as it starts, so that a call made under it
+        propagates the job its run will be emitted with. Nothing to do in a process without an
+        ``AIGPLineagePropagator``. Never raises."""
+        if not RUN_LINKS.active:
+            return
+        try:
+            agent = agent_named_at_start(span, self._limits)
+            if agent is not None:
+                RUN_LINKS.agent_started(span.get_span_context().trace_id, agent)
+        except Exception:
+            RUN_LINKS.log.log(logging.ERROR, "on_start", "could not note an agent span", exc_info=True)
 
     def root_started(self, span: Any, parent_context: Context | None) -> None:
         """Register a local root's run: its parent is the caller whose identity the context carries,

@@ -9,6 +9,7 @@ hashing helpers, the bounded memo and the note.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -497,7 +498,7 @@ class RootFacts:
     span_id: int
     remote_parent: bool
     name: str
-    """The span name, made UTF-8-safe."""
+    """The span's name (``span_name``), made UTF-8-safe."""
     start_ns: int
     end_ns: int
     agent_id: str | None
@@ -508,21 +509,24 @@ class RootFacts:
     gen_ai_agent_id: str | None = None
     """The root's ``gen_ai.agent.id``, when valid."""
     gen_ai_agent_name: str | None = None
-    """The root's ``gen_ai.agent.name``, when valid: the task in the default job name."""
+    """The agent the root itself names (``agent_name_of``: ``gen_ai.agent.name`` or another
+    convention's), when valid: the task in the default job name."""
 
 
 @dataclass(frozen=True, slots=True)
 class GenAIFacts:
-    """What a span's GenAI attributes (contract section 9) say about the resources it used."""
+    """What a span's agent-instrumentation attributes say about the resources it used and the
+    agent it ran for, in whichever convention of ``sc.CONVENTIONS`` (contract section 9)."""
 
     tool: str | None = None
-    """``tool.<gen_ai.tool.name>`` of an ``execute_tool`` span."""
+    """``tool.<name>`` of a tool span (GenAI ``execute_tool``, OpenInference ``TOOL``, ...)."""
     model: str | None = None
-    """``model.<model>``: the response model (what ran), else the request model."""
+    """``model.<model>`` of a model span: for GenAI the response model (what ran), else the
+    request model."""
     provider: str | None = None
-    """``gen_ai.provider.name`` (else the older ``gen_ai.system``), kept with the model."""
+    """The model's provider, as the convention that named the model writes it."""
     agent_name: str | None = None
-    """``gen_ai.agent.name``: a candidate task for the run's job name."""
+    """The agent an agent span ran: a candidate task for the run's job name."""
     invalid: int = 0
     """Values left out as invalid."""
 
@@ -605,21 +609,43 @@ def error_of(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> ErrorInfo | Non
     return ErrorInfo(sc.clean_text(message[:cap]), sc.clean_text(stack[:cap]) if stack else None)
 
 
+def span_name(name: str, attributes: Mapping[str, Any] | None) -> str:
+    """The name a span goes by (a job's task): its own, but for a logfire span named by its
+    message template (``{...}`` placeholders), whose filled-in ``logfire.msg`` is meant."""
+    if not attributes or sc.LOGFIRE_MSG_TEMPLATE not in attributes:
+        return sc.clean_text(name)
+    message = attributes.get(sc.LOGFIRE_MSG)
+    if (attributes[sc.LOGFIRE_MSG_TEMPLATE] == name or "{" in name) and isinstance(message, str) and message:
+        return sc.clean_text(message)
+    return sc.clean_text(name)
+
+
 def root_facts(note: SpanNote, limits: Limits = DEFAULT_LIMITS) -> RootFacts:
     """The facts of a local root span."""
     attributes = note.attributes or {}
     return RootFacts(
         span_id=note.span_id,
         remote_parent=note.remote_parent,
-        name=sc.clean_text(note.name),
+        name=span_name(note.name, attributes),
         start_ns=note.start_ns,
         end_ns=note.end_ns,
         agent_id=identity(attributes, sc.AGENT_ID, limits),
         error=error_of(note, limits),
         attributes=attributes,
         gen_ai_agent_id=identity(attributes, sc.GEN_AI_AGENT_ID, limits),
-        gen_ai_agent_name=identity(attributes, sc.GEN_AI_AGENT_NAME, limits),
+        gen_ai_agent_name=agent_name_of(attributes, limits),
     )
+
+
+def agent_name_of(attributes: Mapping[str, Any], limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The agent a span names in any convention (``gen_ai.agent.name``, OpenInference's
+    ``agent.name``, ...), when valid: ``gen_ai_facts_of``'s agent name, reading nothing else."""
+    for convention in sc.CONVENTIONS:
+        if convention.agent is not None:
+            value = _role_value(attributes, convention, convention.agent)
+            if value is not None:
+                return optional_text(value, limits.max_string_length)[0]
+    return None
 
 
 def _prefixed_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: bool) -> str | None:
@@ -629,22 +655,85 @@ def _prefixed_name(prefix: str, value: object, read: _Reader, *, keep_prefixed: 
     return read.name(value if keep_prefixed and value.startswith(prefix) else prefix + value)
 
 
+ROLE_KEYS = frozenset(sc.MARKER_ROLES) | sc.KIND_KEYS
+"""Attributes without which a span has no role in any convention."""
+_JSON_READ_MAX = 64 * 1024
+"""Longest JSON attribute parsed for a name (LangChain's run ``metadata``); longer ones are not."""
+
+
+def _first_set(attributes: Mapping[str, Any], keys: tuple[str, ...]) -> object:
+    """The value of the first of ``keys`` set (not None, not empty), else None."""
+    for key in keys:
+        value = attributes.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _role_name(attributes: Mapping[str, Any], how: sc.Role) -> object:
+    """The value a role's name is read from: the first name key set, else a JSON field; None
+    when the span names none."""
+    value = _first_set(attributes, how.name_keys)
+    if value is not None:
+        return value
+    for key, field in how.json_names:
+        text = attributes.get(key)
+        if isinstance(text, str) and len(text) <= _JSON_READ_MAX and field in text:
+            try:
+                document = json.loads(text)
+            except ValueError:
+                continue
+            value = document.get(field) if isinstance(document, dict) else None
+            if value is not None and value != "":
+                return value
+    return None
+
+
+def _role_value(attributes: Mapping[str, Any], convention: sc.Convention, how: sc.Role) -> object:
+    """The value a span's name for a role is read from, when the convention gives the span that
+    role (its kind attribute, if it has one, is one of the role's kinds); else None."""
+    if how.kinds:
+        kind = attributes.get(convention.kind_key) if convention.kind_key is not None else None
+        if not (type(kind) is str and kind in how.kinds):
+            return None
+    return _role_name(attributes, how)
+
+
 def gen_ai_facts_of(
     attributes: Mapping[str, Any] | None, limits: Limits = DEFAULT_LIMITS
 ) -> GenAIFacts | None:
-    """The GenAI facts of a span's attributes (contract section 9), None when it has none."""
-    if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+    """What a span's attributes say in the conventions of ``sc.CONVENTIONS`` (contract section 9):
+    the tool, model (and its provider) and agent it names; None when it has no role in any.
+
+    Each role is taken from the first convention that gives the span that role and names it; a
+    name that is set but unfit is counted and left out."""
+    if not attributes or ROLE_KEYS.isdisjoint(attributes):
         return None
     read = _Reader(limits)
-    tool_value = attributes.get(sc.GEN_AI_TOOL_NAME)
-    tool = None if tool_value is None else _prefixed_name("tool.", tool_value, read, keep_prefixed=True)
-    model_value = attributes.get(sc.GEN_AI_RESPONSE_MODEL) or attributes.get(sc.GEN_AI_REQUEST_MODEL)
-    model = None if model_value is None else _prefixed_name("model.", model_value, read, keep_prefixed=False)
+    found: dict[str, str | None] = {}
     provider = None
-    if model is not None:
-        provider = read.text(attributes.get(sc.GEN_AI_PROVIDER_NAME) or attributes.get(sc.GEN_AI_SYSTEM))
-    agent_name = read.text(attributes.get(sc.GEN_AI_AGENT_NAME))
-    return GenAIFacts(tool=tool, model=model, provider=provider, agent_name=agent_name, invalid=read.invalid)
+    for convention in sc.CONVENTIONS:
+        for role, how in convention.roles():
+            if role in found:
+                continue
+            value = _role_value(attributes, convention, how)
+            if value is None:
+                continue
+            if role == sc.AGENT:
+                found[role] = read.text(value)
+                continue
+            found[role] = _prefixed_name(f"{role}.", value, read, keep_prefixed=role == sc.TOOL)
+            if role == sc.MODEL and found[role] is not None:
+                provider = read.text(_first_set(attributes, convention.provider_keys))
+    if not found:
+        return None
+    return GenAIFacts(
+        tool=found.get(sc.TOOL),
+        model=found.get(sc.MODEL),
+        provider=provider,
+        agent_name=found.get(sc.AGENT),
+        invalid=read.invalid,
+    )
 
 
 def names_tool(record: GovernanceRecord) -> bool:
@@ -700,13 +789,18 @@ RecordContent = tuple[str, tuple[str, ...], tuple[object, ...], tuple[type, ...]
 equal, but not equally valid)."""
 
 
+GenAIContent = tuple[tuple[str, ...], tuple[object, ...]]
+"""What a span's GenAI facts are read from: the convention keys it has and their values."""
+_CONVENTION_KEYS = frozenset(sc.CONVENTION_KEYS)
+
+
 class Extractor:
     """Reads notes on the correlation worker. Remembers the facts of the last Resource seen (every
     span of a process shares one), the record each distinct span event content reads, and the
     GenAI facts each distinct set of GenAI values gives: instrumentation repeats all three span
     after span, and reading them afresh is most of what extraction costs."""
 
-    __slots__ = ("_gen_ai_facts_by_values", "_limits", "_records_by_content", "_resource")
+    __slots__ = ("_gen_ai_facts_by_content", "_limits", "_records_by_content", "_resource")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -715,10 +809,10 @@ class Extractor:
             _RECORDS_REMEMBERED
         )
         """A span event's record without its id and time, by what it is read from."""
-        self._gen_ai_facts_by_values: BoundedMemo[tuple[object, ...], GenAIFacts | None] = BoundedMemo(
+        self._gen_ai_facts_by_content: BoundedMemo[GenAIContent, GenAIFacts | None] = BoundedMemo(
             _GEN_AI_FACTS_REMEMBERED
         )
-        """GenAI facts by the values of the GenAI keys (``sc.GEN_AI_KEYS``, in order)."""
+        """Facts by the convention keys a span has and their values (``gen_ai_facts``)."""
 
     def event_record(
         self, attributes: Mapping[str, Any], event_name: str, time_ns: int | None
@@ -766,16 +860,23 @@ class Extractor:
         )
 
     def gen_ai_facts(self, attributes: Mapping[str, Any] | None) -> GenAIFacts | None:
-        """``gen_ai_facts_of`` the attributes, read once per distinct set of GenAI values."""
-        if not attributes or sc.GEN_AI_MARKERS.isdisjoint(attributes):
+        """``gen_ai_facts_of`` the attributes, read once per distinct content they are read from:
+        the convention keys present and their values. Every value the conventions read that is
+        not a string is unfit, so equal values of other types (``1``, ``True``) read alike. Only
+        ``_keepable`` contents are remembered (not a long LangChain ``metadata``); unhashable
+        values are read afresh."""
+        if not attributes or ROLE_KEYS.isdisjoint(attributes):
             return None
-        values = tuple(map(attributes.get, sc.GEN_AI_KEYS))
+        keys = tuple(filter(_CONVENTION_KEYS.__contains__, attributes))
+        content = (keys, tuple(map(attributes.__getitem__, keys)))
         try:
-            known = self._gen_ai_facts_by_values.get(values)
+            known = self._gen_ai_facts_by_content.get(content)
         except TypeError:  # an unhashable value (a list): read afresh
             return gen_ai_facts_of(attributes, self._limits)
         if known is None:
-            known = self._gen_ai_facts_by_values.remember(values, gen_ai_facts_of(attributes, self._limits))
+            known = gen_ai_facts_of(attributes, self._limits)
+            if all(_keepable(value, self._limits.max_string_length) for value in content[1]):
+                self._gen_ai_facts_by_content.remember(content, known)
         return known
 
     def resource(self, attributes: Mapping[str, Any]) -> ResourceFacts:
@@ -793,12 +894,12 @@ class Extractor:
             else []
         )
         gen_ai = self.gen_ai_facts(note.attributes)
-        if gen_ai is not None and gen_ai.tool is not None:  # records on an execute_tool span are about it
+        if gen_ai is not None and gen_ai.tool is not None:  # records on a tool span are about its tool
             records = [about_tool(record, gen_ai.tool) for record in records]
         return SpanFacts(  # positional, in the field order: one per noted span
             note.trace_id,
             note.span_id if local_root else note.local_root_id,
-            sc.clean_text(note.name),
+            span_name(note.name, note.attributes),
             note.start_ns,
             note.end_ns,
             self.resource(note.resource),
