@@ -59,6 +59,19 @@ CREATE TABLE IF NOT EXISTS journal (
 CREATE INDEX IF NOT EXISTS journal_run ON journal (trace_id, root_id, batch);
 """
 
+
+@contextmanager
+def _immediate(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on ``db``, begun at once (so a writer waits for the lock here rather
+    than failing midway), rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
 class OutboxUnusableError(Exception):
     """The outbox folder or database cannot be used (not a folder, no permission, a symlink)."""
 
@@ -262,14 +275,8 @@ class Outbox:
 
     @contextmanager
     def _transaction(self, *, synced: bool = True) -> Iterator[sqlite3.Connection]:
-        with self._locked(synced=synced) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        with self._locked(synced=synced) as db, _immediate(db):
+            yield db
 
     # ---- queue operations ----
 
@@ -383,14 +390,8 @@ class Outbox:
         with self._lock:
             if self._kept is None or self._kept[0] != os.getpid():
                 self._kept = (os.getpid(), self._connect(synced=False))
-            db = self._kept[1]
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            with _immediate(self._kept[1]) as db:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
 
     def journal_write(self, rows: Sequence[JournalRow], forget: Sequence[JournalMark]) -> None:
         """In one transaction: add a request's rows, then delete those of runs since delivered or
