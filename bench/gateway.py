@@ -2,7 +2,8 @@
 
 (a) Ungoverned spans/s received over OTLP/HTTP and OTLP/gRPC, against merely decoding the same
     request bodies with ``opentelemetry-proto`` and visiting every span's attributes (target
-    >= 0.5x of that ceiling).
+    >= 0.8x of that ceiling; requests of 512 spans in traces of 8, from one client, which must get
+    no 429: a refused request stops the measurement).
 (b) Governed sessions/s (a root, seven children, three AIGP events; the RunEvent written by the
     OpenLineage file transport), against openlineage-python alone building and emitting the
     equivalent RunEvents on the same file transport (target >= 0.5x).
@@ -65,13 +66,20 @@ def _spans(make: Any) -> list[Any]:
     return list(memory.get_finished_spans())
 
 
+SPANS_PER_TRACE = 8
+"""Ungoverned traces as agents' short requests make them: a root and seven children."""
+
+
 def ungoverned_bodies(requests: int, spans_per_request: int) -> list[bytes]:
-    """Requests of ungoverned child spans (six ordinary attributes) under one root each."""
-    bodies = []
-    for _ in range(requests):
-        spans = _spans(lambda tracer: workloads.run_spans(tracer, spans_per_request - 1, None))
-        bodies.append(encode_spans(spans).SerializeToString())
-    return bodies
+    """Requests of ungoverned traces of ``SPANS_PER_TRACE`` spans (children with six ordinary
+    attributes), ``spans_per_request`` spans each: every request holds many local roots."""
+    traces = max(1, spans_per_request // SPANS_PER_TRACE)
+
+    def make(tracer: Any) -> None:
+        for _ in range(traces):
+            workloads.run_spans(tracer, SPANS_PER_TRACE - 1, None)
+
+    return [encode_spans(_spans(make)).SerializeToString() for _ in range(requests)]
 
 
 def session_bodies(sessions: int, sessions_per_request: int) -> list[bytes]:
@@ -254,9 +262,12 @@ def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) ->
         gateway = GatewayUnderTest(Path(directory) / "gateway.jsonl")
         journaled = GatewayUnderTest(Path(directory) / "journaled.jsonl",
                                      {"AIGP_BRIDGE_OUTBOX_DIR": str(Path(directory) / "outbox")})
+        # Ungoverned traffic meets the hold on local roots as a user's gateway has it (1 s): the
+        # held roots are bounded in bytes, so one client's stream must flow without a 429.
+        held = GatewayUnderTest(Path(directory) / "held.jsonl", {"AIGP_BRIDGE_ROOT_WAIT_S": "1"})
         try:
-            post_all(gateway.http_port, ungoverned[:2])  # warm-up
-            call_all(gateway.grpc_port, ungoverned[:2])
+            post_all(held.http_port, ungoverned[:2])  # warm-up
+            call_all(held.grpc_port, ungoverned[:2])
             post_all(journaled.http_port, session_bodies(10, 10))  # warm-up
             names = ("http", "grpc", "decode", "sessions", "journaled", "hand")
             windows: dict[str, list[float]] = {name: [] for name in names}
@@ -265,8 +276,8 @@ def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) ->
                 config={"transport": {"type": "file", "log_file_path": str(hand_path), "append": True}}
             )
             for round_index in range(rounds):  # interleaved, so that a busy moment hits all alike
-                windows["http"].append(_timed(lambda: post_all(gateway.http_port, ungoverned)))
-                windows["grpc"].append(_timed(lambda: call_all(gateway.grpc_port, ungoverned)))
+                windows["http"].append(_timed(lambda: post_all(held.http_port, ungoverned)))
+                windows["grpc"].append(_timed(lambda: call_all(held.grpc_port, ungoverned)))
                 windows["decode"].append(_timed(lambda: decode_and_visit(ungoverned)))
                 # The journal off and on, in turns first: the first governed window of a round ran
                 # up to twice as fast as the second on a busy machine, whichever gateway it was.
@@ -282,6 +293,7 @@ def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) ->
         finally:
             gateway.stop()
             journaled.stop()
+            held.stop()
     http_s, grpc_s, ceiling_s, sessions_s, journaled_s, hand_s = (
         min(windows[k]) for k in ("http", "grpc", "decode", "sessions", "journaled", "hand"))
     figures: dict[str, Any] = {
@@ -312,18 +324,18 @@ def table(figures: dict[str, Any]) -> str:
     ratios = figures["ratios"]
     memory = figures["pending_trace_bytes"]
 
-    def verdict(ratio: float) -> str:
-        return "met" if ratio >= 0.5 else "not met"
+    def verdict(ratio: float, target: float = 0.5) -> str:
+        return "met" if ratio >= target else "not met"
 
     return "\n".join([
-        "gateway                                   rate        ratio  target 0.5x",
+        "gateway                                   rate        ratio  target",
         f"ungoverned spans/s, OTLP/HTTP       {spans['http']:>12,.0f}   {ratios['http_vs_decode']:>6.2f}  "
-        f"{verdict(ratios['http_vs_decode'])}",
+        f"{verdict(ratios['http_vs_decode'], 0.8)} (0.8x of the ceiling)",
         f"ungoverned spans/s, OTLP/gRPC       {spans['grpc']:>12,.0f}   {ratios['grpc_vs_decode']:>6.2f}  "
-        f"{verdict(ratios['grpc_vs_decode'])}",
+        f"{verdict(ratios['grpc_vs_decode'], 0.8)} (0.8x of the ceiling)",
         f"  decode + visit attributes (ceiling) {spans['decode_and_visit']:>10,.0f}",
         f"governed sessions/s, OTLP/HTTP      {sessions['gateway_http']:>12,.0f}   "
-        f"{ratios['sessions_vs_openlineage']:>6.2f}  {verdict(ratios['sessions_vs_openlineage'])}",
+        f"{ratios['sessions_vs_openlineage']:>6.2f}  {verdict(ratios['sessions_vs_openlineage'])} (0.5x)",
         f"  openlineage-python alone, same transport {sessions['openlineage_alone']:>6,.0f}",
         f"governed sessions/s, journal on     {sessions['gateway_http_journal_on']:>12,.0f}   "
         f"{ratios['journal_on_vs_off']:>6.2f}  {'met' if ratios['journal_on_vs_off'] >= 0.7 else 'not met'}"
@@ -341,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     sizes = dict(rounds=2, requests=2, spans_per_request=50, sessions=20) if args.quick else dict(
-        rounds=args.rounds, requests=20, spans_per_request=500, sessions=400)
+        rounds=args.rounds, requests=20, spans_per_request=512, sessions=400)
     figures = run(**sizes)
     print(table(figures))
     if args.out is not None:
