@@ -71,13 +71,14 @@ SPANS_PER_TRACE = 8
 
 
 def ungoverned_bodies(requests: int, spans_per_request: int) -> list[bytes]:
-    """Requests of ungoverned traces of ``SPANS_PER_TRACE`` spans (children with six ordinary
-    attributes), ``spans_per_request`` spans each: every request holds many local roots."""
+    """Requests of ungoverned traces of ``SPANS_PER_TRACE`` spans (children whose attributes carry
+    nothing the bridge reads), ``spans_per_request`` spans each: every request holds many local
+    roots, which the gateway holds and decides."""
     traces = max(1, spans_per_request // SPANS_PER_TRACE)
 
     def make(tracer: Any) -> None:
         for _ in range(traces):
-            workloads.run_spans(tracer, SPANS_PER_TRACE - 1, None)
+            workloads.run_spans(tracer, SPANS_PER_TRACE - 1, None, child_attributes=workloads.UNREAD_ATTRIBUTES)
 
     return [encode_spans(_spans(make)).SerializeToString() for _ in range(requests)]
 

@@ -40,6 +40,9 @@ ORDINARY_ATTRIBUTES: Attributes = {
 }
 """The ordinary attributes every child span carries (no ``aigp.*`` key)."""
 
+UNREAD_ATTRIBUTES: Attributes = {k: v for k, v in ORDINARY_ATTRIBUTES.items() if not k.startswith("gen_ai.")}
+"""The same without the GenAI keys: nothing in them that the bridge reads."""
+
 ROOT_ATTRIBUTES: Attributes = {"aigp.agent.id": "agent.bench-bot", "aigp.agent.name": "Bench Bot"}
 """Identity only: marks the agent, makes no governance record."""
 
@@ -101,18 +104,22 @@ def roots_for(spans: int) -> int:
     return -(-spans // CHILDREN_PER_ROOT)
 
 
-def run_spans(tracer: Tracer, spans: int, events: list[SpanEvent] | None) -> None:
+def run_spans(
+    tracer: Tracer, spans: int, events: list[SpanEvent] | None, child_attributes: Attributes | None = None
+) -> None:
     """``spans`` children with ordinary attributes, under roots of at most ``CHILDREN_PER_ROOT``.
 
-    With ``events``, child number *i* carries ``events[i]`` as a span event (a governed span).
+    With ``events``, child number *i* carries ``events[i]`` as a span event (a governed span);
+    ``child_attributes`` replaces the children's ``ORDINARY_ATTRIBUTES``.
     """
+    ordinary = child_attributes or ORDINARY_ATTRIBUTES
     done = 0
     while done < spans:
         batch = min(spans - done, CHILDREN_PER_ROOT)
         root = tracer.start_span("agent.session", attributes=ROOT_ATTRIBUTES)
         context = set_span_in_context(root)
         for index in range(done, done + batch):
-            span = tracer.start_span("llm.chat", context=context, attributes=ORDINARY_ATTRIBUTES)
+            span = tracer.start_span("llm.chat", context=context, attributes=ordinary)
             if events is not None:
                 name, attributes = events[index]
                 span.add_event(name, attributes)
