@@ -77,8 +77,9 @@ def ungoverned_bodies(requests: int, spans_per_request: int) -> list[bytes]:
     traces = max(1, spans_per_request // SPANS_PER_TRACE)
 
     def make(tracer: Any) -> None:
+        unread = workloads.UNREAD_ATTRIBUTES
         for _ in range(traces):
-            workloads.run_spans(tracer, SPANS_PER_TRACE - 1, None, child_attributes=workloads.UNREAD_ATTRIBUTES)
+            workloads.run_spans(tracer, SPANS_PER_TRACE - 1, None, child_attributes=unread)
 
     return [encode_spans(_spans(make)).SerializeToString() for _ in range(requests)]
 
