@@ -36,8 +36,13 @@ from bench.guard import limit_of
 PACKAGE = "aigp_otel_bridge"
 OTHER = "other"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = {"ungoverned_span": "batch", "governed_span": "batch", "governed_session": "hand_built"}
-"""What each measurement's guard ratio divides by (``bench.guard``)."""
+REFERENCE = {
+    "ungoverned_span": ("batch", "median_extra_ns_per_item"),
+    "governed_span": ("batch", "median_ns_per_item"),
+    "governed_session": ("hand_built", "median_ns_per_item"),
+}
+"""What each measurement's guard ratio divides by (``bench.guard``): the batch processor's extra
+over no processor, the whole cost of a span under the batch processor, or the hand-built event."""
 
 
 def unpack_commit(commit: str, into: Path) -> bool:
@@ -94,8 +99,8 @@ def _ratio(case: dict[str, Any], key: str) -> float:
 
 def _guard_ratio(name: str, case: dict[str, Any], config: str) -> float:
     """The median guard ratio of ``config`` in these rounds."""
-    reference = REFERENCE[name]
-    per_item = case["median_ns_per_item" if reference == "hand_built" else "median_extra_ns_per_item"]
+    reference, statistic = REFERENCE[name]
+    per_item = case[statistic]
     return float(case["median_extra_ns_per_item"][config] / per_item[reference]) if per_item[reference] > 0 \
         else float("nan")
 
@@ -155,7 +160,7 @@ def main(argv: list[str]) -> int:
         print(f"  {'':<18} paired, bridge - {OTHER} in the same round: median {_us(paired[len(paired) // 2])}"
               f" (middle half {_us(paired[quarter])} to {_us(paired[-1 - quarter])}) per {data['unit']}")
         ours, theirs = _guard_ratio(name, data, "bridge"), _guard_ratio(name, data, OTHER)
-        print(f"  {'':<18} guard ratio (median, over {REFERENCE[name]}): "
+        print(f"  {'':<18} guard ratio (median, over {REFERENCE[name][0]}): "
               f"bridge {ours:.2f}, {OTHER} {theirs:.2f}")
         if data["problems"]:
             print(f"  {name}: PROBLEMS (figures may be wrong): {data['problems']}")
