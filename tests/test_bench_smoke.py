@@ -113,8 +113,15 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
         "pending_trace_memory": ("<=", 1024.0, "B"),
         "sustained_sessions": (">=", 0.75, "x"),
     }
+    ungoverned = measurements["ungoverned_span"]
     for line in guard.values():
         assert line["meaning"]
+        if line["figure"] is None:
+            # Only a ratio over the batch processor's extra can be unknown: a tiny window of the
+            # quick run may put that extra (about a microsecond) at or below the no-processor floor.
+            assert line["name"] == "ungoverned_span" and line["met"] is None
+            assert ungoverned["median_extra_ns_per_item"]["batch"] <= 0
+            continue
         assert _finite(line["figure"])
         assert line["best_windows_figure"] is None or _finite(line["best_windows_figure"])
         at_least = line["comparison"] == ">="
@@ -123,9 +130,9 @@ def test_quick_run_writes_every_measurement(tmp_path: Path) -> None:
     assert guard["pending_trace_memory"]["figure"] == memory["bridge_bytes_per_trace"]
     assert guard["sustained_sessions"]["figure"] == pytest.approx(
         sustained["per_cpu_second"]["median"] / sustained["ceiling_per_cpu_second"]["median"])
-    span = measurements["ungoverned_span"]
-    assert guard["ungoverned_span"]["figure"] == pytest.approx(
-        span["median_extra_ns_per_item"]["bridge"] / span["median_extra_ns_per_item"]["batch"])
+    if guard["ungoverned_span"]["figure"] is not None:
+        extra = ungoverned["median_extra_ns_per_item"]
+        assert guard["ungoverned_span"]["figure"] == pytest.approx(extra["bridge"] / extra["batch"])
     span = measurements["governed_span"]  # bridge extra / whole span under batch
     assert guard["governed_span"]["figure"] == pytest.approx(
         span["median_extra_ns_per_item"]["bridge"] / span["median_ns_per_item"]["batch"])
