@@ -295,6 +295,19 @@ def _add_serve(commands: Any) -> None:
     serve.set_defaults(handler=_serve)
 
 
+def _add_verified_files(command: argparse.ArgumentParser, *, store_help: str) -> None:
+    """The files ``verify`` and ``report`` both read: the lineage, the store, the content."""
+    command.add_argument(
+        "--lineage", required=True, metavar="LINEAGE",
+        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
+    )
+    command.add_argument("--aigp-events", metavar="STORE", help=store_help)
+    command.add_argument(
+        "--content-dir", metavar="DIR",
+        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    )
+
+
 def _add_report(commands: Any) -> None:
     report = commands.add_parser(
         "report",
@@ -308,17 +321,8 @@ def _add_report(commands: Any) -> None:
             " 0 verified, 1 a check failed (the page is written and shows it), 2 an unusable file."
         ),
     )
-    report.add_argument(
-        "--lineage", required=True, metavar="LINEAGE",
-        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
-    )
-    report.add_argument(
-        "--aigp-events", metavar="STORE",
-        help="full AIGP events from the governance store: also verify every hash",
-    )
-    report.add_argument(
-        "--content-dir", metavar="DIR",
-        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    _add_verified_files(
+        report, store_help="full AIGP events from the governance store: also verify every hash"
     )
     report.add_argument("-o", "--output", required=True, type=Path, metavar="HTML", help="the page to write")
     report.set_defaults(handler=_report)
@@ -382,18 +386,10 @@ def _parser() -> argparse.ArgumentParser:
             " --lineage, RunEvents as --aigp-events)."
         ),
     )
-    verify.add_argument(
-        "--lineage", required=True, metavar="LINEAGE",
-        help="OpenLineage RunEvents: JSON lines (the file transport's output) or one JSON document",
-    )
-    verify.add_argument(
-        "--aigp-events", metavar="STORE",
-        help="full AIGP events from the governance store: JSON lines or a JSON array (without it, only"
-             " the links between runs are verified)",
-    )
-    verify.add_argument(
-        "--content-dir", metavar="DIR",
-        help="governed content files (DIR/<type>/<name> or DIR/<name>): recompute leaf and content hashes",
+    _add_verified_files(
+        verify,
+        store_help="full AIGP events from the governance store: JSON lines or a JSON array (without it,"
+        " only the links between runs are verified)",
     )
     verify.add_argument("--json", action="store_true", help="print a machine-readable report")
     verify.set_defaults(handler=_verify)
