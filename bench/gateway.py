@@ -121,7 +121,7 @@ def pending_trace_memory(traces: int) -> float:
 
     from aigp_otel_bridge.config import BridgeConfig
     from aigp_otel_bridge.engine import Engine
-    from aigp_otel_bridge.frontdoors.otlp import TraceIntake, decode_protobuf
+    from aigp_otel_bridge.frontdoors.otlp import MEDIA_PROTOBUF, TraceIntake, decode
 
     def children(tracer: Any, count: int) -> None:
         for _ in range(count):
@@ -142,7 +142,7 @@ def pending_trace_memory(traces: int) -> float:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     for body in bodies:
-        if intake.export(decode_protobuf(body), "bench").admission.value != "accepted":
+        if intake.export(decode(body, MEDIA_PROTOBUF), "bench").admission.value != "accepted":
             raise RuntimeError("the intake refused a request")
     engine.flush(60.0)
     gc.collect()

@@ -717,7 +717,7 @@ def test_a_request_whose_governance_cannot_be_journaled_is_not_acknowledged(
 ) -> None:
     from aigp_otel_bridge.config import BridgeConfig
     from aigp_otel_bridge.engine import Engine
-    from aigp_otel_bridge.frontdoors.otlp import Admission, TraceIntake
+    from aigp_otel_bridge.frontdoors.otlp import Admission, Decoded, TraceIntake
     from aigp_otel_bridge.journal import load_notes
 
     engine = Engine(BridgeConfig(outbox_dir=str(tmp_path)), emit=lambda event: None)
@@ -728,9 +728,9 @@ def test_a_request_whose_governance_cannot_be_journaled_is_not_acknowledged(
 
         monkeypatch.setattr(Outbox, "journal_write", disk_full)
         first, second = light_requests(2)
-        assert intake.export(first, "test").admission is Admission.BUSY
+        assert intake.export(Decoded(first), "test").admission is Admission.BUSY
         monkeypatch.undo()
-        assert intake.export(second, "test").admission is Admission.ACCEPTED
+        assert intake.export(Decoded(second), "test").admission is Admission.ACCEPTED
         rows = Outbox(tmp_path).journal_rows()  # the second session: one run, its root and child
         assert len(rows) == 1 and len(load_notes(rows[0].payload)) == 2
     finally:

@@ -18,7 +18,13 @@ flags cannot say whether a parent is remote. ``TraceAssembly`` therefore
   first;
 - for senders without flags, holds a span presumed a local root (its parent not among its
   resource's spans) and makes it an ordinary child again when its parent arrives under the same
-  resource while it is held.
+  resource while it is held;
+- keeps a *lonely* root instead of handing it over: a local root with no parent and no governance
+  of its own, in a trace nothing else was noted of. Most traffic is such traces, and the engine
+  would only decide that they make no run. A lonely root is remembered (for ``trace_timeout_s``,
+  at most ``max_pending_traces``, oldest forgotten first) and handed over, just before it, when a
+  later span of its trace is noted: the engine then decides it as it would have (a quiet root that
+  the later span's governance makes a run of).
 
 Held notes are acknowledged data: the hold thread hands them to the engine (``put_span``), and
 ``close`` hands over every held note before the engine stops. In process none of this exists.
@@ -29,11 +35,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aigp_otel_bridge.engine import Engine
-from aigp_otel_bridge.journal import Journaled
+from aigp_otel_bridge.journal import Journaled, governs
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.span_links import RunChain
 
@@ -45,6 +52,9 @@ _NOTE_BYTES = 640
 """What a held note costs before its attributes: the note, its hold entry and index entries."""
 _VALUE_BYTES = 80
 """What an attribute costs besides its string's characters: the dict slot, key and value objects."""
+_NOTED_PER_PENDING_TRACE = 4
+"""Traces remembered as noted, per ``max_pending_traces``: a root of one of them is never lonely, so
+that it reaches the engine (to close a run emitted early, say) for that many newer noted traces."""
 
 
 def span_key(trace_id: int, span_id: int) -> int:
@@ -64,8 +74,26 @@ def held_bytes(note: SpanNote) -> int:
 
 
 @dataclass(slots=True)
+class UnreadRoot:
+    """A local root held before its note is made: one with no parent, no events, in a request
+    without governance, of a trace not noted. Such a root is nearly always lonely, and its note
+    (``make``, None when the span turns out unreadable) is made only if it is handed over."""
+
+    trace_id: int
+    span_id: int
+    size: int
+    """What holding it costs (``held_bytes``'s estimate for the span it keeps)."""
+    make: Callable[[], SpanNote | None]
+    parent_span_id: None = None
+
+
+def _note_of(root: SpanNote | UnreadRoot) -> SpanNote | None:
+    return root if isinstance(root, SpanNote) else root.make()
+
+
+@dataclass(slots=True)
 class _Held:
-    note: SpanNote
+    note: SpanNote | UnreadRoot
     release_at: float
     give_up_at: float
     """A callee waits for its caller's root until then."""
@@ -114,6 +142,16 @@ class TraceAssembly:
         self._presumed_by_parent: dict[int, list[int]] = {}
         """Parent span key -> held presumed roots that name it."""
         self._ready: list[SpanNote] = []
+        self._keeps_lonely = not engine.config.emit_ungoverned
+        """Without ``emit_ungoverned``, a lonely root makes no run unless a later span of its trace
+        is noted."""
+        self._lonely: OrderedDict[int, tuple[float, list[SpanNote | UnreadRoot]]] = OrderedDict()
+        """Trace id -> (forget at, its lonely roots), oldest first."""
+        self._lonely_for_s = engine.config.trace_timeout_s
+        self._max_lonely = engine.config.max_pending_traces
+        self._noted: dict[int, None] = {}
+        """Trace ids something other than a lonely root was noted of, oldest first (bounded)."""
+        self._max_noted = _NOTED_PER_PENDING_TRACE * engine.config.max_pending_traces
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="aigp-gateway-hold", daemon=True)
         self._thread.start()
@@ -164,11 +202,12 @@ class TraceAssembly:
         resources: dict[int, int],
         presumed: dict[int, int],
         journaled: Journaled | None = None,
+        unread_roots: list[UnreadRoot] | None = None,
     ) -> bool:
-        """Record a request's spans, queue its children, hold its roots; False (nothing queued or
-        held) when the engine refuses the request (intake or delivery full), the held roots would
-        pass ``max_held_bytes`` (an empty hold takes any request), or the gateway is stopping.
-        ``journaled`` is queued after the children (``Engine.offer``)."""
+        """Record a request's spans, queue its children, hold its roots (``unread_roots`` too);
+        False (nothing queued or held) when the engine refuses the request (intake or delivery
+        full), the held roots would pass ``max_held_bytes`` (an empty hold takes any request), or
+        the gateway is stopping. ``journaled`` is queued after the children (``Engine.offer``)."""
         with self._lock:
             if self._closed:
                 return False
@@ -183,10 +222,17 @@ class TraceAssembly:
                     key = span_key(note.trace_id, note.span_id)
                     new[key] = _Held(note, now + self._root_wait, now + self._link_wait, presumed.get(key),
                                      held_bytes(note))
+            for unread in unread_roots or ():
+                new[span_key(unread.trace_id, unread.span_id)] = _Held(
+                    unread, now + self._root_wait, now + self._link_wait, None, unread.size
+                )
             new_bytes = sum(held.size for held in new.values())
             if self._held_bytes and self._held_bytes + new_bytes > self._max_held_bytes:
                 return False
-            immediate: list[SpanNote] = []
+            noting = self._noting(notes)
+            revived = [trace_id for trace_id in noting if trace_id in self._lonely] if self._lonely else []
+            immediate = [made for trace_id in revived for kept in self._lonely[trace_id][1]
+                         if (made := _note_of(kept)) is not None]
             attached: list[tuple[_Held, SpanNote]] = []
             for note in notes:
                 if note.local_root or note.parent_span_id is None:
@@ -203,6 +249,9 @@ class TraceAssembly:
                     immediate.append(note)
             if not self._engine.offer(immediate, journaled):  # roots alone too: delivery may be full
                 return False
+            for trace_id in revived:  # handed over just before the first span of theirs noted since
+                del self._lonely[trace_id]
+            self._note(noting)
             arriving = {id(held) for held in new.values()}
             for held, note in attached:
                 held.children.append(note)
@@ -225,6 +274,46 @@ class TraceAssembly:
             self._lock.notify()
             return True
 
+    def noted(self, trace_id: int) -> bool:
+        """Something other than a lonely root was noted of this trace (recently)."""
+        return trace_id in self._noted
+
+    @staticmethod
+    def _noting(notes: list[SpanNote]) -> set[int]:
+        """The traces a request notes something of, besides roots that may be lonely."""
+        return {
+            note.trace_id for note in notes
+            if not (note.local_root and note.parent_span_id is None and not governs(note))
+        }
+
+    def _note(self, traces: set[int]) -> None:
+        noted = self._noted
+        for trace_id in traces:
+            noted.pop(trace_id, None)
+            noted[trace_id] = None
+        while len(noted) > self._max_noted:
+            del noted[next(iter(noted))]
+
+    def _keep_if_lonely(self, note: SpanNote | UnreadRoot, now: float) -> bool:
+        """Keep a root lonely (see the module's docstring) instead of handing it over; False when it
+        is not lonely."""
+        if not self._keeps_lonely or note.parent_span_id is not None or note.trace_id in self._noted:
+            return False
+        if isinstance(note, SpanNote) and governs(note):
+            return False
+        entry = self._lonely.pop(note.trace_id, None)
+        roots = [] if entry is None else entry[1]
+        roots.append(note)
+        self._lonely[note.trace_id] = (now + self._lonely_for_s, roots)
+        while len(self._lonely) > self._max_lonely:
+            self._lonely.popitem(last=False)
+        return True
+
+    def _forget_lonely(self, now: float) -> None:
+        lonely = self._lonely
+        while lonely and next(iter(lonely.values()))[0] <= now:
+            lonely.popitem(last=False)
+
     def _demote(self, key: int, parent_resource: int | None) -> None:
         """A presumed root whose parent arrived: a child again when the parent is of its resource."""
         held = self._held.get(key) or self._awaiting.get(key)
@@ -234,8 +323,8 @@ class TraceAssembly:
         self._awaiting.pop(key, None)
         self._held_bytes -= held.size
         note = held.note
-        if note.parent_span_id is None:
-            return
+        if not isinstance(note, SpanNote) or note.parent_span_id is None:
+            return  # a presumed root always has a note and a parent
         note.remote_parent = False
         self._current[key] = note.parent_span_id
         root = self.local_root(note.trace_id, note.parent_span_id)
@@ -265,11 +354,14 @@ class TraceAssembly:
         if self._held:
             first = next(iter(self._held.values()))
             return max(0.0, first.release_at - self._clock())
-        return 0.25 if self._awaiting else None
+        if self._awaiting:
+            return 0.25
+        return max(0.0, next(iter(self._lonely.values()))[0] - self._clock()) if self._lonely else None
 
     def _due(self, now: float) -> list[SpanNote]:
         out, self._ready = self._ready, []
         self._rotate_if_due(now)
+        self._forget_lonely(now)
         while self._held:
             key, held = next(iter(self._held.items()))
             if held.release_at > now:
@@ -308,8 +400,12 @@ class TraceAssembly:
                     del self._presumed_by_parent[parent_key]
         if caller is not None:
             self._chain.expect(note.trace_id, note.span_id, caller)
+        if not held.children and self._keep_if_lonely(note, now):
+            return
         out.extend(held.children)
-        out.append(note)
+        made = _note_of(note)
+        if made is not None:
+            out.append(made)
 
     def close(self) -> None:
         """Stop holding: hand every held note to the engine now (callers before their callees)."""

@@ -7,7 +7,7 @@ event names whether the span matters to a run before it reads anything else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -74,6 +74,18 @@ def attribute_names(keys: tuple[str, ...]) -> AttributeNames:
         model_values=itemgetter(*model_keys) if model_keys else _no_values,
     )
     return _NAMES_SEEN.remember(keys, names)
+
+
+def child_may_matter(attribute_keys: tuple[str, ...], event_names: Iterable[str]) -> bool:
+    """Whether capture could note a span that is not a local root, judged from its attribute and
+    event names alone: False for most spans, which a front door then need not adapt (capture
+    itself still decides, from the values, for the spans that may matter)."""
+    if any(name.startswith(sc.PREFIX) for name in event_names):
+        return True
+    if not attribute_keys:
+        return False
+    names = attribute_names(attribute_keys)
+    return names.governed or names.marked_role is not None or bool(names.kind_keys)
 
 
 def role_of(names: AttributeNames, attributes: Mapping[str, Any]) -> str | None:

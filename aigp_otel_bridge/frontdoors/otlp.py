@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from google.protobuf import json_format
@@ -32,9 +33,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
+from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.engine import Engine, bounded_attributes
-from aigp_otel_bridge.frontdoors.assembly import TraceAssembly
-from aigp_otel_bridge.frontdoors.capture import capture
+from aigp_otel_bridge.frontdoors.assembly import TraceAssembly, UnreadRoot
+from aigp_otel_bridge.frontdoors.capture import capture, child_may_matter
 from aigp_otel_bridge.journal import JournalEntry
 from aigp_otel_bridge.note import NoteEvent, SpanNote
 from aigp_otel_bridge.span_links import RunChain
@@ -83,6 +85,28 @@ class Decoded:
 
     request: ExportTraceServiceRequest
     values_left_out: int = 0
+    children_unread: bool = False
+    """No attribute name a child span is noted for appears in the request's bytes
+    (``children_unread``): its child spans are then judged by their event names alone."""
+
+
+_CHILD_NAME_PARTS = (b"gen_ai.", b".span.kind", b"logfire.msg_template")
+"""Each attribute name that can make capture note a child span (``capture.child_may_matter``: the
+role markers and kind keys of ``semconv``) contains one of these; a test keeps them in step."""
+_GOVERNANCE_NAME = re.compile(
+    re.escape(sc.PREFIX).encode() + b"(?!" + b"|".join(
+        re.escape(prefix[len(sc.PREFIX):]).encode() for prefix in sc.IDENTITY_PREFIXES
+    ) + b")"
+)
+"""An ``aigp.*`` name beyond identity: a governance attribute (or event) name."""
+
+
+def children_unread(body: bytes) -> bool:
+    """Whether a protobuf request's bytes hold no attribute name for which capture could note a
+    child span. Names are stored as plain UTF-8, so one absent from the bytes is on no span: a few
+    scans of the body, instead of reading every child span's attribute names (most spans have
+    none the bridge reads); a name present anywhere, even in a value, means every span is read."""
+    return not any(part in body for part in _CHILD_NAME_PARTS) and _GOVERNANCE_NAME.search(body) is None
 
 
 def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
@@ -102,7 +126,7 @@ def _decode_protobuf(body: bytes) -> Decoded:
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(body)
-        return Decoded(request)
+        return Decoded(request, children_unread=children_unread(body))
     except (DecodeError, RecursionError, ValueError) as error:
         problem = error
     # The parser refuses values nested past its depth limit: leave those values out and parse again.
@@ -112,7 +136,7 @@ def _decode_protobuf(body: bytes) -> Decoded:
         if left_out[0]:
             request = ExportTraceServiceRequest()
             request.ParseFromString(pruned)
-            return Decoded(request, left_out[0])
+            return Decoded(request, left_out[0], children_unread(pruned))
     except (DecodeError, RecursionError, ValueError) as error:
         problem = error
     raise OtlpDecodeError(f"not an OTLP protobuf ExportTraceServiceRequest: {problem}") from None
@@ -468,27 +492,49 @@ class Converted:
     """Span key -> resource key, for spans whose sender sets no flags."""
     presumed: dict[int, int] = field(default_factory=dict)
     """Local roots only presumed (no flags, parent not among the resource's spans) -> resource key."""
+    unread_roots: list[UnreadRoot] = field(default_factory=list)
+    """Local roots whose notes are made only if they are handed over (``UnreadRoot``)."""
 
 
 SeenInResource = Callable[[int, int, int], bool]
 """(trace id, span id, resource key) -> the span arrived earlier under that resource."""
+Noted = Callable[[int], bool]
+"""trace id -> something of the trace was noted (``TraceAssembly.noted``)."""
 
 
 _UNCUT = 1 << 62
+_SPAN_ID_MASK = (1 << 64) - 1
+_UNREAD_ROOT_BYTES = 400
+"""What an ``UnreadRoot`` costs besides the span it keeps: the root, its partial and hold entry."""
 
 
 def notes_from_request(
     request: ExportTraceServiceRequest, log: Any = None, seen: SeenInResource | None = None,
-    value_cap: int = _UNCUT,
+    value_cap: int = _UNCUT, children_unread: bool = False, noted: Noted | None = None,
 ) -> Converted:
     """Every span of a request as a note (or nothing), malformed spans counted and left out.
 
     ``value_cap``: what a note keeps past the request (its resource's attributes, its name, status
-    and ``aigp.*`` event attributes) is cut to this many characters (``Engine.value_cap``)."""
+    and ``aigp.*`` event attributes) is cut to this many characters (``Engine.value_cap``);
+    ``children_unread``: ``Decoded.children_unread``; ``noted``: with it, a root of a trace not
+    noted, in a request whose children are unread, is an ``UnreadRoot``."""
     converted = Converted([], 0, 0, "")
     for resource_spans in request.resource_spans:
-        _convert_resource_spans(resource_spans, converted, log, seen, value_cap)
+        _convert_resource_spans(resource_spans, converted, log, seen, value_cap, children_unread, noted)
     return converted
+
+
+def _unread_root_note(span: bytes, resource: Mapping[str, Any], value_cap: int, log: Any) -> SpanNote | None:
+    """The note of an ``UnreadRoot``, from the span it kept, or None when the span is unreadable."""
+    try:
+        note = note_from_otlp_span(Span.FromString(span), resource, False)
+    except Exception:  # acknowledged already: say so, as a span left out of its request is
+        if log is not None:
+            log.log(logging.WARNING, "otlp", "could not read an OTLP span", exc_info=True)
+        return None
+    if note is not None:
+        _cut_note(note, value_cap)
+    return note
 
 
 def _cut_note(note: SpanNote, cap: int) -> None:
@@ -509,7 +555,7 @@ def _cut_note(note: SpanNote, cap: int) -> None:
 
 def _convert_resource_spans(
     resource_spans: ResourceSpans, converted: Converted, log: Any, seen: SeenInResource | None,
-    value_cap: int,
+    value_cap: int, children_unread: bool = False, noted: Noted | None = None,
 ) -> None:
     resource = bounded_attributes(plain_attributes(resource_spans.resource.attributes), value_cap)
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
@@ -542,6 +588,22 @@ def _convert_resource_spans(
                     remote = True
                     converted.presumed[key] = resource_key
         links[key] = int.from_bytes(parent_bytes, "big") if parent_bytes and not remote else 0
+        if not parent_bytes and children_unread and noted is not None and not span.events:
+            trace_id = key >> 64
+            if not noted(trace_id):
+                kept = span.SerializeToString()
+                converted.unread_roots.append(UnreadRoot(
+                    trace_id, key & _SPAN_ID_MASK, _UNREAD_ROOT_BYTES + len(kept),
+                    partial(_unread_root_note, kept, resource, value_cap, log),
+                ))
+                continue
+        if parent_bytes and not remote and (
+            not span.events if children_unread else not child_may_matter(
+                tuple([key_value.key for key_value in span.attributes]),
+                [event.name for event in span.events] if span.events else (),
+            )
+        ):
+            continue  # most spans: nothing the bridge reads, so no adapter and no capture
         try:
             note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so
@@ -659,18 +721,20 @@ class TraceIntake:
             "aigp_bridge.gateway.spans", description="Spans received over OTLP, by protocol and outcome"
         )
 
-    def export(self, request: ExportTraceServiceRequest, protocol: str, values_left_out: int = 0) -> Outcome:
-        """Queue a decoded request; ``values_left_out``: attribute values decoding left out (counted
-        with the invalid values)."""
+    def export(self, decoded: Decoded, protocol: str) -> Outcome:
+        """Queue a decoded request."""
         engine = self.engine
         assembly = self.assembly
         if engine.stopped or assembly.closed:
             return self._count(Outcome(Admission.STOPPED), protocol, 0)
-        converted = notes_from_request(request, engine.log, assembly.seen_in_resource, engine.value_cap)
+        converted = notes_from_request(
+            decoded.request, engine.log, assembly.seen_in_resource, engine.value_cap, decoded.children_unread,
+            assembly.noted,
+        )
         entry = None if self.journal is None else self.journal.prepare(converted.notes)
         admitted = assembly.admit(
             converted.notes, converted.links, converted.resources, converted.presumed,
-            None if entry is None else entry.marker,
+            None if entry is None else entry.marker, converted.unread_roots,
         )
         if entry is not None:
             admitted = self._journaled(entry, admitted)
@@ -678,8 +742,8 @@ class TraceIntake:
             if engine.stopped or assembly.closed:
                 return self._count(Outcome(Admission.STOPPED), protocol, converted.spans)
             return self.busy(protocol, converted.spans)
-        if values_left_out:
-            engine.stats.invalid_values += values_left_out
+        if decoded.values_left_out:
+            engine.stats.invalid_values += decoded.values_left_out
         outcome = Outcome(Admission.ACCEPTED, converted.rejected, converted.reason)
         return self._count(outcome, protocol, converted.spans)
 

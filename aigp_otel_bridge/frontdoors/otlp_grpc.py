@@ -49,7 +49,7 @@ class _TraceService:
             except OtlpDecodeError as error:
                 self.intake.refused("grpc", "bad_request")
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            outcome = self.intake.export(decoded.request, "grpc", decoded.values_left_out)
+            outcome = self.intake.export(decoded, "grpc")
         finally:
             budget.give_back(len(body))
         if outcome.admission is Admission.BUSY:

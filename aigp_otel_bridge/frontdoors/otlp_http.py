@@ -233,7 +233,7 @@ class OtlpHttpApp:
             decoded = decode(body, media_type)
         except OtlpDecodeError as error:
             raise _bad_request(str(error)) from None
-        return self.intake.export(decoded.request, "http", decoded.values_left_out)
+        return self.intake.export(decoded, "http")
 
     async def _read(self, receive: Receive, gzipped: bool, reserved: list[int]) -> bytes:
         """The body, decompressed; what it keeps beyond what was reserved is taken from the budget.

@@ -19,6 +19,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from openlineage.client import OpenLineageClient
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -37,6 +38,7 @@ from aigp_otel_bridge.frontdoors.otlp_grpc import SERVICE_NAME
 from tests.conftest import CaptureTransport
 from tests.gateway.harness import GatewayProcess, post, record_spans
 from tests.gateway.test_operations import self_signed
+from tests.governed_spans import POLICY, instrumentor
 from tests.waiting import wait_until
 
 pytest.importorskip("aigp")
@@ -446,6 +448,24 @@ def test_ungoverned_batches_from_one_client_are_never_refused(start: Started) ->
     assert gateway.intake.busy_refusals == 0
     assert gateway.intake.assembly.bytes_held <= gateway.settings.max_held_bytes
     transport: CaptureTransport = gateway.transport  # type: ignore[attr-defined]
-    gateway.stop()
+    wait_until(lambda: len(gateway.intake.assembly) == 0, "the hold to decide every root", 10)
     assert transport.events == []  # nothing governed, nothing emitted
-    assert gateway.core.stats()["spans_seen"] == 12 * 64  # every root went through correlation
+    root = next(span for span in spans if span.parent is None)  # of the last batch: still remembered
+    assert export(HttpSpanExporter(endpoint=url), late_governed_child(root)) is SpanExportResult.SUCCESS
+    (event,) = transport.wait_for(1)
+    gateway.stop()
+    assert event["eventType"] == "COMPLETE" and event["run"]["facets"]["aigp_governance"]["complete"] is True
+    assert event["job"]["name"].endswith("GET /")  # the root's job, not the late child's
+
+
+def late_governed_child(root: ReadableSpan) -> list[ReadableSpan]:
+    """A governed span whose parent is ``root``, recorded after ``root`` was sent."""
+    aigp = instrumentor()
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=SdkResource.create({"service.name": "web"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    parent = trace.set_span_in_context(trace.NonRecordingSpan(root.get_span_context()))
+    with provider.get_tracer("t").start_as_current_span("load-policy", context=parent):
+        aigp.inject_success("policy.trading-limits", 4, POLICY, data_classification="internal")
+    provider.shutdown()
+    return list(memory.get_finished_spans())
