@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -118,3 +120,47 @@ def test_offer_is_all_or_nothing_and_refused_once_stopped() -> None:
     assert engine.offer(notes)
     assert engine.shutdown(5.0)
     assert not engine.offer(notes)
+
+
+# ---- a request's bytes tell when no child span can matter ----
+
+_KEYS = ["http.method", "server.address", "aigp.agent.id", "aigp.org.id", "aigp.governance.hash",
+         "gen_ai.tool.name", "gen_ai.request.model", "openinference.span.kind", "traceloop.span.kind",
+         "logfire.msg_template", "tool.name"]
+_VALUES = ["GET", "TOOL", "LLM", "tool", "aigp.governance.hash"]
+_EVENTS = ["exception", "aigp.inject.success", "aigp.agent.started", "log"]
+
+
+def test_every_name_a_child_is_noted_for_is_looked_for_in_the_bytes() -> None:
+    from aigp_otel_bridge import semconv as sc
+    from aigp_otel_bridge.frontdoors.otlp import _CHILD_NAME_PARTS, _GOVERNANCE_NAME
+
+    for name in (*sc.MARKER_ROLES, *sc.KIND_KEYS):
+        assert any(part in name.encode() for part in _CHILD_NAME_PARTS), name
+    assert _GOVERNANCE_NAME.search(b"aigp.governance.hash") is not None
+    assert all(_GOVERNANCE_NAME.search(prefix.encode() + b"id") is None for prefix in sc.IDENTITY_PREFIXES)
+
+
+@given(st.lists(st.tuples(
+    st.dictionaries(st.sampled_from(_KEYS), st.sampled_from(_VALUES), max_size=3),
+    st.lists(st.sampled_from(_EVENTS), max_size=2),
+), min_size=1, max_size=6))
+def test_children_judged_from_the_bytes_give_the_notes_reading_every_span_gives(
+    children: list[tuple[dict[str, str], list[str]]],
+) -> None:
+    """Whatever names the children carry, skipping their attribute names when the request's bytes
+    hold none that matters notes exactly the spans that reading every name notes."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as OtlpSpan
+
+    from aigp_otel_bridge.frontdoors.otlp import children_unread
+
+    spans = [span(ROOT, attributes=[kv("aigp.agent.id", AnyValue(string_value="agent.a"))])]
+    for index, (attributes, events) in enumerate(children, start=1):
+        spans.append(span(index.to_bytes(8, "big"), ROOT, 0x100, attributes=[
+            kv(key, AnyValue(string_value=value)) for key, value in attributes.items()
+        ], events=[OtlpSpan.Event(name=name, time_unix_nano=1) for name in events]))
+    whole = request(*spans)
+    unread = children_unread(whole.SerializeToString())
+    assert notes_from_request(whole, children_unread=unread).notes == notes_from_request(whole).notes
+    if not any(attributes or events for attributes, events in children):
+        assert unread  # the root's identity alone is no governance

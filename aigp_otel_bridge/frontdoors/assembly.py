@@ -44,8 +44,8 @@ from aigp_otel_bridge.journal import Journaled, governs
 from aigp_otel_bridge.note import SpanNote
 from aigp_otel_bridge.span_links import RunChain
 
-ROOT = 0
-"""The index's value for a local root (span ids are never 0)."""
+ROOT = b""
+"""The index's value for a local root (a parent span id is 8 bytes)."""
 _MAX_DEPTH = 256
 """Longest walk up the index (deeper call trees resolve to no root: the trace's first run)."""
 _NOTE_BYTES = 640
@@ -57,9 +57,13 @@ _NOTED_PER_PENDING_TRACE = 4
 that it reaches the engine (to close a run emitted early, say) for that many newer noted traces."""
 
 
-def span_key(trace_id: int, span_id: int) -> int:
-    """One int for (trace, span): cheaper to keep and hash than a tuple."""
-    return trace_id << 64 | span_id
+SpanKey = bytes
+"""(trace, span) as their 24 bytes, as OTLP carries them: the receivers key every span without
+converting its ids, and a key is cheaper to keep and hash than a tuple."""
+
+
+def span_key(trace_id: int, span_id: int) -> SpanKey:
+    return trace_id.to_bytes(16, "big") + span_id.to_bytes(8, "big")
 
 
 def held_bytes(note: SpanNote) -> int:
@@ -129,17 +133,18 @@ class TraceAssembly:
         """``held_bytes`` of every note held (roots waiting, callees awaiting, presumed roots' children)."""
         self._clock = clock
         self._lock = threading.Condition()
-        self._current: dict[int, int] = {}
-        self._previous: dict[int, int] = {}
-        self._current_resources: dict[int, int] = {}
+        self._current: dict[SpanKey, bytes] = {}
+        """Span key -> its parent's span id, or ``ROOT``."""
+        self._previous: dict[SpanKey, bytes] = {}
+        self._current_resources: dict[SpanKey, int] = {}
         """Span key -> resource key, for spans of senders without flags only."""
-        self._previous_resources: dict[int, int] = {}
+        self._previous_resources: dict[SpanKey, int] = {}
         self._rotated_at = clock()
-        self._held: dict[int, _Held] = {}
+        self._held: dict[SpanKey, _Held] = {}
         """Roots in their ``root_wait_s``, in order of arrival."""
-        self._awaiting: dict[int, _Held] = {}
+        self._awaiting: dict[SpanKey, _Held] = {}
         """Callees past their ``root_wait_s``, waiting for their caller's root."""
-        self._presumed_by_parent: dict[int, list[int]] = {}
+        self._presumed_by_parent: dict[SpanKey, list[SpanKey]] = {}
         """Parent span key -> held presumed roots that name it."""
         self._ready: list[SpanNote] = []
         self._keeps_lonely = not engine.config.emit_ungoverned
@@ -162,25 +167,25 @@ class TraceAssembly:
 
     # ---- the span index ----
 
-    def _parent(self, key: int) -> int | None:
+    def _parent(self, key: SpanKey) -> bytes | None:
         parent = self._current.get(key)
         return self._previous.get(key) if parent is None else parent
 
     def local_root(self, trace_id: int, span_id: int) -> int | None:
         """The local root of ``span_id`` (itself when it is one), or None while its chain is unknown."""
-        base = trace_id << 64
+        trace = trace_id.to_bytes(16, "big")
+        span = span_id.to_bytes(8, "big")
         for _ in range(_MAX_DEPTH):
-            parent = self._parent(base | span_id)
+            parent = self._parent(trace + span)
             if parent is None:
                 return None
             if parent == ROOT:
-                return span_id
-            span_id = parent
+                return int.from_bytes(span, "big")
+            span = parent
         return None
 
-    def seen_in_resource(self, trace_id: int, span_id: int, resource_key: int) -> bool:
+    def seen_in_resource(self, key: SpanKey, resource_key: int) -> bool:
         """The span was received earlier under this resource (for senders without flags)."""
-        key = span_key(trace_id, span_id)
         with self._lock:
             found = self._current_resources.get(key)
             if found is None:
@@ -198,9 +203,9 @@ class TraceAssembly:
     def admit(
         self,
         notes: list[SpanNote],
-        links: dict[int, int],
-        resources: dict[int, int],
-        presumed: dict[int, int],
+        links: dict[SpanKey, bytes],
+        resources: dict[SpanKey, int],
+        presumed: dict[SpanKey, int],
         journaled: Journaled | None = None,
         unread_roots: list[UnreadRoot] | None = None,
     ) -> bool:
@@ -216,7 +221,7 @@ class TraceAssembly:
             self._current.update(links)
             if resources:
                 self._current_resources.update(resources)
-            new: dict[int, _Held] = {}
+            new: dict[SpanKey, _Held] = {}
             for note in notes:
                 if note.local_root:
                     key = span_key(note.trace_id, note.span_id)
@@ -314,7 +319,7 @@ class TraceAssembly:
         while lonely and next(iter(lonely.values()))[0] <= now:
             lonely.popitem(last=False)
 
-    def _demote(self, key: int, parent_resource: int | None) -> None:
+    def _demote(self, key: SpanKey, parent_resource: int | None) -> None:
         """A presumed root whose parent arrived: a child again when the parent is of its resource."""
         held = self._held.get(key) or self._awaiting.get(key)
         if held is None or held.resource_key is None or held.resource_key != parent_resource:
@@ -326,7 +331,7 @@ class TraceAssembly:
         if not isinstance(note, SpanNote) or note.parent_span_id is None:
             return  # a presumed root always has a note and a parent
         note.remote_parent = False
-        self._current[key] = note.parent_span_id
+        self._current[key] = note.parent_span_id.to_bytes(8, "big")
         root = self.local_root(note.trace_id, note.parent_span_id)
         for child in (note, *held.children):
             child.local_root_id = root
@@ -371,7 +376,7 @@ class TraceAssembly:
             self._decide(key, held, now, out, final=False)
         return out
 
-    def _decide(self, key: int, held: _Held, now: float, out: list[SpanNote], *, final: bool) -> None:
+    def _decide(self, key: SpanKey, held: _Held, now: float, out: list[SpanNote], *, final: bool) -> None:
         """Hand a root over (its presumed children first) unless it is a callee still waiting."""
         self._held.pop(key, None)
         self._awaiting.pop(key, None)

@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 
 from aigp_otel_bridge import semconv as sc
 from aigp_otel_bridge.engine import Engine, bounded_attributes
-from aigp_otel_bridge.frontdoors.assembly import TraceAssembly, UnreadRoot
+from aigp_otel_bridge.frontdoors.assembly import ROOT, SpanKey, TraceAssembly, UnreadRoot
 from aigp_otel_bridge.frontdoors.capture import capture, child_may_matter
 from aigp_otel_bridge.journal import JournalEntry
 from aigp_otel_bridge.note import NoteEvent, SpanNote
@@ -486,24 +486,23 @@ class Converted:
     spans: int
     rejected: int
     reason: str
-    links: dict[int, int] = field(default_factory=dict)
+    links: dict[SpanKey, bytes] = field(default_factory=dict)
     """Every readable span by ``span_key``: its parent span id, or ``ROOT`` for a local root."""
-    resources: dict[int, int] = field(default_factory=dict)
+    resources: dict[SpanKey, int] = field(default_factory=dict)
     """Span key -> resource key, for spans whose sender sets no flags."""
-    presumed: dict[int, int] = field(default_factory=dict)
+    presumed: dict[SpanKey, int] = field(default_factory=dict)
     """Local roots only presumed (no flags, parent not among the resource's spans) -> resource key."""
     unread_roots: list[UnreadRoot] = field(default_factory=list)
     """Local roots whose notes are made only if they are handed over (``UnreadRoot``)."""
 
 
-SeenInResource = Callable[[int, int, int], bool]
-"""(trace id, span id, resource key) -> the span arrived earlier under that resource."""
+SeenInResource = Callable[[SpanKey, int], bool]
+"""(span key, resource key) -> the span arrived earlier under that resource."""
 Noted = Callable[[int], bool]
 """trace id -> something of the trace was noted (``TraceAssembly.noted``)."""
 
 
 _UNCUT = 1 << 62
-_SPAN_ID_MASK = (1 << 64) - 1
 _UNREAD_ROOT_BYTES = 400
 """What an ``UnreadRoot`` costs besides the span it keeps: the root, its partial and hold entry."""
 
@@ -559,18 +558,19 @@ def _convert_resource_spans(
 ) -> None:
     resource = bounded_attributes(plain_attributes(resource_spans.resource.attributes), value_cap)
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
-    local_spans: set[tuple[bytes, bytes]] | None = None  # needed only for senders without the flags
+    local_spans: set[SpanKey] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
     links = converted.links
+    converted.spans += len(spans)
     for span in spans:  # every span of every request: each protobuf field is read once
-        converted.spans += 1
         trace_bytes, span_bytes, parent_bytes = span.trace_id, span.span_id, span.parent_span_id
-        problem = _malformed(trace_bytes, span_bytes, parent_bytes)
-        if problem is not None:
+        if not (len(trace_bytes) == 16 and len(span_bytes) == 8 and len(parent_bytes) in (0, 8)) or (
+            trace_bytes == _ZERO_TRACE_ID or span_bytes == _ZERO_SPAN_ID
+        ):
             converted.rejected += 1
-            converted.reason = problem
+            converted.reason = _malformed(trace_bytes, span_bytes, parent_bytes) or ""
             continue
-        key = int.from_bytes(trace_bytes + span_bytes, "big")  # span_key(trace id, span id)
+        key = trace_bytes + span_bytes  # span_key(trace id, span id)
         flags = span.flags
         remote = False
         if flags & FLAG_PARENT_REMOTE_KNOWN:
@@ -581,19 +581,18 @@ def _convert_resource_spans(
             converted.resources[key] = resource_key
             if parent_bytes:
                 if local_spans is None:
-                    local_spans = {(span.trace_id, span.span_id) for span in spans}
-                if (trace_bytes, parent_bytes) not in local_spans and not (
-                    seen is not None and seen(key >> 64, int.from_bytes(parent_bytes, "big"), resource_key)
-                ):
+                    local_spans = {span.trace_id + span.span_id for span in spans}
+                parent_key = trace_bytes + parent_bytes
+                if parent_key not in local_spans and (seen is None or not seen(parent_key, resource_key)):
                     remote = True
                     converted.presumed[key] = resource_key
-        links[key] = int.from_bytes(parent_bytes, "big") if parent_bytes and not remote else 0
+        links[key] = parent_bytes if not remote else ROOT
         if not parent_bytes and children_unread and noted is not None and not span.events:
-            trace_id = key >> 64
+            trace_id = int.from_bytes(trace_bytes, "big")
             if not noted(trace_id):
                 kept = span.SerializeToString()
                 converted.unread_roots.append(UnreadRoot(
-                    trace_id, key & _SPAN_ID_MASK, _UNREAD_ROOT_BYTES + len(kept),
+                    trace_id, int.from_bytes(span_bytes, "big"), _UNREAD_ROOT_BYTES + len(kept),
                     partial(_unread_root_note, kept, resource, value_cap, log),
                 ))
                 continue
