@@ -19,12 +19,13 @@ flags cannot say whether a parent is remote. ``TraceAssembly`` therefore
 - for senders without flags, holds a span presumed a local root (its parent not among its
   resource's spans) and makes it an ordinary child again when its parent arrives under the same
   resource while it is held;
-- keeps a *lonely* root instead of handing it over: a local root with no parent and no governance
-  of its own, in a trace nothing else was noted of. Most traffic is such traces, and the engine
-  would only decide that they make no run. A lonely root is remembered (for ``trace_timeout_s``,
-  at most ``max_pending_traces``, oldest forgotten first) and handed over, just before it, when a
-  later span of its trace is noted: the engine then decides it as it would have (a quiet root that
-  the later span's governance makes a run of).
+- keeps a *lonely* root apart instead of holding it: a local root with no parent and no
+  governance of its own, of a trace nothing else is noted of (in its request or recently). Most
+  traffic is such traces, whose roots the engine would only decide make no run. A lonely root is
+  remembered for ``trace_timeout_s`` (bounded as the hold is, in ``max_held_bytes``, and to 16 x
+  ``max_pending_traces`` traces; the oldest forgotten first, never refused) and held from the
+  moment a span of its trace is noted, as if it had just arrived, so the rest of its trace may
+  still join it.
 
 Held notes are acknowledged data: the hold thread hands them to the engine (``put_span``), and
 ``close`` hands over every held note before the engine stops. In process none of this exists.
@@ -79,9 +80,9 @@ def held_bytes(note: SpanNote) -> int:
 
 @dataclass(slots=True)
 class UnreadRoot:
-    """A local root held before its note is made: one with no parent, no events, in a request
+    """A local root kept before its note is made: one with no parent and no events, in a request
     without governance, of a trace not noted. Such a root is nearly always lonely, and its note
-    (``make``, None when the span turns out unreadable) is made only if it is handed over."""
+    (``make``, None when the span turns out unreadable) is made only if it is held."""
 
     trace_id: int
     span_id: int
@@ -91,13 +92,18 @@ class UnreadRoot:
     parent_span_id: None = None
 
 
-def _note_of(root: SpanNote | UnreadRoot) -> SpanNote | None:
-    return root if isinstance(root, SpanNote) else root.make()
+@dataclass(slots=True)
+class _Lonely:
+    """A trace's lonely roots (one, unless a trace's root sent again differs)."""
+
+    roots: list[SpanNote | UnreadRoot] = field(default_factory=list)
+    size: int = 0
+    forget_at: float = 0.0
 
 
 @dataclass(slots=True)
 class _Held:
-    note: SpanNote | UnreadRoot
+    note: SpanNote
     release_at: float
     give_up_at: float
     """A callee waits for its caller's root until then."""
@@ -150,10 +156,11 @@ class TraceAssembly:
         self._keeps_lonely = not engine.config.emit_ungoverned
         """Without ``emit_ungoverned``, a lonely root makes no run unless a later span of its trace
         is noted."""
-        self._lonely: OrderedDict[int, tuple[float, list[SpanNote | UnreadRoot]]] = OrderedDict()
-        """Trace id -> (forget at, its lonely roots), oldest first."""
+        self._lonely: OrderedDict[int, _Lonely] = OrderedDict()
+        """Trace id -> its lonely roots, oldest first."""
+        self._lonely_bytes = 0
         self._lonely_for_s = engine.config.trace_timeout_s
-        self._max_lonely = engine.config.max_pending_traces
+        self._max_lonely = 16 * engine.config.max_pending_traces
         self._noted: dict[int, None] = {}
         """Trace ids something other than a lonely root was noted of, oldest first (bounded)."""
         self._max_noted = _NOTED_PER_PENDING_TRACE * engine.config.max_pending_traces
@@ -218,26 +225,30 @@ class TraceAssembly:
                 return False
             now = self._clock()
             self._rotate_if_due(now)
+            self._forget_lonely(now)
             self._current.update(links)
             if resources:
                 self._current_resources.update(resources)
+            noting = self._noting(notes)
+            revived = [trace_id for trace_id in noting if trace_id in self._lonely] if self._lonely else []
+            lonely: list[SpanNote | UnreadRoot] = []
             new: dict[SpanKey, _Held] = {}
-            for note in notes:
-                if note.local_root:
-                    key = span_key(note.trace_id, note.span_id)
-                    new[key] = _Held(note, now + self._root_wait, now + self._link_wait, presumed.get(key),
-                                     held_bytes(note))
-            for unread in unread_roots or ():
-                new[span_key(unread.trace_id, unread.span_id)] = _Held(
-                    unread, now + self._root_wait, now + self._link_wait, None, unread.size
-                )
+            roots = [kept for trace_id in revived for kept in self._lonely[trace_id].roots]
+            roots.extend(note for note in notes if note.local_root)
+            roots.extend(unread_roots or ())
+            for candidate in roots:
+                if self._stays_lonely(candidate, noting):
+                    lonely.append(candidate)
+                    continue
+                made = candidate if isinstance(candidate, SpanNote) else candidate.make()
+                if made is not None:
+                    key = span_key(made.trace_id, made.span_id)
+                    new[key] = _Held(made, now + self._root_wait, now + self._link_wait, presumed.get(key),
+                                     held_bytes(made))
             new_bytes = sum(held.size for held in new.values())
             if self._held_bytes and self._held_bytes + new_bytes > self._max_held_bytes:
                 return False
-            noting = self._noting(notes)
-            revived = [trace_id for trace_id in noting if trace_id in self._lonely] if self._lonely else []
-            immediate = [made for trace_id in revived for kept in self._lonely[trace_id][1]
-                         if (made := _note_of(kept)) is not None]
+            immediate: list[SpanNote] = []
             attached: list[tuple[_Held, SpanNote]] = []
             for note in notes:
                 if note.local_root or note.parent_span_id is None:
@@ -254,9 +265,10 @@ class TraceAssembly:
                     immediate.append(note)
             if not self._engine.offer(immediate, journaled):  # roots alone too: delivery may be full
                 return False
-            for trace_id in revived:  # handed over just before the first span of theirs noted since
-                del self._lonely[trace_id]
+            for trace_id in revived:  # held again, from now: the rest of their traces may follow
+                self._lonely_bytes -= self._lonely.pop(trace_id).size
             self._note(noting)
+            self._keep_lonely(lonely, now)
             arriving = {id(held) for held in new.values()}
             for held, note in attached:
                 held.children.append(note)
@@ -299,25 +311,36 @@ class TraceAssembly:
         while len(noted) > self._max_noted:
             del noted[next(iter(noted))]
 
-    def _keep_if_lonely(self, note: SpanNote | UnreadRoot, now: float) -> bool:
-        """Keep a root lonely (see the module's docstring) instead of handing it over; False when it
-        is not lonely."""
-        if not self._keeps_lonely or note.parent_span_id is not None or note.trace_id in self._noted:
+    def _stays_lonely(self, root: SpanNote | UnreadRoot, noting: set[int]) -> bool:
+        """A root with no parent and no governance of its own, of a trace nothing else is noted
+        of (in this request or recently): kept lonely instead of held."""
+        if not self._keeps_lonely or root.parent_span_id is not None:
             return False
-        if isinstance(note, SpanNote) and governs(note):
+        trace_id = root.trace_id
+        if trace_id in noting or trace_id in self._noted:
             return False
-        entry = self._lonely.pop(note.trace_id, None)
-        roots = [] if entry is None else entry[1]
-        roots.append(note)
-        self._lonely[note.trace_id] = (now + self._lonely_for_s, roots)
-        while len(self._lonely) > self._max_lonely:
-            self._lonely.popitem(last=False)
-        return True
+        return not (isinstance(root, SpanNote) and governs(root))
+
+    def _keep_lonely(self, roots: list[SpanNote | UnreadRoot], now: float) -> None:
+        """Remember lonely roots (a root sent again once), forgetting the oldest past the bounds."""
+        lonely = self._lonely
+        for root in roots:
+            kept = lonely.pop(root.trace_id, None) or _Lonely()
+            lonely[root.trace_id] = kept
+            kept.forget_at = now + self._lonely_for_s
+            if any(other.span_id == root.span_id for other in kept.roots):
+                continue
+            size = root.size if isinstance(root, UnreadRoot) else held_bytes(root)
+            kept.roots.append(root)
+            kept.size += size
+            self._lonely_bytes += size
+        while lonely and (self._lonely_bytes > self._max_held_bytes or len(lonely) > self._max_lonely):
+            self._lonely_bytes -= lonely.popitem(last=False)[1].size
 
     def _forget_lonely(self, now: float) -> None:
         lonely = self._lonely
-        while lonely and next(iter(lonely.values()))[0] <= now:
-            lonely.popitem(last=False)
+        while lonely and next(iter(lonely.values())).forget_at <= now:
+            self._lonely_bytes -= lonely.popitem(last=False)[1].size
 
     def _demote(self, key: SpanKey, parent_resource: int | None) -> None:
         """A presumed root whose parent arrived: a child again when the parent is of its resource."""
@@ -328,8 +351,8 @@ class TraceAssembly:
         self._awaiting.pop(key, None)
         self._held_bytes -= held.size
         note = held.note
-        if not isinstance(note, SpanNote) or note.parent_span_id is None:
-            return  # a presumed root always has a note and a parent
+        if note.parent_span_id is None:
+            return
         note.remote_parent = False
         self._current[key] = note.parent_span_id.to_bytes(8, "big")
         root = self.local_root(note.trace_id, note.parent_span_id)
@@ -361,7 +384,7 @@ class TraceAssembly:
             return max(0.0, first.release_at - self._clock())
         if self._awaiting:
             return 0.25
-        return max(0.0, next(iter(self._lonely.values()))[0] - self._clock()) if self._lonely else None
+        return max(0.0, next(iter(self._lonely.values())).forget_at - self._clock()) if self._lonely else None
 
     def _due(self, now: float) -> list[SpanNote]:
         out, self._ready = self._ready, []
@@ -405,12 +428,8 @@ class TraceAssembly:
                     del self._presumed_by_parent[parent_key]
         if caller is not None:
             self._chain.expect(note.trace_id, note.span_id, caller)
-        if not held.children and self._keep_if_lonely(note, now):
-            return
         out.extend(held.children)
-        made = _note_of(note)
-        if made is not None:
-            out.append(made)
+        out.append(note)
 
     def close(self) -> None:
         """Stop holding: hand every held note to the engine now (callers before their callees)."""

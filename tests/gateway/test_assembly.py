@@ -29,9 +29,10 @@ GOVERNED = [KeyValue(key="aigp.governance.hash", value=AnyValue(string_value="c"
 
 
 def span(
-    span_id: bytes, parent: bytes = b"", flags: int = 0, name: str = "s", governed: bool = False
+    span_id: bytes, parent: bytes = b"", flags: int = 0, name: str = "s", governed: bool = False,
+    trace: bytes = TRACE,
 ) -> Span:
-    return Span(trace_id=TRACE, span_id=span_id, parent_span_id=parent, flags=flags, name=name,
+    return Span(trace_id=trace, span_id=span_id, parent_span_id=parent, flags=flags, name=name,
                 start_time_unix_nano=1, end_time_unix_nano=2, attributes=GOVERNED if governed else [])
 
 
@@ -84,11 +85,14 @@ def test_local_roots_resolve_across_requests_in_any_order(make_intake: Any) -> N
 
 
 def test_held_roots_are_bounded_in_bytes(make_intake: Any) -> None:
-    (note,) = notes_from_request(request("a", span(CALLER))).notes
+    (note,) = notes_from_request(request("a", span(CALLER, governed=True))).notes
     intake = make_intake(max_held_bytes=2 * held_bytes(note))
-    assert send(intake, "a", span(CALLER), span(CALL))
+    assert send(intake, "a", span(CALLER, governed=True), span(CALL, governed=True))
     assert intake.assembly.bytes_held == 2 * held_bytes(note)
-    assert not send(intake, "a", span(CALLEE), span(WORK))  # past the bound: refused, nothing kept
+    assert not send(intake, "a", span(CALLEE, governed=True), span(WORK, governed=True))  # nothing kept
+    assert len(intake.assembly) == 2
+    others = (bytes([7]) * 16, bytes([8]) * 16)  # traces nothing governed was noted of
+    assert send(intake, "a", *(span(CALLEE, trace=trace) for trace in others))  # lonely: never refused
     assert len(intake.assembly) == 2
     intake.close()
     assert intake.assembly.bytes_held == 0
@@ -97,8 +101,8 @@ def test_held_roots_are_bounded_in_bytes(make_intake: Any) -> None:
 
 def test_an_empty_hold_takes_any_request(make_intake: Any) -> None:
     intake = make_intake(max_held_bytes=1)
-    assert send(intake, "a", span(CALLER), span(CALL))  # over the bound, but nothing else is held
-    assert not send(intake, "a", span(CALLEE))
+    assert send(intake, "a", span(CALLER, governed=True), span(CALL, governed=True))  # nothing else held
+    assert not send(intake, "a", span(CALLEE, governed=True))
 
 
 def test_stopping_hands_callers_over_before_callees_which_name_them(
