@@ -87,18 +87,22 @@ class UnreadRoot:
     trace_id: int
     span_id: int
     size: int
-    """What holding it costs (``held_bytes``'s estimate for the span it keeps)."""
-    make: Callable[[], SpanNote | None]
+    """What keeping it costs (the span it keeps and a fixed cost)."""
+    span: bytes
+    """The span, serialized as it came."""
+    note_of: Callable[[bytes], SpanNote | None]
+    """Makes the note of ``span`` (one for every root of a request's resource)."""
     parent_span_id: None = None
 
+    def make(self) -> SpanNote | None:
+        return self.note_of(self.span)
 
-@dataclass(slots=True)
-class _Lonely:
-    """A trace's lonely roots (one, unless a trace's root sent again differs)."""
 
-    roots: list[SpanNote | UnreadRoot] = field(default_factory=list)
-    size: int = 0
-    forget_at: float = 0.0
+LonelyRoot = SpanNote | UnreadRoot
+
+
+def _lonely_size(root: LonelyRoot) -> int:
+    return root.size if isinstance(root, UnreadRoot) else held_bytes(root)
 
 
 @dataclass(slots=True)
@@ -156,8 +160,8 @@ class TraceAssembly:
         self._keeps_lonely = not engine.config.emit_ungoverned
         """Without ``emit_ungoverned``, a lonely root makes no run unless a later span of its trace
         is noted."""
-        self._lonely: OrderedDict[int, _Lonely] = OrderedDict()
-        """Trace id -> its lonely roots, oldest first."""
+        self._lonely: OrderedDict[int, tuple[float, LonelyRoot]] = OrderedDict()
+        """Trace id -> (forget at, its lonely root), oldest first: a trace has one root with no parent."""
         self._lonely_bytes = 0
         self._lonely_for_s = engine.config.trace_timeout_s
         self._max_lonely = 16 * engine.config.max_pending_traces
@@ -231,9 +235,9 @@ class TraceAssembly:
                 self._current_resources.update(resources)
             noting = self._noting(notes)
             revived = [trace_id for trace_id in noting if trace_id in self._lonely] if self._lonely else []
-            lonely: list[SpanNote | UnreadRoot] = []
+            lonely: list[LonelyRoot] = []
             new: dict[SpanKey, _Held] = {}
-            roots = [kept for trace_id in revived for kept in self._lonely[trace_id].roots]
+            roots = [self._lonely[trace_id][1] for trace_id in revived]
             roots.extend(note for note in notes if note.local_root)
             roots.extend(unread_roots or ())
             for candidate in roots:
@@ -265,8 +269,8 @@ class TraceAssembly:
                     immediate.append(note)
             if not self._engine.offer(immediate, journaled):  # roots alone too: delivery may be full
                 return False
-            for trace_id in revived:  # held again, from now: the rest of their traces may follow
-                self._lonely_bytes -= self._lonely.pop(trace_id).size
+            for trace_id in revived:  # held from now on: the rest of their traces may follow
+                self._lonely_bytes -= _lonely_size(self._lonely.pop(trace_id)[1])
             self._note(noting)
             self._keep_lonely(lonely, now)
             arriving = {id(held) for held in new.values()}
@@ -311,7 +315,7 @@ class TraceAssembly:
         while len(noted) > self._max_noted:
             del noted[next(iter(noted))]
 
-    def _stays_lonely(self, root: SpanNote | UnreadRoot, noting: set[int]) -> bool:
+    def _stays_lonely(self, root: LonelyRoot, noting: set[int]) -> bool:
         """A root with no parent and no governance of its own, of a trace nothing else is noted
         of (in this request or recently): kept lonely instead of held."""
         if not self._keeps_lonely or root.parent_span_id is not None:
@@ -321,26 +325,23 @@ class TraceAssembly:
             return False
         return not (isinstance(root, SpanNote) and governs(root))
 
-    def _keep_lonely(self, roots: list[SpanNote | UnreadRoot], now: float) -> None:
-        """Remember lonely roots (a root sent again once), forgetting the oldest past the bounds."""
+    def _keep_lonely(self, roots: list[LonelyRoot], now: float) -> None:
+        """Remember lonely roots (the latest of a trace), forgetting the oldest past the bounds."""
         lonely = self._lonely
+        forget_at = now + self._lonely_for_s
         for root in roots:
-            kept = lonely.pop(root.trace_id, None) or _Lonely()
-            lonely[root.trace_id] = kept
-            kept.forget_at = now + self._lonely_for_s
-            if any(other.span_id == root.span_id for other in kept.roots):
-                continue
-            size = root.size if isinstance(root, UnreadRoot) else held_bytes(root)
-            kept.roots.append(root)
-            kept.size += size
-            self._lonely_bytes += size
+            earlier = lonely.pop(root.trace_id, None)
+            if earlier is not None:
+                self._lonely_bytes -= _lonely_size(earlier[1])
+            lonely[root.trace_id] = (forget_at, root)
+            self._lonely_bytes += _lonely_size(root)
         while lonely and (self._lonely_bytes > self._max_held_bytes or len(lonely) > self._max_lonely):
-            self._lonely_bytes -= lonely.popitem(last=False)[1].size
+            self._lonely_bytes -= _lonely_size(lonely.popitem(last=False)[1][1])
 
     def _forget_lonely(self, now: float) -> None:
         lonely = self._lonely
-        while lonely and next(iter(lonely.values())).forget_at <= now:
-            self._lonely_bytes -= lonely.popitem(last=False)[1].size
+        while lonely and next(iter(lonely.values()))[0] <= now:
+            self._lonely_bytes -= _lonely_size(lonely.popitem(last=False)[1][1])
 
     def _demote(self, key: SpanKey, parent_resource: int | None) -> None:
         """A presumed root whose parent arrived: a child again when the parent is of its resource."""
@@ -384,7 +385,7 @@ class TraceAssembly:
             return max(0.0, first.release_at - self._clock())
         if self._awaiting:
             return 0.25
-        return max(0.0, next(iter(self._lonely.values())).forget_at - self._clock()) if self._lonely else None
+        return max(0.0, next(iter(self._lonely.values()))[0] - self._clock()) if self._lonely else None
 
     def _due(self, now: float) -> list[SpanNote]:
         out, self._ready = self._ready, []

@@ -503,8 +503,8 @@ Noted = Callable[[int], bool]
 
 
 _UNCUT = 1 << 62
-_UNREAD_ROOT_BYTES = 400
-"""What an ``UnreadRoot`` costs besides the span it keeps: the root, its partial and hold entry."""
+_UNREAD_ROOT_BYTES = 300
+"""What an ``UnreadRoot`` costs besides the span it keeps: the root and its entry among the lonely."""
 
 
 def notes_from_request(
@@ -523,7 +523,9 @@ def notes_from_request(
     return converted
 
 
-def _unread_root_note(span: bytes, resource: Mapping[str, Any], value_cap: int, log: Any) -> SpanNote | None:
+def _unread_root_note(
+    span: bytes, *, resource: Mapping[str, Any], value_cap: int, log: Any
+) -> SpanNote | None:
     """The note of an ``UnreadRoot``, from the span it kept, or None when the span is unreadable."""
     try:
         note = note_from_otlp_span(Span.FromString(span), resource, False)
@@ -560,6 +562,7 @@ def _convert_resource_spans(
     spans = [span for scope_spans in resource_spans.scope_spans for span in scope_spans.spans]
     local_spans: set[SpanKey] | None = None  # needed only for senders without the flags
     resource_key: int | None = None
+    note_of: Callable[[bytes], SpanNote | None] | None = None  # for this resource's unread roots
     links = converted.links
     converted.spans += len(spans)
     for span in spans:  # every span of every request: each protobuf field is read once
@@ -586,23 +589,26 @@ def _convert_resource_spans(
                 if parent_key not in local_spans and (seen is None or not seen(parent_key, resource_key)):
                     remote = True
                     converted.presumed[key] = resource_key
-        links[key] = parent_bytes if not remote else ROOT
-        if not parent_bytes and children_unread and noted is not None and not span.events:
-            trace_id = int.from_bytes(trace_bytes, "big")
-            if not noted(trace_id):
-                kept = span.SerializeToString()
-                converted.unread_roots.append(UnreadRoot(
-                    trace_id, int.from_bytes(span_bytes, "big"), _UNREAD_ROOT_BYTES + len(kept),
-                    partial(_unread_root_note, kept, resource, value_cap, log),
-                ))
-                continue
-        if parent_bytes and not remote and (
-            not span.events if children_unread else not child_may_matter(
+        if parent_bytes and not remote:  # a child: most spans, which carry nothing the bridge reads
+            links[key] = parent_bytes
+            if not span.events if children_unread else not child_may_matter(
                 tuple([key_value.key for key_value in span.attributes]),
                 [event.name for event in span.events] if span.events else (),
-            )
-        ):
-            continue  # most spans: nothing the bridge reads, so no adapter and no capture
+            ):
+                continue  # no adapter, no capture
+        else:
+            links[key] = ROOT
+            if not parent_bytes and children_unread and noted is not None and not span.events:
+                trace_id = int.from_bytes(trace_bytes, "big")
+                if not noted(trace_id):
+                    if note_of is None:
+                        note_of = partial(_unread_root_note, resource=resource, value_cap=value_cap, log=log)
+                    kept = span.SerializeToString()
+                    size = _UNREAD_ROOT_BYTES + len(kept)
+                    converted.unread_roots.append(
+                        UnreadRoot(trace_id, int.from_bytes(span_bytes, "big"), size, kept, note_of)
+                    )
+                    continue
         try:
             note = note_from_otlp_span(span, resource, remote)
         except Exception as error:  # a value no span could hold: leave the span out, say so

@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from aigp_otel_bridge.frontdoors.otlp import (
     MEDIA_JSON,
@@ -328,7 +328,8 @@ _LOGGERS = ("uvicorn.error", "asyncio")
 
 
 def _guarded_protocol(max_connections: int, read_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with what it lacks against hostile clients.
+    """uvicorn's httptools protocol (a C parser: a request's head and body cost the event loop
+    about half what the pure-Python h11 costs) with what it lacks against hostile clients.
 
     - A connection past ``max_connections`` is closed as soon as it is accepted, so that a flood
       of connections never takes the process's file descriptors (which the gRPC receiver, the
@@ -339,7 +340,7 @@ def _guarded_protocol(max_connections: int, read_timeout_s: float) -> type[async
       would otherwise hold the connection for ever. The body has its own deadline in the app.
     """
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedProtocol(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -381,7 +382,7 @@ def _guarded_protocol(max_connections: int, read_timeout_s: float) -> type[async
             if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
                 self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedProtocol
 
 
 def default_max_connections() -> int:
