@@ -73,7 +73,8 @@ SPANS_PER_TRACE = 8
 def ungoverned_bodies(requests: int, spans_per_request: int) -> list[bytes]:
     """Requests of ungoverned traces of ``SPANS_PER_TRACE`` spans (children whose attributes carry
     nothing the bridge reads), ``spans_per_request`` spans each: every request holds many local
-    roots, which the gateway holds and decides."""
+    roots, each lonely (nothing else of its trace is noted), which the gateway keeps for later
+    spans of their traces."""
     traces = max(1, spans_per_request // SPANS_PER_TRACE)
 
     def make(tracer: Any) -> None:
@@ -264,8 +265,8 @@ def run(*, rounds: int, requests: int, spans_per_request: int, sessions: int) ->
         gateway = GatewayUnderTest(Path(directory) / "gateway.jsonl")
         journaled = GatewayUnderTest(Path(directory) / "journaled.jsonl",
                                      {"AIGP_BRIDGE_OUTBOX_DIR": str(Path(directory) / "outbox")})
-        # Ungoverned traffic meets the hold on local roots as a user's gateway has it (1 s): the
-        # held roots are bounded in bytes, so one client's stream must flow without a 429.
+        # Ungoverned traffic meets the gateway as a user's gateway has it (roots held 1 s): its
+        # lonely roots are kept apart, never refused, so one client's stream must flow without a 429.
         held = GatewayUnderTest(Path(directory) / "held.jsonl", {"AIGP_BRIDGE_ROOT_WAIT_S": "1"})
         try:
             post_all(held.http_port, ungoverned[:2])  # warm-up
