@@ -237,18 +237,20 @@ class OtlpHttpApp:
 
     async def _read(self, receive: Receive, gzipped: bool, reserved: list[int]) -> bytes:
         """The body, decompressed; what it keeps beyond what was reserved is taken from the budget.
-        The whole body must arrive within the read timeout (a slow sender is cut, 408)."""
+        The whole body must arrive within the read timeout (a slow sender is cut, 408): one
+        deadline for the body, not one per chunk, which would cost a task per chunk."""
+        try:
+            return await asyncio.wait_for(self._chunks(receive, gzipped, reserved), self._read_timeout_s)
+        except asyncio.TimeoutError:
+            raise _RefusedError(
+                408, code_pb2.DEADLINE_EXCEEDED,
+                f"request body not received within {self._read_timeout_s:g} s", "timeout",
+            ) from None
+
+    async def _chunks(self, receive: Receive, gzipped: bool, reserved: list[int]) -> bytes:
         collected = _BoundedBody(self.max_body_bytes, gzipped)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._read_timeout_s
         while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                raise _RefusedError(
-                    408, code_pb2.DEADLINE_EXCEEDED,
-                    f"request body not received within {self._read_timeout_s:g} s", "timeout",
-                ) from None
+            message = await receive()
             if message["type"] == "http.disconnect":
                 raise _bad_request("client went away")
             try:
