@@ -150,3 +150,28 @@ def test_without_flags_a_presumed_root_whose_parent_arrives_is_a_child(
     (event,) = transport.wait_for(1)
     assert event["job"]["name"] == "svc.plan"
     assert event["run"]["runId"] == run_id_for_trace(TRACE.hex())
+
+
+def test_lonely_roots_are_kept_within_the_bound_and_held_again_when_their_trace_is_noted(
+    make_intake: Any, transport: CaptureTransport
+) -> None:
+    """Ungoverned roots of five traces, in a bound that keeps three: the two oldest are forgotten.
+    A governed child arriving later for a kept root makes that root's run (its job, COMPLETE);
+    one for a forgotten root makes an incomplete run of its own."""
+    traces = [bytes([n]) * 16 for n in range(1, 6)]
+    (note,) = notes_from_request(request("svc", span(CALLER, name="plan", trace=traces[0]))).notes
+    intake = make_intake(root_wait_s=0.01, max_held_bytes=3 * held_bytes(note))
+    for trace in traces:
+        assert send(intake, "svc", span(CALLER, name="plan", trace=trace))
+    assert len(intake.assembly) == 0  # lonely: none held
+    for trace in (traces[0], traces[-1]):
+        assert send(intake, "svc", span(WORK, CALLER, KNOWN, name="policy", governed=True, trace=trace))
+    wait_until(lambda: len(intake.assembly) == 0, "the hold to hand the kept root over", 10)
+    intake.close()
+    intake.engine.shutdown(10.0)
+    runs = {event["run"]["runId"]: event for event in transport.wait_for(2)}
+    kept, forgotten = (runs[run_id_for_trace(trace.hex())] for trace in (traces[-1], traces[0]))
+    assert (kept["eventType"], kept["job"]["name"]) == ("COMPLETE", "svc.plan")
+    assert kept["run"]["facets"]["aigp_governance"]["complete"] is True
+    assert forgotten["eventType"] == "RUNNING"
+    assert forgotten["run"]["facets"]["aigp_governance"]["complete"] is False
