@@ -105,6 +105,14 @@ def _lonely_size(root: LonelyRoot) -> int:
     return root.size if isinstance(root, UnreadRoot) else held_bytes(root)
 
 
+def _may_be_lonely(root: LonelyRoot) -> bool:
+    """A local root with no parent and no governance of its own (lonely when nothing else of its
+    trace is noted)."""
+    if isinstance(root, UnreadRoot):
+        return True
+    return root.local_root and root.parent_span_id is None and not governs(root)
+
+
 @dataclass(slots=True)
 class _Held:
     note: SpanNote
@@ -220,10 +228,12 @@ class TraceAssembly:
         journaled: Journaled | None = None,
         unread_roots: list[UnreadRoot] | None = None,
     ) -> bool:
-        """Record a request's spans, queue its children, hold its roots (``unread_roots`` too);
-        False (nothing queued or held) when the engine refuses the request (intake or delivery
-        full), the held roots would pass ``max_held_bytes`` (an empty hold takes any request), or
-        the gateway is stopping. ``journaled`` is queued after the children (``Engine.offer``)."""
+        """Record a request's spans, queue its children, hold its roots (keep the lonely ones, of
+        ``notes`` and ``unread_roots``, apart) and hold the lonely roots its notes' traces had;
+        False (nothing queued, held or kept) when the engine refuses the request (intake or
+        delivery full), the held roots would pass ``max_held_bytes`` (an empty hold takes any
+        request), or the gateway is stopping. ``journaled`` is queued after the children
+        (``Engine.offer``)."""
         with self._lock:
             if self._closed:
                 return False
@@ -245,10 +255,12 @@ class TraceAssembly:
                     lonely.append(candidate)
                     continue
                 made = candidate if isinstance(candidate, SpanNote) else candidate.make()
-                if made is not None:
-                    key = span_key(made.trace_id, made.span_id)
-                    new[key] = _Held(made, now + self._root_wait, now + self._link_wait, presumed.get(key),
-                                     held_bytes(made))
+                if made is None:  # an unreadable span (logged): left out, and counted
+                    self._engine.stats.invalid_values += 1
+                    continue
+                key = span_key(made.trace_id, made.span_id)
+                new[key] = _Held(made, now + self._root_wait, now + self._link_wait, presumed.get(key),
+                                 held_bytes(made))
             new_bytes = sum(held.size for held in new.values())
             if self._held_bytes and self._held_bytes + new_bytes > self._max_held_bytes:
                 return False
@@ -302,10 +314,7 @@ class TraceAssembly:
     @staticmethod
     def _noting(notes: list[SpanNote]) -> set[int]:
         """The traces a request notes something of, besides roots that may be lonely."""
-        return {
-            note.trace_id for note in notes
-            if not (note.local_root and note.parent_span_id is None and not governs(note))
-        }
+        return {note.trace_id for note in notes if not _may_be_lonely(note)}
 
     def _note(self, traces: set[int]) -> None:
         noted = self._noted
@@ -316,14 +325,11 @@ class TraceAssembly:
             del noted[next(iter(noted))]
 
     def _stays_lonely(self, root: LonelyRoot, noting: set[int]) -> bool:
-        """A root with no parent and no governance of its own, of a trace nothing else is noted
-        of (in this request or recently): kept lonely instead of held."""
-        if not self._keeps_lonely or root.parent_span_id is not None:
-            return False
+        """A root that may be lonely, of a trace nothing else is noted of (in this request or
+        recently): kept apart instead of held."""
         trace_id = root.trace_id
-        if trace_id in noting or trace_id in self._noted:
-            return False
-        return not (isinstance(root, SpanNote) and governs(root))
+        noted = trace_id in noting or trace_id in self._noted
+        return self._keeps_lonely and not noted and _may_be_lonely(root)
 
     def _keep_lonely(self, roots: list[LonelyRoot], now: float) -> None:
         """Remember lonely roots (the latest of a trace), forgetting the oldest past the bounds."""
@@ -336,12 +342,15 @@ class TraceAssembly:
             lonely[root.trace_id] = (forget_at, root)
             self._lonely_bytes += _lonely_size(root)
         while lonely and (self._lonely_bytes > self._max_held_bytes or len(lonely) > self._max_lonely):
-            self._lonely_bytes -= _lonely_size(lonely.popitem(last=False)[1][1])
+            self._forget_oldest_lonely()
 
     def _forget_lonely(self, now: float) -> None:
-        lonely = self._lonely
-        while lonely and next(iter(lonely.values()))[0] <= now:
-            self._lonely_bytes -= _lonely_size(lonely.popitem(last=False)[1][1])
+        """Forget the lonely roots kept for ``trace_timeout_s``."""
+        while self._lonely and next(iter(self._lonely.values()))[0] <= now:
+            self._forget_oldest_lonely()
+
+    def _forget_oldest_lonely(self) -> None:
+        self._lonely_bytes -= _lonely_size(self._lonely.popitem(last=False)[1][1])
 
     def _demote(self, key: SpanKey, parent_resource: int | None) -> None:
         """A presumed root whose parent arrived: a child again when the parent is of its resource."""

@@ -493,7 +493,7 @@ class Converted:
     presumed: dict[SpanKey, int] = field(default_factory=dict)
     """Local roots only presumed (no flags, parent not among the resource's spans) -> resource key."""
     unread_roots: list[UnreadRoot] = field(default_factory=list)
-    """Local roots whose notes are made only if they are handed over (``UnreadRoot``)."""
+    """Local roots whose notes are made only if they are held (``UnreadRoot``)."""
 
 
 SeenInResource = Callable[[SpanKey, int], bool]
@@ -529,7 +529,7 @@ def _unread_root_note(
     """The note of an ``UnreadRoot``, from the span it kept, or None when the span is unreadable."""
     try:
         note = note_from_otlp_span(Span.FromString(span), resource, False)
-    except Exception:  # acknowledged already: say so, as a span left out of its request is
+    except Exception:  # acknowledged already: logged here, counted by the assembly
         if log is not None:
             log.log(logging.WARNING, "otlp", "could not read an OTLP span", exc_info=True)
         return None
