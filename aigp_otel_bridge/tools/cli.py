@@ -108,12 +108,19 @@ _NOT_DELIVERED = {
 """What stderr says when the run was not delivered: only what the user can see or do."""
 
 
+def _content_without_events(command: str, args: argparse.Namespace) -> bool:
+    """``--content-dir`` given without ``--aigp-events``: said on stderr, True."""
+    if args.content_dir and not args.aigp_events:
+        print(f"aigp-otel-bridge {command}: --content-dir needs --aigp-events (the hashes to recompute)",
+              file=sys.stderr)
+        return True
+    return False
+
+
 def _verify(args: argparse.Namespace) -> int:
     from aigp_otel_bridge.tools.verify import InputFileError, verify_files
 
-    if args.content_dir and not args.aigp_events:
-        print("aigp-otel-bridge verify: --content-dir needs --aigp-events (the hashes to recompute)",
-              file=sys.stderr)
+    if _content_without_events("verify", args):
         return 2
     try:
         report = verify_files(args.lineage, args.aigp_events, content_dir=args.content_dir)
@@ -128,9 +135,7 @@ def _report(args: argparse.Namespace) -> int:
     from aigp_otel_bridge.tools.report import report_files
     from aigp_otel_bridge.tools.verify import InputFileError
 
-    if args.content_dir and not args.aigp_events:
-        print("aigp-otel-bridge report: --content-dir needs --aigp-events (the hashes to recompute)",
-              file=sys.stderr)
+    if _content_without_events("report", args):
         return 2
     try:
         report = report_files(args.lineage, args.aigp_events, args.output, content_dir=args.content_dir)
