@@ -17,30 +17,17 @@ from hypothesis import strategies as st
 from openlineage.client.event_v2 import Run, RunState
 
 from aigp_otel_bridge.memo import BoundedMemo
-from aigp_otel_bridge.merkle import flat_hash
 from aigp_otel_bridge.openlineage import _session_run, build_openlineage_run_event
 from aigp_otel_bridge.propagated_links import run_id_for_trace
 from aigp_otel_bridge.stages.build import build_run_event, iso_millis
+from tests.factories import store_event
 
 TRACE_HEX = "4bf92f3577b34da6a3ce929d0e0e4736"
 ISO_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
 def _event(number: int = 0, **fields: object) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"00000000-0000-4000-8000-{number:012d}",
-        "event_type": "INJECT_SUCCESS",
-        "event_time": "2026-02-15T10:30:00.456Z",
-        "agent_id": "agent.trading-bot-v2",
-        "policy_name": "policy.trading-limits",
-        "policy_version": 4,
-        "governance_hash": flat_hash("policy content"),
-        "hash_type": "sha256",
-        "data_classification": "confidential",
-        "trace_id": TRACE_HEX,
-    }
-    event.update(fields)
-    return event
+    return store_event(number, **{"trace_id": TRACE_HEX, **fields})
 
 
 # --- times, run ids, run states ------------------------------------------------------------

@@ -29,7 +29,7 @@ from aigp_otel_bridge.stages.extract import (
     records_from_note,
     trace_key_of,
 )
-from tests.factories import two_leaves
+from tests.factories import store_event, two_leaves
 
 HASH_A = flat_hash("policy A content")
 HASH_B = flat_hash("policy B content")
@@ -990,19 +990,7 @@ def test_reference_sdk_sessions_hit_the_event_cache_with_records_read_as_afresh(
 
 
 def _store_event(number: int, **fields: object) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": f"00000000-0000-4000-8000-{number:012d}",
-        "event_type": "INJECT_SUCCESS",
-        "event_time": "2026-02-15T10:30:00.456Z",
-        "agent_id": "agent.trading-bot-v2",
-        "policy_name": "policy.trading-limits",
-        "policy_version": 4,
-        "governance_hash": HASH_A,
-        "hash_type": "sha256",
-        "data_classification": "confidential",
-    }
-    event.update(fields)
-    return event
+    return store_event(number, **{"governance_hash": HASH_A, **fields})
 
 
 def test_full_events_count_their_invalid_values_each() -> None:
