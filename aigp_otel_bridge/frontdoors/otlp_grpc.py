@@ -104,7 +104,9 @@ class GrpcReceiver:
     ``max_workers`` calls handled at once and at most four times as many admitted (grpcio answers
     the rest ``RESOURCE_EXHAUSTED``, which exporters retry), ``max_connections`` connections, a
     connection must finish its HTTP/2 (and TLS) handshake within ``handshake_timeout_s``, and one
-    without calls for ``IDLE_S`` is closed (a client's channel reconnects when it next exports)."""
+    without calls for ``IDLE_S`` is closed (a client's channel reconnects when it next exports).
+    HTTP/2 windows stay at 64 KiB per call (no bandwidth-delay probing), so a call refused from its
+    metadata has sent at most that much ahead."""
 
     IDLE_S = 300
 
@@ -136,6 +138,7 @@ class GrpcReceiver:
             ("grpc.max_allowed_incoming_connections", max_connections),
             ("grpc.server_handshake_timeout_ms", int(handshake_timeout_s * 1000)),
             ("grpc.max_connection_idle_ms", int(self.IDLE_S * 1000)),
+            ("grpc.http2.bdp_probe", 0),  # a 64 KiB window per call: what a refused call sends ahead
         ]
         self._server = grpc.server(
             ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="aigp-gateway-grpc"),
